@@ -1,0 +1,1 @@
+//! libpq connection strings (placeholder until the parser lands).

@@ -1,0 +1,1 @@
+//! pgwarden-testkit: throwaway PostgreSQL clusters for tests (being built).
