@@ -13,3 +13,9 @@
 
 pub mod conninfo;
 pub mod ssl;
+pub mod access_details;
+pub mod duration;
+pub mod owners;
+pub mod resource;
+pub mod tags;
+pub mod config;

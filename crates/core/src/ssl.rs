@@ -12,7 +12,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// How a connection uses TLS, with libpq's exact meaning for each value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plaintext only.
@@ -57,7 +59,10 @@ impl SslMode {
     /// Whether this mode never falls back to plaintext.
     #[must_use]
     pub const fn requires_tls(self) -> bool {
-        matches!(self, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
     }
 
     /// Whether this mode always verifies the server certificate chain.
@@ -75,7 +80,9 @@ impl fmt::Display for SslMode {
 
 /// An `sslmode` value that is not one of the six libpq modes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid sslmode value: \"{value}\" (valid values: disable, allow, prefer, require, verify-ca, verify-full)")]
+#[error(
+    "invalid sslmode value: \"{value}\" (valid values: disable, allow, prefer, require, verify-ca, verify-full)"
+)]
 pub struct ParseSslModeError {
     /// The rejected value.
     pub value: String,
@@ -89,7 +96,9 @@ impl FromStr for SslMode {
         SslMode::ALL
             .into_iter()
             .find(|m| m.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ParseSslModeError { value: s.to_owned() })
+            .ok_or_else(|| ParseSslModeError {
+                value: s.to_owned(),
+            })
     }
 }
 
@@ -128,7 +137,9 @@ impl FromStr for SslNegotiation {
         match s {
             "postgres" => Ok(SslNegotiation::Postgres),
             "direct" => Ok(SslNegotiation::Direct),
-            other => Err(SslRuleError::InvalidNegotiation { value: other.to_owned() }),
+            other => Err(SslRuleError::InvalidNegotiation {
+                value: other.to_owned(),
+            }),
         }
     }
 }
@@ -233,10 +244,16 @@ mod tests {
 
     #[test]
     fn parses_case_insensitively_and_lists_valid_values() {
-        assert_eq!("Verify-Full".parse::<SslMode>().unwrap(), SslMode::VerifyFull);
+        assert_eq!(
+            "Verify-Full".parse::<SslMode>().unwrap(),
+            SslMode::VerifyFull
+        );
         assert_eq!("DISABLE".parse::<SslMode>().unwrap(), SslMode::Disable);
         let err = "verify_full".parse::<SslMode>().unwrap_err().to_string();
-        assert!(err.contains("verify_full") && err.contains("verify-ca"), "{err}");
+        assert!(
+            err.contains("verify_full") && err.contains("verify-ca"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -250,13 +267,19 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity, reason = "a test table reads best inline")]
     fn rules_table() {
         use SslMode::*;
         let sys = RootCertSource::System;
         let file = RootCertSource::File("ca.pem".into());
         let pg = SslNegotiation::Postgres;
         let direct = SslNegotiation::Direct;
-        let cases: Vec<(Option<SslMode>, Option<&RootCertSource>, SslNegotiation, Result<SslMode, &str>)> = vec![
+        let cases: Vec<(
+            Option<SslMode>,
+            Option<&RootCertSource>,
+            SslNegotiation,
+            Result<SslMode, &str>,
+        )> = vec![
             (None, None, pg, Ok(Prefer)),
             (None, Some(&sys), pg, Ok(VerifyFull)),
             (Some(VerifyFull), Some(&sys), pg, Ok(VerifyFull)),
@@ -280,13 +303,19 @@ mod tests {
                 (g, w) => panic!("{mode:?} {root:?} {neg:?}: got {g:?}, want {w:?}"),
             }
         }
-        assert_eq!(effective_ssl_mode(Some(VerifyCa), None, pg, true), Ok(VerifyCa));
+        assert_eq!(
+            effective_ssl_mode(Some(VerifyCa), None, pg, true),
+            Ok(VerifyCa)
+        );
     }
 
     #[test]
     fn root_cert_source_classification() {
         assert_eq!(RootCertSource::parse("system"), RootCertSource::System);
-        assert_eq!(RootCertSource::parse("./system"), RootCertSource::File("./system".into()));
+        assert_eq!(
+            RootCertSource::parse("./system"),
+            RootCertSource::File("./system".into())
+        );
         assert!(matches!(
             RootCertSource::parse("-----BEGIN CERTIFICATE-----\nMII..."),
             RootCertSource::InlinePem(_)
