@@ -25,13 +25,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1), in bytes.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
-
-const NAME_ENCODE: &AsciiSet = &CONTROLS.add(b'/').add(b'%').add(b':');
 
 /// The kinds of resource pgwarden discovers and grants on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -329,10 +327,26 @@ impl fmt::Display for ResourceId {
             if i > 0 {
                 f.write_str("/")?;
             }
-            write!(f, "{}", utf8_percent_encode(name, NAME_ENCODE))?;
+            write_encoded(f, name)?;
         }
         Ok(())
     }
+}
+
+/// Writes a name with `/`, `%`, `:` and control characters percent-encoded; everything
+/// else, unicode included, stays as it is so ids remain readable.
+fn write_encoded(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    for c in name.chars() {
+        if matches!(c, '/' | '%' | ':') || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                write!(f, "%{b:02X}")?;
+            }
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
 }
 
 fn decode_name(id: &str, raw: &str) -> Result<String, ResourceError> {

@@ -1,0 +1,592 @@
+//! Integration config: every field, every validation rule, every format, the aliases.
+
+use pgwarden_core::config::{ConfigFormat, IntegrationConfig, SecretRef, UserMode};
+use pgwarden_core::owners::OwnerAttribute;
+use pgwarden_core::resource::ResourceType;
+use pgwarden_core::ssl::SslMode;
+
+const FULL_TOML: &str = r#"
+name = "orders-prod"
+hostname = "db.internal"
+port = 6432
+database = "orders"
+ssl_mode = "verify-full"
+ssl_root_cert = "ca.pem"
+ssl_cert = "client.pem"
+ssl_key = "client.key"
+credential_rotation_days = 90
+custom_access_details = "psql \"host={hostname} port={port} dbname={database} user={username}\""
+discovery = ["database", "schema", "table", "role"]
+user_mode = "persistent"
+username_prefix = "jit_"
+max_ttl = "12h"
+
+[secret]
+backend = "vault"
+address = "http://127.0.0.1:8200"
+mount = "kv"
+path = "pgwarden/orders"
+namespace = "team-a"
+
+[[integration_owners]]
+source = "okta"
+attribute = "group"
+values = ["dba"]
+
+[[integration_owners]]
+source = "okta"
+attribute = "user"
+values = ["alice@example.com", "bob@example.com"]
+
+[resource_owner]
+key = "owner"
+source = "okta"
+attribute = "group"
+"#;
+
+const FULL_YAML: &str = r#"
+name: orders-prod
+hostname: db.internal
+port: 6432
+database: orders
+ssl_mode: verify-full
+ssl_root_cert: ca.pem
+ssl_cert: client.pem
+ssl_key: client.key
+credential_rotation_days: 90
+custom_access_details: 'psql "host={hostname} port={port} dbname={database} user={username}"'
+discovery: [database, schema, table, role]
+user_mode: persistent
+username_prefix: jit_
+max_ttl: 12h
+secret:
+  backend: vault
+  address: http://127.0.0.1:8200
+  mount: kv
+  path: pgwarden/orders
+  namespace: team-a
+integration_owners:
+  - source: okta
+    attribute: group
+    values: [dba]
+  - source: okta
+    attribute: user
+    values: [alice@example.com, bob@example.com]
+resource_owner:
+  key: owner
+  source: okta
+  attribute: group
+"#;
+
+const FULL_JSON: &str = r#"{
+  "name": "orders-prod", "hostname": "db.internal", "port": 6432, "database": "orders",
+  "ssl_mode": "verify-full", "ssl_root_cert": "ca.pem", "ssl_cert": "client.pem", "ssl_key": "client.key",
+  "credential_rotation_days": 90,
+  "custom_access_details": "psql \"host={hostname} port={port} dbname={database} user={username}\"",
+  "discovery": ["database", "schema", "table", "role"], "user_mode": "persistent",
+  "username_prefix": "jit_", "max_ttl": "12h",
+  "secret": {"backend": "vault", "address": "http://127.0.0.1:8200", "mount": "kv", "path": "pgwarden/orders", "namespace": "team-a"},
+  "integration_owners": [
+    {"source": "okta", "attribute": "group", "values": ["dba"]},
+    {"source": "okta", "attribute": "user", "values": ["alice@example.com", "bob@example.com"]}
+  ],
+  "resource_owner": {"key": "owner", "source": "okta", "attribute": "group"}
+}"#;
+
+fn toml(s: &str) -> Result<IntegrationConfig, Vec<String>> {
+    IntegrationConfig::parse(s, ConfigFormat::Toml)
+        .map_err(|e| e.problems().iter().map(ToString::to_string).collect())
+}
+
+const MIN: &str = "name = \"x\"\nhostname = \"h\"\n";
+
+#[test]
+fn every_field_in_every_format() {
+    let a = IntegrationConfig::parse(FULL_TOML, ConfigFormat::Toml).unwrap();
+    let b = IntegrationConfig::parse(FULL_YAML, ConfigFormat::Yaml).unwrap();
+    let c = IntegrationConfig::parse(FULL_JSON, ConfigFormat::Json).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(a.name, "orders-prod");
+    assert_eq!(a.hostname, "db.internal");
+    assert_eq!(a.port, 6432);
+    assert_eq!(a.database, "orders");
+    assert_eq!(a.ssl_mode, SslMode::VerifyFull);
+    assert_eq!(a.ssl_root_cert.as_deref(), Some("ca.pem"));
+    assert_eq!(a.ssl_cert.as_deref(), Some("client.pem"));
+    assert_eq!(a.ssl_key.as_deref(), Some("client.key"));
+    assert_eq!(a.credential_rotation_days, Some(90));
+    assert!(
+        a.custom_access_details
+            .as_ref()
+            .unwrap()
+            .source()
+            .starts_with("psql")
+    );
+    assert_eq!(a.discovery, ResourceType::ALL.to_vec());
+    assert_eq!(a.user_mode, UserMode::Persistent);
+    assert_eq!(a.username_prefix, "jit_");
+    assert_eq!(a.max_ttl.as_secs(), 12 * 3600);
+    assert_eq!(
+        a.secret,
+        Some(SecretRef::Vault {
+            address: Some("http://127.0.0.1:8200".into()),
+            mount: "kv".into(),
+            path: "pgwarden/orders".into(),
+            namespace: Some("team-a".into()),
+        })
+    );
+    assert_eq!(a.integration_owners.len(), 2);
+    assert_eq!(a.integration_owners[1].attribute, OwnerAttribute::User);
+    assert_eq!(
+        a.integration_owners[1].values,
+        ["alice@example.com", "bob@example.com"]
+    );
+    assert_eq!(a.resource_owner.as_ref().unwrap().key, "owner");
+}
+
+#[test]
+fn defaults() {
+    let c = toml(MIN).unwrap();
+    assert_eq!(c.port, 5432);
+    assert_eq!(c.database, "postgres");
+    assert_eq!(c.ssl_mode, SslMode::Prefer);
+    assert_eq!(c.discovery, ResourceType::ALL.to_vec());
+    assert_eq!(c.user_mode, UserMode::Ephemeral);
+    assert_eq!(c.username_prefix, "pgw_");
+    assert_eq!(c.max_ttl.to_string(), "7d");
+    assert_eq!(c.credential_rotation_days, None);
+    assert!(c.secret.is_none() && c.integration_owners.is_empty() && c.resource_owner.is_none());
+}
+
+#[test]
+fn serialized_config_reads_back_equal() {
+    for text in [FULL_TOML, MIN] {
+        let c = toml(text).unwrap();
+        assert_eq!(toml(&c.to_toml()).unwrap(), c);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            IntegrationConfig::parse(&json, ConfigFormat::Json).unwrap(),
+            c
+        );
+    }
+}
+
+#[test]
+fn terraform_aliases() {
+    let c = toml(&format!(
+        "{MIN}dbname = \"app\"\nsslmode = \"require\"\nsslrootcert = \"ca.pem\"\ncredentials_rotation_period_in_days = 30\n"
+    ))
+    .unwrap();
+    assert_eq!(c.database, "app");
+    assert_eq!(c.ssl_mode, SslMode::Require);
+    assert_eq!(c.ssl_root_cert.as_deref(), Some("ca.pem"));
+    assert_eq!(c.credential_rotation_days, Some(30));
+    let err = toml(&format!("{MIN}dbname = \"a\"\ndatabase = \"b\"\n")).unwrap_err();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(err[0].contains("both set database"), "{err:?}");
+}
+
+#[test]
+fn every_secret_backend() {
+    let cases: &[(&str, SecretRef)] = &[
+        (
+            "backend = \"vault\"\npath = \"p\"",
+            SecretRef::Vault {
+                address: None,
+                mount: "secret".into(),
+                path: "p".into(),
+                namespace: None,
+            },
+        ),
+        (
+            "backend = \"aws\"\nsecret_id = \"prod/pg\"\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:5000\"",
+            SecretRef::Aws {
+                secret_id: "prod/pg".into(),
+                region: Some("eu-west-1".into()),
+                endpoint: Some("http://127.0.0.1:5000".into()),
+            },
+        ),
+        (
+            "backend = \"gcp\"\nproject = \"p1\"\nsecret = \"s\"",
+            SecretRef::Gcp {
+                project: "p1".into(),
+                secret: "s".into(),
+                version: "latest".into(),
+            },
+        ),
+        (
+            "backend = \"azure\"\nvault_url = \"https://kv.vault.azure.net\"\nname = \"pg\"",
+            SecretRef::Azure {
+                vault_url: "https://kv.vault.azure.net".into(),
+                name: "pg".into(),
+            },
+        ),
+        (
+            "backend = \"kubernetes\"\nnamespace = \"ns\"\nname = \"pg\"",
+            SecretRef::Kubernetes {
+                namespace: "ns".into(),
+                name: "pg".into(),
+            },
+        ),
+        (
+            "backend = \"env\"\nusername_var = \"U\"\npassword_var = \"P\"",
+            SecretRef::Env {
+                username_var: "U".into(),
+                password_var: "P".into(),
+            },
+        ),
+        (
+            "backend = \"file\"\npath = \"/etc/pg.json\"",
+            SecretRef::File {
+                path: "/etc/pg.json".into(),
+            },
+        ),
+    ];
+    for (section, want) in cases {
+        let c = toml(&format!("{MIN}[secret]\n{section}\n")).unwrap();
+        assert_eq!(c.secret.as_ref(), Some(want), "{section}");
+    }
+}
+
+/// Each invalid document and the problems it must report (field prefix + fragment).
+#[test]
+fn validation_rules_each_name_the_field() {
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("hostname = \"h\"", &[("name", "is required")]),
+        ("name = \"x\"", &[("hostname", "is required")]),
+        (
+            "name = \"\"\nhostname = \"h\"",
+            &[("name", "must not be empty")],
+        ),
+        (
+            "name = \"orders prod\"\nhostname = \"h\"",
+            &[("name", "has ' '")],
+        ),
+        (
+            &format!("name = \"{}\"\nhostname = \"h\"", "a".repeat(65)),
+            &[("name", "65 chars")],
+        ),
+        (
+            "name = \"x\"\nhostname = \"a b\"",
+            &[("hostname", "give one host name")],
+        ),
+        (
+            "name = \"x\"\nhostname = \"h1,h2\"",
+            &[("hostname", "give one host name")],
+        ),
+        (
+            "name = 5\nhostname = \"h\"",
+            &[("name", "must be a string, not a number")],
+        ),
+        (
+            &format!("{MIN}port = 0"),
+            &[("port", "from 1 to 65535, got 0")],
+        ),
+        (
+            &format!("{MIN}port = 70000"),
+            &[("port", "from 1 to 65535")],
+        ),
+        (
+            &format!("{MIN}port = \"x\""),
+            &[("port", "from 1 to 65535")],
+        ),
+        (
+            &format!("{MIN}port = true"),
+            &[("port", "whole number, not a boolean")],
+        ),
+        (
+            &format!("{MIN}database = \"\""),
+            &[("database", "must not be empty")],
+        ),
+        (
+            &format!("{MIN}ssl_mode = \"verify_full\""),
+            &[("ssl_mode", "valid values: disable, allow")],
+        ),
+        (
+            &format!("{MIN}ssl_mode = \"verify-ca\""),
+            &[("ssl_mode", "needs a root certificate")],
+        ),
+        (
+            &format!("{MIN}ssl_mode = \"verify-full\""),
+            &[("ssl_mode", "needs a root certificate")],
+        ),
+        (
+            &format!("{MIN}ssl_mode = \"require\"\nssl_root_cert = \"system\""),
+            &[("ssl_mode", "ssl_root_cert=system")],
+        ),
+        (
+            &format!("{MIN}ssl_cert = \"c.pem\""),
+            &[("ssl_key", "required when ssl_cert")],
+        ),
+        (
+            &format!("{MIN}ssl_key = \"c.key\""),
+            &[("ssl_cert", "required when ssl_key")],
+        ),
+        (
+            &format!("{MIN}ssl_root_cert = \"-----BEGIN CERTIFICATE-----\\nMIIB\""),
+            &[("ssl_root_cert", "no -----END")],
+        ),
+        (
+            &format!("{MIN}credential_rotation_days = 0"),
+            &[("credential_rotation_days", "from 1 to 3650")],
+        ),
+        (
+            &format!("{MIN}credential_rotation_days = 3651"),
+            &[("credential_rotation_days", "from 1 to 3650")],
+        ),
+        (
+            &format!("{MIN}custom_access_details = \"{}\"", "x".repeat(431)),
+            &[("custom_access_details", "431 chars; at most 400")],
+        ),
+        (
+            &format!("{MIN}custom_access_details = \"user={{password}}\""),
+            &[("custom_access_details", "unknown placeholder {password}")],
+        ),
+        (
+            &format!("{MIN}discovery = [\"tables\"]"),
+            &[("discovery[0]", "unknown resource type \"tables\"")],
+        ),
+        (
+            &format!("{MIN}discovery = [\"table\", \"table\"]"),
+            &[("discovery[1]", "listed twice")],
+        ),
+        (
+            &format!("{MIN}discovery = \"table\""),
+            &[("discovery", "must be a list")],
+        ),
+        (
+            &format!("{MIN}user_mode = \"shared\""),
+            &[("user_mode", "valid: ephemeral, persistent")],
+        ),
+        (
+            &format!("{MIN}username_prefix = \"pg_\""),
+            &[("username_prefix", "reserves that prefix")],
+        ),
+        (
+            &format!("{MIN}username_prefix = \"Jit-\""),
+            &[("username_prefix", "must start with a lowercase")],
+        ),
+        (
+            &format!("{MIN}username_prefix = \"jit-\""),
+            &[("username_prefix", "has '-'")],
+        ),
+        (
+            &format!("{MIN}username_prefix = \"{}\"", "a".repeat(21)),
+            &[("username_prefix", "21 bytes")],
+        ),
+        (
+            &format!("{MIN}max_ttl = \"7 days\""),
+            &[("max_ttl", "invalid duration")],
+        ),
+        (
+            &format!("{MIN}max_ttl = \"0s\""),
+            &[("max_ttl", "longer than zero")],
+        ),
+        (
+            &format!("{MIN}max_ttl = \"3651d\""),
+            &[("max_ttl", "longer than the maximum")],
+        ),
+        (
+            &format!("{MIN}colour = \"blue\""),
+            &[("colour", "unknown field (valid fields: name, hostname")],
+        ),
+        (
+            &format!("{MIN}[secret]\npath = \"p\""),
+            &[("secret.backend", "is required")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"consul\""),
+            &[("secret.backend", "not a secret backend (valid: vault, aws")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"vault\""),
+            &[("secret.path", "is required")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"vault\"\npath = \"p\"\nsecret_id = \"x\""),
+            &[(
+                "secret.secret_id",
+                "unknown field (valid fields: backend, address",
+            )],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"vault\"\npath = \"p\"\naddress = \"vault:8200\""),
+            &[("secret.address", "http:// or https://")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"aws\""),
+            &[("secret.secret_id", "is required")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"gcp\""),
+            &[
+                ("secret.project", "is required"),
+                ("secret.secret", "is required"),
+            ],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"azure\"\nvault_url = \"http://x\"\nname = \"n\""),
+            &[("secret.vault_url", "https://")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"kubernetes\"\nname = \"n\""),
+            &[("secret.namespace", "is required")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"env\"\nusername_var = \"U\""),
+            &[("secret.password_var", "is required")],
+        ),
+        (
+            &format!("{MIN}[secret]\nbackend = \"file\""),
+            &[("secret.path", "is required")],
+        ),
+        (
+            &format!(
+                "{MIN}[[integration_owners]]\nsource = \"okta\"\nattribute = \"team\"\nvalues = [\"dba\"]"
+            ),
+            &[("integration_owners[0].attribute", "valid: user, group")],
+        ),
+        (
+            &format!(
+                "{MIN}[[integration_owners]]\nsource = \"okta\"\nattribute = \"group\"\nvalues = []"
+            ),
+            &[("integration_owners[0].values", "is empty")],
+        ),
+        (
+            &format!("{MIN}[[integration_owners]]\nattribute = \"group\"\nvalues = [\"dba\"]"),
+            &[("integration_owners[0].source", "is required")],
+        ),
+        (
+            &format!(
+                "{MIN}[[integration_owners]]\nsource = \"okta\"\nattribute = \"group\"\nvalues = [\"dba\"]\nvalue = 1"
+            ),
+            &[("integration_owners[0].value", "unknown field")],
+        ),
+        (
+            &format!(
+                "{MIN}[resource_owner]\nkey = \"owner\"\nsource = \"okta\"\nattribute = \"group\""
+            ),
+            &[("resource_owner", "no integration_owners")],
+        ),
+        (
+            &format!("{MIN}[resource_owner]\nsource = \"okta\"\nattribute = \"group\""),
+            &[("resource_owner.key", "is required")],
+        ),
+    ];
+    for (doc, want) in cases {
+        let problems = toml(doc).expect_err(doc);
+        assert_eq!(problems.len(), want.len(), "{doc}\n{problems:#?}");
+        for (field, fragment) in *want {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{field}: ")) && p.contains(fragment)),
+                "{doc}\nwant {field}: ..{fragment}..\ngot {problems:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let doc = r#"
+name = "bad name"
+hostname = "db"
+port = 0
+ssl_mode = "verify-ca"
+custom_access_details = "{oops}"
+[secret]
+backend = "aws"
+[resource_owner]
+key = "owner"
+source = "okta"
+attribute = "group"
+"#;
+    let err = IntegrationConfig::parse(doc, ConfigFormat::Toml).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("invalid integration config (6 problems):"),
+        "{text}"
+    );
+    for field in [
+        "name:",
+        "port:",
+        "ssl_mode:",
+        "custom_access_details:",
+        "secret.secret_id:",
+        "resource_owner:",
+    ] {
+        assert!(text.contains(field), "{field} missing from\n{text}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_format() {
+    let e = IntegrationConfig::parse("name = \n", ConfigFormat::Toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("config is not valid TOML") && e.contains("line 1"),
+        "{e}"
+    );
+    let e = IntegrationConfig::parse("{", ConfigFormat::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("config is not valid JSON"), "{e}");
+    let e = IntegrationConfig::parse("a: [", ConfigFormat::Yaml)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("config is not valid YAML"), "{e}");
+    let e = IntegrationConfig::parse("[1, 2]", ConfigFormat::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must be a table of settings, not a list"), "{e}");
+}
+
+#[test]
+fn format_from_extension() {
+    use std::path::Path;
+    assert_eq!(
+        ConfigFormat::from_path(Path::new("a.toml")).unwrap(),
+        ConfigFormat::Toml
+    );
+    assert_eq!(
+        ConfigFormat::from_path(Path::new("a.YML")).unwrap(),
+        ConfigFormat::Yaml
+    );
+    assert_eq!(
+        ConfigFormat::from_path(Path::new("a.yaml")).unwrap(),
+        ConfigFormat::Yaml
+    );
+    assert_eq!(
+        ConfigFormat::from_path(Path::new("dir/a.json")).unwrap(),
+        ConfigFormat::Json
+    );
+    let e = ConfigFormat::from_path(Path::new("a.ini"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(".toml, .yaml, .yml or .json"), "{e}");
+}
+
+#[test]
+fn system_roots_default_to_verify_full() {
+    let c = toml(&format!("{MIN}ssl_root_cert = \"system\"")).unwrap();
+    assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+    let c = toml(&format!(
+        "{MIN}ssl_root_cert = \"ca.pem\"\nssl_mode = \"Verify-CA\""
+    ))
+    .unwrap();
+    assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/integration.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = IntegrationConfig::parse(&text, ConfigFormat::Toml).unwrap();
+    assert_eq!(c.name, "orders-prod");
+}
