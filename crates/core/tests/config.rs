@@ -251,6 +251,7 @@ fn every_secret_backend() {
 
 /// Each invalid document and the problems it must report (field prefix + fragment).
 #[test]
+#[allow(clippy::too_many_lines, reason = "one table of cases")]
 fn validation_rules_each_name_the_field() {
     let cases: &[(&str, &[(&str, &str)])] = &[
         ("hostname = \"h\"", &[("name", "is required")]),
