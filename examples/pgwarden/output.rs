@@ -1,0 +1,45 @@
+//! Output conventions shared by every subcommand.
+
+use std::process::ExitCode;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+/// A subcommand that did not succeed: the exit code and the sentence for stderr.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// The operation failed (network, TLS, auth, server): exit 1.
+    #[allow(dead_code, reason = "used by the subcommands that talk to a server")]
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        Failure { code: 1, message: message.into() }
+    }
+
+    /// Bad arguments or configuration: exit 2.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Failure { code: 2, message: message.into() }
+    }
+
+    /// Prints the message to stderr and returns the exit code.
+    pub(crate) fn report(self) -> ExitCode {
+        if !self.message.is_empty() {
+            eprintln!("pgwarden: {}", self.message);
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+/// Prints a JSON value on stdout, pretty.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
