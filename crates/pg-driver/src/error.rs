@@ -1,0 +1,386 @@
+//! Connection errors, classified so that each says what to fix.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::tls::TlsSetupError;
+
+/// What kind of network failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetworkFailure {
+    /// Nothing listens there, or the host cannot be reached or resolved.
+    Unreachable,
+    /// No answer within `connect_timeout`.
+    Timeout,
+    /// The server closed the connection during start-up.
+    Closed,
+}
+
+/// What kind of TLS failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server refused TLS (`ssl = off`).
+    ServerHasNoTls,
+    /// The server's certificate does not chain to the trusted roots (or is expired).
+    UntrustedCertificate,
+    /// The certificate is valid but not for the host name connected to.
+    HostnameMismatch,
+    /// The server rejected the client certificate, or wanted one and got none.
+    ClientCertificateRejected,
+    /// Any other handshake failure.
+    Handshake,
+}
+
+/// What kind of authentication failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// Wrong password (or user unknown: the server does not tell them apart).
+    WrongPassword,
+    /// No `pg_hba.conf` line allows this host, user, database and encryption.
+    NoHbaEntry,
+    /// `channel_binding=require` could not be honoured.
+    ChannelBinding,
+    /// Authentication failed otherwise (a method the client lacks, a role that may not log in).
+    Other,
+}
+
+/// A connection could not be made. The message never contains a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The connection settings are unusable; nothing was sent.
+    #[error("invalid connection settings: {message}")]
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// TLS could not be set up from the settings; nothing was sent.
+    #[error("invalid TLS settings: {0}")]
+    TlsSetup(#[from] TlsSetupError),
+    /// The server could not be reached.
+    #[error("cannot reach {target}: {detail}{}", hint_network(*kind))]
+    Network {
+        /// `host:port`.
+        target: String,
+        /// Which failure.
+        kind: NetworkFailure,
+        /// What the system said.
+        detail: String,
+    },
+    /// TLS failed.
+    #[error("TLS with {target} failed: {detail}{}", hint_tls(*kind))]
+    Tls {
+        /// `host:port`.
+        target: String,
+        /// Which failure.
+        kind: TlsFailure,
+        /// What rustls or the server said.
+        detail: String,
+    },
+    /// The server refused the login.
+    #[error("{target} refused the login: {detail}{}", hint_auth(*kind))]
+    Auth {
+        /// `host:port`.
+        target: String,
+        /// Which failure.
+        kind: AuthFailure,
+        /// What the server said.
+        detail: String,
+    },
+    /// The server reported another error (database missing, too many connections, starting up).
+    #[error("{target} reported an error: {detail} (SQLSTATE {code})")]
+    Server {
+        /// `host:port`.
+        target: String,
+        /// The SQLSTATE.
+        code: String,
+        /// The server's message.
+        detail: String,
+    },
+}
+
+fn hint_network(kind: NetworkFailure) -> &'static str {
+    match kind {
+        NetworkFailure::Unreachable => {
+            " — check the host name and port, and that the server listens there (listen_addresses) and no firewall is in the way"
+        }
+        NetworkFailure::Timeout => {
+            " — the server did not answer within connect_timeout: check the address and firewalls"
+        }
+        NetworkFailure::Closed => " — the server closed the connection; see its log",
+    }
+}
+
+fn hint_tls(kind: TlsFailure) -> &'static str {
+    match kind {
+        TlsFailure::ServerHasNoTls => {
+            " — the server does not accept TLS: enable ssl on the server, or use sslmode=prefer/allow/disable"
+        }
+        TlsFailure::UntrustedCertificate => {
+            " — the server certificate does not chain to sslrootcert: give the CA that signed it (or check the certificate's dates)"
+        }
+        TlsFailure::HostnameMismatch => {
+            " — the certificate is not valid for this host name: connect with a name in its subjectAltName, or use sslmode=verify-ca"
+        }
+        TlsFailure::ClientCertificateRejected => {
+            " — the server rejected the client certificate: check sslcert/sslkey and that the server's ssl_ca_file trusts their CA"
+        }
+        TlsFailure::Handshake => "",
+    }
+}
+
+fn hint_auth(kind: AuthFailure) -> &'static str {
+    match kind {
+        AuthFailure::WrongPassword => " — check the user name and password",
+        AuthFailure::NoHbaEntry => {
+            " — add a matching pg_hba.conf line on the server, or change sslmode (hostssl lines need TLS, hostnossl lines need plaintext)"
+        }
+        AuthFailure::ChannelBinding => {
+            " — channel_binding=require needs TLS and SCRAM: use sslmode=require or stronger, or channel_binding=prefer"
+        }
+        AuthFailure::Other => "",
+    }
+}
+
+impl ConnectError {
+    /// A short machine-readable class: `config`, `network`, `tls`, `auth` or `server`.
+    #[must_use]
+    pub fn class(&self) -> &'static str {
+        match self {
+            ConnectError::Config { .. } | ConnectError::TlsSetup(_) => "config",
+            ConnectError::Network { .. } => "network",
+            ConnectError::Tls { .. } => "tls",
+            ConnectError::Auth { .. } => "auth",
+            ConnectError::Server { .. } => "server",
+        }
+    }
+
+    /// Whether the settings themselves are at fault (exit code 2 in the CLI).
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        self.class() == "config"
+    }
+
+    /// How useful this error is to show when several attempts failed: a certificate
+    /// problem explains more than "no `pg_hba.conf` entry for no encryption".
+    pub(crate) fn relevance(&self) -> u8 {
+        match self {
+            ConnectError::Config { .. } | ConnectError::TlsSetup(_) => 9,
+            ConnectError::Tls {
+                kind: TlsFailure::ServerHasNoTls,
+                ..
+            } => 2,
+            ConnectError::Tls { .. } => 8,
+            ConnectError::Auth {
+                kind: AuthFailure::NoHbaEntry,
+                ..
+            } => 4,
+            ConnectError::Auth { .. } => 7,
+            ConnectError::Server { .. } => 6,
+            ConnectError::Network { .. } => 1,
+        }
+    }
+
+    /// Classifies a tokio-postgres error from one connection attempt to `target`.
+    pub(crate) fn classify(target: &str, err: &tokio_postgres::Error) -> Self {
+        let target = target.to_owned();
+        if let Some(db) = err.as_db_error() {
+            let code = db.code().code().to_owned();
+            let detail = db.message().to_owned();
+            return match code.as_str() {
+                "28P01" => ConnectError::Auth {
+                    target,
+                    kind: AuthFailure::WrongPassword,
+                    detail,
+                },
+                "28000" if detail.contains("pg_hba.conf") => ConnectError::Auth {
+                    target,
+                    kind: AuthFailure::NoHbaEntry,
+                    detail,
+                },
+                "28000" => ConnectError::Auth {
+                    target,
+                    kind: AuthFailure::Other,
+                    detail,
+                },
+                _ => ConnectError::Server {
+                    target,
+                    code,
+                    detail,
+                },
+            };
+        }
+        // Walk the source chain for rustls and I/O errors.
+        let mut source: Option<&(dyn StdError + 'static)> = err.source();
+        while let Some(e) = source {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return ConnectError::Tls {
+                    target,
+                    kind: tls_kind(tls),
+                    detail: tls.to_string(),
+                };
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    return ConnectError::Tls {
+                        target,
+                        kind: tls_kind(tls),
+                        detail: tls.to_string(),
+                    };
+                }
+                let kind = match io.kind() {
+                    std::io::ErrorKind::TimedOut => NetworkFailure::Timeout,
+                    std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe => NetworkFailure::Closed,
+                    _ => NetworkFailure::Unreachable,
+                };
+                return ConnectError::Network {
+                    target,
+                    kind,
+                    detail: io.to_string(),
+                };
+            }
+            source = e.source();
+        }
+        classify_text(target, err.to_string())
+    }
+}
+
+/// Classifies errors that tokio-postgres reports only as text.
+fn classify_text(target: String, text: String) -> ConnectError {
+    if text.contains("server does not support TLS") {
+        return ConnectError::Tls {
+            target,
+            kind: TlsFailure::ServerHasNoTls,
+            detail: "the server answered the SSL request with \"N\"".to_owned(),
+        };
+    }
+    if text.contains("channel binding") {
+        return ConnectError::Auth {
+            target,
+            kind: AuthFailure::ChannelBinding,
+            detail: text,
+        };
+    }
+    if text.starts_with("timeout") {
+        return ConnectError::Network {
+            target,
+            kind: NetworkFailure::Timeout,
+            detail: text,
+        };
+    }
+    if text.contains("closed") {
+        return ConnectError::Network {
+            target,
+            kind: NetworkFailure::Closed,
+            detail: text,
+        };
+    }
+    if text.starts_with("error performing TLS handshake") {
+        return ConnectError::Tls {
+            target,
+            kind: TlsFailure::Handshake,
+            detail: text,
+        };
+    }
+    if text.starts_with("authentication error") {
+        return ConnectError::Auth {
+            target,
+            kind: AuthFailure::Other,
+            detail: text,
+        };
+    }
+    ConnectError::Network {
+        target,
+        kind: NetworkFailure::Unreachable,
+        detail: text,
+    }
+}
+
+fn tls_kind(err: &rustls::Error) -> TlsFailure {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match err {
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            TlsFailure::HostnameMismatch
+        }
+        E::InvalidCertificate(_) => TlsFailure::UntrustedCertificate,
+        E::AlertReceived(
+            A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied
+            | A::DecryptError,
+        ) => TlsFailure::ClientCertificateRejected,
+        _ => TlsFailure::Handshake,
+    }
+}
+
+/// Several attempts failed: the most useful error, with the others as notes.
+pub(crate) fn most_relevant(mut errors: Vec<(String, ConnectError)>) -> ConnectError {
+    errors.sort_by_key(|(_, e)| std::cmp::Reverse(e.relevance()));
+    let mut iter = errors.into_iter();
+    let Some((_, first)) = iter.next() else {
+        return ConnectError::Config {
+            message: "no host to connect to".to_owned(),
+        };
+    };
+    let notes: Vec<String> = iter.map(|(how, e)| format!("{how}: {e}")).collect();
+    if notes.is_empty() {
+        return first;
+    }
+    let suffix = format!(" [also tried: {}]", notes.join("; "));
+    match first {
+        ConnectError::Network {
+            target,
+            kind,
+            detail,
+        } => ConnectError::Network {
+            target,
+            kind,
+            detail: detail + &suffix,
+        },
+        ConnectError::Tls {
+            target,
+            kind,
+            detail,
+        } => ConnectError::Tls {
+            target,
+            kind,
+            detail: detail + &suffix,
+        },
+        ConnectError::Auth {
+            target,
+            kind,
+            detail,
+        } => ConnectError::Auth {
+            target,
+            kind,
+            detail: detail + &suffix,
+        },
+        ConnectError::Server {
+            target,
+            code,
+            detail,
+        } => ConnectError::Server {
+            target,
+            code,
+            detail: detail + &suffix,
+        },
+        other => other,
+    }
+}
+
+impl fmt::Display for NetworkFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

@@ -1,0 +1,222 @@
+//! A connection pool whose connections go through the same libpq-exact logic.
+//!
+//! Built on deadpool-postgres with `Manager::from_connect`: every new pooled
+//! connection is made by [`Connector`], so `allow`/`prefer` fallbacks, certificate
+//! checks and host order are the same as for a single connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, PoolError as DeadpoolError, RecyclingMethod, Runtime, Timeouts,
+};
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+use crate::connect::{AttemptFailure, Connector};
+use crate::error::ConnectError;
+
+/// Pool size, timeouts and recycling.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// The most connections open at once.
+    pub max_size: usize,
+    /// How long `get` waits for a free connection.
+    pub wait_timeout: Option<Duration>,
+    /// How long creating one connection may take.
+    pub create_timeout: Option<Duration>,
+    /// How long checking a returned connection may take.
+    pub recycle_timeout: Option<Duration>,
+    /// How a connection is checked before reuse.
+    pub recycling: Recycling,
+}
+
+/// How a pooled connection is checked before it is handed out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recycling {
+    /// Only check that the connection is not closed.
+    Fast,
+    /// Run a trivial query first (detects a restarted server).
+    #[default]
+    Verified,
+    /// Reset the session (`DISCARD ALL`-like) before reuse.
+    Clean,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_size: 8,
+            wait_timeout: Some(Duration::from_secs(30)),
+            create_timeout: Some(Duration::from_secs(30)),
+            recycle_timeout: Some(Duration::from_secs(5)),
+            recycling: Recycling::Verified,
+        }
+    }
+}
+
+/// Getting a pooled connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// No connection became free, or none could be made, in time.
+    #[error("timed out waiting for a database connection ({0}): raise the pool size or timeouts")]
+    Timeout(&'static str),
+    /// A new connection could not be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The pool was closed.
+    #[error("the connection pool is closed")]
+    Closed,
+}
+
+/// A pool of connections to one instance.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: deadpool_postgres::Pool,
+    connector: Arc<Connector>,
+}
+
+/// What a health check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// `server_version` as the server reports it.
+    pub server_version: String,
+    /// Round-trip time of the check query.
+    pub latency: Duration,
+}
+
+struct PooledConnect {
+    connector: Arc<Connector>,
+}
+
+impl deadpool_postgres::Connect for PooledConnect {
+    fn connect(
+        &self,
+        _pg_config: &tokio_postgres::Config,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>>
+                + Send
+                + '_,
+        >,
+    > {
+        Box::pin(async move {
+            match self.connector.connect_raw().await {
+                Ok(c) => Ok((c.client, c.task)),
+                Err(failures) => Err(most_relevant_driver_error(failures)),
+            }
+        })
+    }
+}
+
+/// deadpool-postgres wants a tokio-postgres error: pick the most telling one.
+fn most_relevant_driver_error(failures: Vec<AttemptFailure>) -> tokio_postgres::Error {
+    failures
+        .into_iter()
+        .filter_map(|f| match f {
+            AttemptFailure::Driver(_, target, e) => {
+                Some((ConnectError::classify(&target, &e).relevance(), e))
+            }
+            AttemptFailure::Setup(..) => None,
+        })
+        .max_by_key(|(r, _)| *r)
+        .map_or_else(
+            || {
+                // Unreachable: Connector::new rejects TLS-only modes whose TLS setup failed,
+                // and every other mode has a plaintext attempt. tokio-postgres offers no
+                // public constructor, so a config parse error stands in.
+                "pgwarden_no_attempt="
+                    .parse::<tokio_postgres::Config>()
+                    .unwrap_err()
+            },
+            |(_, e)| e,
+        )
+}
+
+impl Pool {
+    /// A pool over `connector`. Connections are made lazily, on first use.
+    pub fn new(connector: Connector, options: &PoolOptions) -> Result<Self, ConnectError> {
+        let connector = Arc::new(connector);
+        let recycling_method = match options.recycling {
+            Recycling::Fast => RecyclingMethod::Fast,
+            Recycling::Verified => RecyclingMethod::Verified,
+            Recycling::Clean => RecyclingMethod::Clean,
+        };
+        let manager = Manager::from_connect(
+            connector.base_config().clone(),
+            PooledConnect {
+                connector: connector.clone(),
+            },
+            ManagerConfig { recycling_method },
+        );
+        let inner = deadpool_postgres::Pool::builder(manager)
+            .max_size(options.max_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: options.wait_timeout,
+                create: options.create_timeout,
+                recycle: options.recycle_timeout,
+            })
+            .build()
+            .map_err(|e| ConnectError::Config {
+                message: format!("connection pool: {e}"),
+            })?;
+        Ok(Pool { inner, connector })
+    }
+
+    /// A connection from the pool (made now if none is free and the pool is not full).
+    pub async fn get(&self) -> Result<Object, PoolError> {
+        self.inner.get().await.map_err(|e| self.convert(e))
+    }
+
+    fn convert(&self, e: DeadpoolError) -> PoolError {
+        match e {
+            DeadpoolError::Timeout(t) => PoolError::Timeout(match t {
+                deadpool_postgres::TimeoutType::Wait => "wait",
+                deadpool_postgres::TimeoutType::Create => "create",
+                deadpool_postgres::TimeoutType::Recycle => "recycle",
+            }),
+            DeadpoolError::Backend(e) => {
+                let target = self
+                    .connector
+                    .base_config()
+                    .get_hosts()
+                    .first()
+                    .map_or_else(|| "the server".to_owned(), |h| format!("{h:?}"));
+                PoolError::Connect(ConnectError::classify(&target, &e))
+            }
+            DeadpoolError::Closed => PoolError::Closed,
+            other => PoolError::Connect(ConnectError::Config {
+                message: other.to_string(),
+            }),
+        }
+    }
+
+    /// Checks that a connection can be had and answers a query.
+    pub async fn health_check(&self) -> Result<Health, PoolError> {
+        let started = Instant::now();
+        let conn = self.get().await?;
+        let row = conn
+            .query_one("SELECT current_setting('server_version')", &[])
+            .await
+            .map_err(|e| PoolError::Connect(ConnectError::classify("the server", &e)))?;
+        Ok(Health {
+            server_version: row.get(0),
+            latency: started.elapsed(),
+        })
+    }
+
+    /// Size and availability right now.
+    #[must_use]
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.inner.status()
+    }
+
+    /// Closes the pool: waiting `get`s fail, connections are dropped as they return.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
