@@ -22,12 +22,18 @@ impl Failure {
     /// The operation failed (network, TLS, auth, server): exit 1.
     #[allow(dead_code, reason = "used by the subcommands that talk to a server")]
     pub(crate) fn failed(message: impl Into<String>) -> Self {
-        Failure { code: 1, message: message.into() }
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
     }
 
     /// Bad arguments or configuration: exit 2.
     pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Failure { code: 2, message: message.into() }
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     /// Prints the message to stderr and returns the exit code.
@@ -41,5 +47,8 @@ impl Failure {
 
 /// Prints a JSON value on stdout, pretty.
 pub(crate) fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }

@@ -24,7 +24,10 @@ pub(crate) fn run(args: &Args, format: Format) -> Result<(), Failure> {
                     cfg.port,
                     cfg.database,
                     cfg.ssl_mode,
-                    cfg.secret.as_ref().map(|s| format!(", secret in {}", s.backend())).unwrap_or_default(),
+                    cfg.secret
+                        .as_ref()
+                        .map(|s| format!(", secret in {}", s.backend()))
+                        .unwrap_or_default(),
                 ),
             }
             Ok(())

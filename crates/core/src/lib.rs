@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conninfo;
+pub mod credentials;
 pub mod ssl;
 pub mod access_details;
 pub mod duration;

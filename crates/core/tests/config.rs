@@ -591,3 +591,72 @@ fn shipped_example_config_is_valid() {
     let c = IntegrationConfig::parse(&text, ConfigFormat::Toml).unwrap();
     assert_eq!(c.name, "orders-prod");
 }
+
+#[test]
+fn conninfo_round_trip() {
+    use pgwarden_core::conninfo::ConnInfo;
+    use pgwarden_core::credentials::Credentials;
+    use secrecy::ExposeSecret;
+    let cfg = IntegrationConfig::parse(FULL_TOML, ConfigFormat::Toml).unwrap();
+    let creds = Credentials::new("connector", "pa ss'word");
+    let info = cfg.conninfo(Some(&creds), None);
+    assert_eq!(info.get("host"), Some("db.internal"));
+    assert_eq!(info.get("port"), Some("6432"));
+    assert_eq!(info.get("dbname"), Some("orders"));
+    assert_eq!(info.get("sslmode"), Some("verify-full"));
+    assert_eq!(info.get("sslrootcert"), Some("ca.pem"));
+    assert_eq!(info.get("sslcert"), Some("client.pem"));
+    assert_eq!(info.get("user"), Some("connector"));
+    assert_eq!(info.password().unwrap().expose_secret(), "pa ss'word");
+    // Through text and back: the string is a valid libpq string.
+    let reparsed: ConnInfo = info.to_string().parse().unwrap();
+    assert_eq!(reparsed, info);
+    let (back, got) = IntegrationConfig::from_conninfo("orders-prod", &reparsed).unwrap();
+    assert_eq!(back.hostname, cfg.hostname);
+    assert_eq!(back.port, cfg.port);
+    assert_eq!(back.database, cfg.database);
+    assert_eq!(back.ssl_mode, cfg.ssl_mode);
+    assert_eq!(back.ssl_root_cert, cfg.ssl_root_cert);
+    assert_eq!(back.ssl_key, cfg.ssl_key);
+    let got = got.unwrap();
+    assert_eq!(got.username, "connector");
+    assert_eq!(got.password.expose_secret(), "pa ss'word");
+    assert!(!format!("{got:?}").contains("pa ss"));
+    // Another database of the same instance.
+    assert_eq!(
+        cfg.conninfo(None, Some("other")).get("dbname"),
+        Some("other")
+    );
+}
+
+#[test]
+fn from_conninfo_rejects_what_an_integration_cannot_hold() {
+    use pgwarden_core::conninfo::ConnInfo;
+    let two: ConnInfo = "host=a,b port=1,2".parse().unwrap();
+    let e = IntegrationConfig::from_conninfo("x", &two)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("exactly one TCP host; the connection string has 2"),
+        "{e}"
+    );
+    let sock: ConnInfo = "host=/var/run/postgresql".parse().unwrap();
+    let e = IntegrationConfig::from_conninfo("x", &sock)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Unix socket"), "{e}");
+    let bad_name: ConnInfo = "host=db".parse().unwrap();
+    let e = IntegrationConfig::from_conninfo("bad name", &bad_name)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("name: has ' '"), "{e}");
+    let uri: ConnInfo = "postgresql://u:p@db.internal:5433/app?sslmode=require"
+        .parse()
+        .unwrap();
+    let (cfg, creds) = IntegrationConfig::from_conninfo("x", &uri).unwrap();
+    assert_eq!(
+        (cfg.port, cfg.database.as_str(), cfg.ssl_mode),
+        (5433, "app", SslMode::Require)
+    );
+    assert_eq!(creds.unwrap().username, "u");
+}

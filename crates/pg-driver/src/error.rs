@@ -247,7 +247,16 @@ impl ConnectError {
             }
             source = e.source();
         }
-        classify_text(target, err.to_string())
+        // tokio-postgres puts the reason in the source chain ("error performing TLS
+        // handshake" / "server does not support TLS"): read the whole chain.
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        classify_text(target, text)
     }
 }
 

@@ -1,0 +1,32 @@
+//! Writing the cluster's files with the mode (and, through `ServerUser::give`, the
+//! owner) that PostgreSQL and libpq insist on.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::Error;
+
+/// Creates or truncates `path` with `contents`, and sets `mode` even when the file existed.
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), Error> {
+    let step = || format!("writing {}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::io(step(), e))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| Error::io(step(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(step(), e))
+}
+
+/// Creates directory `path` with `mode`.
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<(), Error> {
+    let step = || format!("creating {}", path.display());
+    std::fs::create_dir(path).map_err(|e| Error::io(step(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(step(), e))
+}
