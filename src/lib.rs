@@ -20,6 +20,7 @@
 use std::path::Path;
 
 pub use pgwarden_core as core;
+pub use pgwarden_pg_driver as pg_driver;
 pub use pgwarden_core::config::IntegrationConfig;
 
 /// A config file could not be loaded.

@@ -10,15 +10,17 @@
 //! cargo run --example pgwarden -- conninfo "postgres://alice@db:5433/app?sslmode=require"
 //! ```
 
+mod check;
 mod conninfo;
 mod output;
+mod target;
 mod validate;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use output::Format;
+use output::{Failure, Format};
 
 /// Just-in-time access to PostgreSQL.
 #[derive(Debug, Parser)]
@@ -37,6 +39,8 @@ enum Command {
     Validate(validate::Args),
     /// Parse a libpq connection string and print its keywords and values as JSON.
     Conninfo(conninfo::Args),
+    /// Connect, then report the server, TLS, the connector's attributes and what it can do.
+    Check(check::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,9 +48,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, cli.format),
         Command::Conninfo(args) => conninfo::run(&args, cli.format),
+        Command::Check(args) => block_on(check::run(&args, cli.format)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     }
+}
+
+/// Runs a subcommand that talks to a server.
+fn block_on<F: std::future::Future<Output = Result<(), Failure>>>(f: F) -> Result<(), Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
 }

@@ -20,7 +20,6 @@ pub(crate) struct Failure {
 
 impl Failure {
     /// The operation failed (network, TLS, auth, server): exit 1.
-    #[allow(dead_code, reason = "used by the subcommands that talk to a server")]
     pub(crate) fn failed(message: impl Into<String>) -> Self {
         Failure {
             code: 1,
@@ -33,6 +32,15 @@ impl Failure {
         Failure {
             code: 2,
             message: message.into(),
+        }
+    }
+
+    /// A connection error: exit 2 for bad settings, 1 for everything else.
+    pub(crate) fn from_connect(e: pgwarden::pg_driver::error::ConnectError) -> Self {
+        let code = if e.is_config() { 2 } else { 1 };
+        Failure {
+            code,
+            message: format!("{} error: {e}", e.class()),
         }
     }
 

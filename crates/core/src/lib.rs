@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod ssl;
 pub mod access_details;
 pub mod duration;
+pub mod naming;
 pub mod owners;
 pub mod resource;
 pub mod tags;

@@ -239,6 +239,20 @@ impl Connector {
         })
     }
 
+    /// The same connection settings, for another database of the instance.
+    #[must_use]
+    pub fn for_database(&self, dbname: &str) -> Connector {
+        let mut other = self.clone();
+        other.base.dbname(dbname);
+        other
+    }
+
+    /// The database connections go to.
+    #[must_use]
+    pub fn database(&self) -> &str {
+        self.base.get_dbname().unwrap_or_default()
+    }
+
     /// The effective SSL mode.
     #[must_use]
     pub fn ssl_mode(&self) -> SslMode {

@@ -10,6 +10,7 @@ pub mod connect;
 pub mod danger;
 pub mod error;
 pub mod pool;
+pub mod preflight;
 pub mod tls;
 
 pub use pgwarden_core as core;
