@@ -415,3 +415,81 @@ impl TlsSettings {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_is_postgresql_for_every_mode() {
+        for mode in [SslMode::Allow, SslMode::Prefer, SslMode::Require] {
+            let settings = TlsSettings {
+                mode,
+                ..TlsSettings::default()
+            };
+            let config = settings.client_config(&default_provider()).unwrap();
+            assert_eq!(config.alpn_protocols, vec![b"postgresql".to_vec()]);
+            assert!(config.enable_sni);
+        }
+        let no_sni = TlsSettings {
+            sni: false,
+            ..TlsSettings::default()
+        };
+        assert!(
+            !no_sni
+                .client_config(&default_provider())
+                .unwrap()
+                .enable_sni
+        );
+    }
+
+    #[test]
+    fn verify_modes_need_roots() {
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            let e = TlsSettings {
+                mode,
+                ..TlsSettings::default()
+            }
+            .client_config(&default_provider())
+            .unwrap_err();
+            assert!(e.to_string().contains("needs a root certificate"), "{e}");
+        }
+    }
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(
+            TlsVersion::parse("TLSv1.3").unwrap(),
+            Some(TlsVersion::V1_3)
+        );
+        assert_eq!(TlsVersion::parse("").unwrap(), None);
+        assert!(TlsVersion::parse("SSLv3").is_err());
+        let only13 = TlsSettings {
+            min_version: Some(TlsVersion::V1_3),
+            ..TlsSettings::default()
+        };
+        assert_eq!(only13.versions().unwrap().len(), 1);
+        let too_old = TlsSettings {
+            max_version: Some(TlsVersion::V1_1),
+            ..TlsSettings::default()
+        };
+        let e = too_old.client_config(&default_provider()).unwrap_err();
+        assert!(e.to_string().contains("use TLSv1.2 or TLSv1.3"), "{e}");
+    }
+
+    #[test]
+    fn client_certificate_needs_its_key() {
+        let s = TlsSettings {
+            client_cert: Some(PemSource::File("/nonexistent.crt".into())),
+            ..TlsSettings::default()
+        };
+        let e = s.client_config(&default_provider()).unwrap_err();
+        assert!(e.to_string().contains("needs its private key"), "{e}");
+    }
+
+    #[test]
+    fn inline_pem_is_never_printed() {
+        let s = PemSource::parse("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----");
+        assert_eq!(format!("{s:?}"), "Inline(_)");
+    }
+}

@@ -35,10 +35,18 @@ fn verify_full(cluster: &TempCluster) -> String {
 async fn application_name_defaults_to_pgwarden() {
     let c = TempCluster::shared();
     let conn = connect(&c.dsn()).await.unwrap();
-    let row = conn.query_one("SELECT current_setting('application_name')", &[]).await.unwrap();
+    let row = conn
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "pgwarden");
-    let conn = connect(&format!("{} application_name=portal", c.dsn())).await.unwrap();
-    let row = conn.query_one("SELECT current_setting('application_name')", &[]).await.unwrap();
+    let conn = connect(&format!("{} application_name=portal", c.dsn()))
+        .await
+        .unwrap();
+    let row = conn
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "portal");
 }
 
@@ -54,14 +62,26 @@ async fn inline_pem_root_certificate() {
 #[tokio::test]
 async fn errors_are_classified_and_never_hold_the_password() {
     let c = TempCluster::shared();
-    let wrong = c.dsn().replace(&format!("password={}", q(c.password())), "password='Wr0ng-S3cret'");
+    let wrong = c.dsn().replace(
+        &format!("password={}", q(c.password())),
+        "password='Wr0ng-S3cret'",
+    );
     let wrong = if wrong == c.dsn() {
         format!("{} password='Wr0ng-S3cret'", c.dsn())
     } else {
         wrong
     };
     let e = connect(&wrong).await.unwrap_err();
-    assert!(matches!(e, ConnectError::Auth { kind: AuthFailure::WrongPassword, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ConnectError::Auth {
+                kind: AuthFailure::WrongPassword,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(e.class(), "auth");
     let text = format!("{e} {e:?}");
     assert!(!text.contains("Wr0ng-S3cret"), "{text}");
@@ -71,61 +91,144 @@ async fn errors_are_classified_and_never_hold_the_password() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let e = connect(&format!("host=127.0.0.1 port={port} user=x password=y sslmode=disable"))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, ConnectError::Network { kind: NetworkFailure::Unreachable, .. }), "{e}");
+    let e = connect(&format!(
+        "host=127.0.0.1 port={port} user=x password=y sslmode=disable"
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Network {
+                kind: NetworkFailure::Unreachable,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // Bad settings are config errors, found before any traffic.
-    let e = connect(&format!("{} sslmode=verify-ca", c.dsn())).await.unwrap_err();
+    let e = connect(&format!("{} sslmode=verify-ca", c.dsn()))
+        .await
+        .unwrap_err();
     assert!(e.is_config(), "{e}");
     assert!(e.to_string().contains("needs a root certificate"), "{e}");
 
     // A certificate for another name.
-    let wrong_name = TempCluster::builder().ssl(SslSetup::WrongName).start().unwrap();
+    let wrong_name = TempCluster::builder()
+        .ssl(SslSetup::WrongName)
+        .start()
+        .unwrap();
     let e = connect(&verify_full(&wrong_name)).await.unwrap_err();
-    assert!(matches!(e, ConnectError::Tls { kind: TlsFailure::HostnameMismatch, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ConnectError::Tls {
+                kind: TlsFailure::HostnameMismatch,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // From an untrusted CA.
-    let other_ca = TempCluster::builder().ssl(SslSetup::OtherCa).start().unwrap();
+    let other_ca = TempCluster::builder()
+        .ssl(SslSetup::OtherCa)
+        .start()
+        .unwrap();
     let e = connect(&verify_full(&other_ca)).await.unwrap_err();
-    assert!(matches!(e, ConnectError::Tls { kind: TlsFailure::UntrustedCertificate, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ConnectError::Tls {
+                kind: TlsFailure::UntrustedCertificate,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // A server without TLS, TLS required.
     let plain = TempCluster::builder().start().unwrap();
-    let e = connect(&format!("{} sslmode=require", plain.dsn())).await.unwrap_err();
-    assert!(matches!(e, ConnectError::Tls { kind: TlsFailure::ServerHasNoTls, .. }), "{e}");
+    let e = connect(&format!("{} sslmode=require", plain.dsn()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Tls {
+                kind: TlsFailure::ServerHasNoTls,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // pg_hba has no line for plaintext.
-    let ssl_only = TempCluster::builder().ssl(SslSetup::Valid).hba(HbaPolicy::HostSslOnly).start().unwrap();
-    let e = connect(&format!("{} sslmode=disable", ssl_only.dsn())).await.unwrap_err();
-    assert!(matches!(e, ConnectError::Auth { kind: AuthFailure::NoHbaEntry, .. }), "{e}");
+    let ssl_only = TempCluster::builder()
+        .ssl(SslSetup::Valid)
+        .hba(HbaPolicy::HostSslOnly)
+        .start()
+        .unwrap();
+    let e = connect(&format!("{} sslmode=disable", ssl_only.dsn()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Auth {
+                kind: AuthFailure::NoHbaEntry,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("pg_hba.conf"), "{e}");
 }
 
 #[tokio::test]
 async fn client_certificate_authentication() {
-    let c = TempCluster::builder().ssl(SslSetup::Valid).hba(HbaPolicy::ClientCert).start().unwrap();
+    let c = TempCluster::builder()
+        .ssl(SslSetup::Valid)
+        .hba(HbaPolicy::ClientCert)
+        .start()
+        .unwrap();
     c.psql("CREATE ROLE certuser LOGIN").unwrap();
     let tls = c.tls().unwrap();
     let ca = q(&tls.ca_cert_path().display().to_string());
-    let base = format!("host=localhost port={} user=certuser dbname=postgres sslmode=verify-full sslrootcert={ca}", c.port());
+    let base = format!(
+        "host=localhost port={} user=certuser dbname=postgres sslmode=verify-full sslrootcert={ca}",
+        c.port()
+    );
 
     // Files.
     let good = tls.client_cert("certuser").unwrap();
-    let conn = connect(&format!("{base} {}", good.conninfo())).await.unwrap();
-    let row = conn.query_one("SELECT current_user::text", &[]).await.unwrap();
+    let conn = connect(&format!("{base} {}", good.conninfo()))
+        .await
+        .unwrap();
+    let row = conn
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "certuser");
     // Inline PEM.
-    let inline = format!("{base} sslcert={} sslkey={}", q(good.cert_pem()), q(good.key_pem()));
+    let inline = format!(
+        "{base} sslcert={} sslkey={}",
+        q(good.cert_pem()),
+        q(good.key_pem())
+    );
     connect(&inline).await.unwrap();
     // No certificate: refused.
     let e = connect(&base).await.unwrap_err();
     assert!(matches!(e.class(), "tls" | "auth"), "{e}");
     // A certificate from another CA: refused by the server's TLS layer.
     let other = tls.client_cert_from_other_ca("certuser").unwrap();
-    let e = connect(&format!("{base} {}", other.conninfo())).await.unwrap_err();
+    let e = connect(&format!("{base} {}", other.conninfo()))
+        .await
+        .unwrap_err();
     assert!(matches!(e.class(), "tls" | "auth"), "{e}");
     // A certificate for another role: refused by authentication.
     let alice = tls.client_cert("alice").unwrap();
-    let e = connect(&format!("{base} {}", alice.conninfo())).await.unwrap_err();
+    let e = connect(&format!("{base} {}", alice.conninfo()))
+        .await
+        .unwrap_err();
     assert!(matches!(e.class(), "tls" | "auth"), "{e}");
 }
 
@@ -151,11 +254,30 @@ async fn key_file_permissions_follow_libpq() {
 #[tokio::test]
 async fn channel_binding() {
     let c = TempCluster::shared();
-    let conn = connect(&format!("{} channel_binding=require", verify_full(c))).await.unwrap();
+    let conn = connect(&format!("{} channel_binding=require", verify_full(c)))
+        .await
+        .unwrap();
     assert!(conn.tls);
-    let e = connect(&format!("{} sslmode=disable channel_binding=require", c.dsn())).await.unwrap_err();
-    assert!(matches!(e, ConnectError::Auth { kind: AuthFailure::ChannelBinding, .. }), "{e}");
-    assert!(e.to_string().contains("channel_binding=require needs TLS"), "{e}");
+    let e = connect(&format!(
+        "{} sslmode=disable channel_binding=require",
+        c.dsn()
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Auth {
+                kind: AuthFailure::ChannelBinding,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("channel_binding=require needs TLS"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +301,10 @@ async fn pool_serves_32_tasks_with_4_connections_and_survives_a_restart() {
     let c = TempCluster::builder().ssl(SslSetup::Valid).start().unwrap();
     let pool = Pool::new(
         connector(&verify_full(&c)).unwrap(),
-        &PoolOptions { max_size: 4, ..PoolOptions::default() },
+        &PoolOptions {
+            max_size: 4,
+            ..PoolOptions::default()
+        },
     )
     .unwrap();
     let pool = Arc::new(pool);
@@ -190,7 +315,10 @@ async fn pool_serves_32_tasks_with_4_connections_and_survives_a_restart() {
             tasks.push(tokio::spawn(async move {
                 let conn = pool.get().await.unwrap();
                 let row = conn
-                    .query_one("SELECT $1::int + 1, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[&i])
+                    .query_one(
+                        "SELECT $1::int + 1, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[&i],
+                    )
                     .await
                     .unwrap();
                 assert_eq!(row.get::<_, i32>(0), i + 1);
@@ -214,5 +342,31 @@ async fn pool_serves_32_tasks_with_4_connections_and_survives_a_restart() {
     tokio::task::block_in_place(|| c2.restart().unwrap());
     run_tasks(pool.clone()).await;
     let health = pool.health_check().await.unwrap();
-    assert!(health.server_version.starts_with(char::is_numeric), "{health:?}");
+    assert!(
+        health.server_version.starts_with(char::is_numeric),
+        "{health:?}"
+    );
+}
+
+/// PostgreSQL 15 cannot serve direct TLS; what can be checked here is that the
+/// settings are accepted or refused as libpq does, and that a direct attempt against
+/// a server without it fails as a classified error rather than hanging.
+#[tokio::test]
+async fn direct_negotiation_settings() {
+    let c = TempCluster::shared();
+    for weak in ["disable", "allow", "prefer"] {
+        let s = format!("{} sslnegotiation=direct sslmode={weak}", c.dsn());
+        assert!(s.parse::<ConnInfo>().is_err(), "parsing validates too");
+        let info = ConnInfo::parse_unvalidated(&s).unwrap();
+        let e = Connector::new(&info, &ConnectOptions::default()).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        assert!(e.to_string().contains("sslnegotiation=direct"), "{e}");
+    }
+    let direct = connector(&format!(
+        "{} sslnegotiation=direct sslmode=require connect_timeout=5",
+        c.dsn()
+    ))
+    .unwrap();
+    let e = direct.connect().await.unwrap_err();
+    assert!(matches!(e.class(), "tls" | "network"), "{e}");
 }
