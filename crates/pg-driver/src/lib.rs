@@ -10,7 +10,15 @@ pub mod connect;
 pub mod danger;
 pub mod error;
 pub mod pool;
+pub mod ledger;
 pub mod preflight;
+pub mod privilege;
+pub mod provision;
+pub mod reconcile;
+pub mod retry;
+pub mod revoke;
+pub mod scram;
+pub mod sql;
 pub mod tls;
 
 pub use pgwarden_core as core;

@@ -1,0 +1,201 @@
+//! The database is the ledger: what pgwarden granted, read back from the instance.
+//!
+//! Every login role pgwarden creates is a member of the marker role
+//! ([`MARKER_ROLE`]) and carries a `COMMENT ON ROLE` with versioned JSON — a
+//! [`RoleRecord`]. Privilege roles carry a [`PrivilegeRecord`]. A restarted process
+//! (or another replica) reads everything back with [`read_ledger`]; nothing lives
+//! outside PostgreSQL.
+
+use pgwarden_core::naming::MARKER_ROLE;
+use pgwarden_core::resource::AccessEntry;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::GenericClient;
+
+/// The ledger format version written into every comment.
+pub const LEDGER_VERSION: u32 = 1;
+
+/// Where a grant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    /// Access is in effect until `expires_at`.
+    Active,
+    /// Revocation started and has not finished; reconciliation finishes it.
+    Revoking,
+}
+
+/// One grant as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantEntry {
+    /// The grant's id.
+    pub grant_id: String,
+    /// Who asked.
+    pub requester: String,
+    /// What was granted.
+    pub access: Vec<AccessEntry>,
+    /// The privilege roles the login role was made a member of for this grant.
+    pub privilege_roles: Vec<String>,
+    /// When the grant was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When access ends.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Active or being revoked.
+    pub state: GrantState,
+}
+
+/// The comment on a login role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    /// Always [`LEDGER_VERSION`] when written by this version.
+    pub pgwarden: u32,
+    /// The integration that created the role.
+    pub integration: String,
+    /// `ephemeral` (one grant, dropped at revocation) or `persistent`.
+    pub mode: RoleMode,
+    /// For persistent roles: when the password was last set.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub password_set_at: Option<OffsetDateTime>,
+    /// The grants this role carries (exactly one for an ephemeral role).
+    pub grants: Vec<GrantEntry>,
+}
+
+/// How a login role lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleMode {
+    /// Created for one grant, dropped when it ends.
+    Ephemeral,
+    /// One per requester, kept (NOLOGIN) between grants.
+    Persistent,
+}
+
+impl RoleRecord {
+    /// The comment text.
+    #[must_use]
+    pub fn to_comment(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a comment; `None` for anything that is not a pgwarden record.
+    #[must_use]
+    pub fn from_comment(comment: &str) -> Option<Self> {
+        serde_json::from_str::<RoleRecord>(comment).ok().filter(|r| r.pgwarden >= 1)
+    }
+}
+
+/// State of a privilege role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivilegeState {
+    /// Holds its privileges; safe to grant.
+    Ready,
+    /// Being dropped; must be re-granted before use.
+    Retiring,
+}
+
+/// The comment on a privilege role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivilegeRecord {
+    /// Always [`LEDGER_VERSION`] when written by this version.
+    pub pgwarden: u32,
+    /// What it grants.
+    pub access: AccessEntry,
+    /// Ready or retiring.
+    pub state: PrivilegeState,
+}
+
+impl PrivilegeRecord {
+    /// The comment text.
+    #[must_use]
+    pub fn to_comment(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses a comment.
+    #[must_use]
+    pub fn from_comment(comment: &str) -> Option<Self> {
+        serde_json::from_str(comment).ok()
+    }
+}
+
+/// A managed login role as found in the instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRole {
+    /// The role's name.
+    pub username: String,
+    /// Its parsed comment; `None` when missing or not pgwarden's (drift).
+    pub record: Option<RoleRecord>,
+    /// Whether it may log in now.
+    pub can_login: bool,
+    /// Its `VALID UNTIL`.
+    pub valid_until: Option<OffsetDateTime>,
+    /// Roles it is a direct member of, except the marker.
+    pub member_of: Vec<String>,
+    /// Whether it has superuser, createrole, createdb, replication or bypassrls —
+    /// none of which pgwarden ever gives.
+    pub elevated: bool,
+}
+
+const LEDGER_SQL: &str = "
+SELECT r.rolname::text, d.description, r.rolcanlogin,
+       NULLIF(NULLIF(r.rolvaliduntil, 'infinity'), '-infinity'),
+       ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m2
+             JOIN pg_catalog.pg_roles g ON g.oid = m2.roleid
+             WHERE m2.member = r.oid AND g.rolname <> $1 ORDER BY 1),
+       r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+FROM pg_catalog.pg_roles r
+JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
+JOIN pg_catalog.pg_roles k ON k.oid = m.roleid AND k.rolname = $1
+LEFT JOIN pg_catalog.pg_shdescription d
+       ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+ORDER BY 1";
+
+/// Every managed login role: members of the marker role, with their records.
+pub async fn read_ledger<C: GenericClient>(client: &C) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+    let rows = client.query(LEDGER_SQL, &[&MARKER_ROLE]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| LedgerRole {
+            username: row.get(0),
+            record: row.get::<_, Option<String>>(1).as_deref().and_then(RoleRecord::from_comment),
+            can_login: row.get(2),
+            valid_until: row.get(3),
+            member_of: row.get(4),
+            elevated: row.get(5),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgwarden_core::resource::{PermissionLevel, ResourceId};
+
+    #[test]
+    fn records_round_trip_and_foreign_comments_are_ignored() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let rec = RoleRecord {
+            pgwarden: LEDGER_VERSION,
+            integration: "orders".into(),
+            mode: RoleMode::Ephemeral,
+            password_set_at: None,
+            grants: vec![GrantEntry {
+                grant_id: "g1".into(),
+                requester: "alice@example.com".into(),
+                access: vec![AccessEntry::new(ResourceId::schema("app", "s"), PermissionLevel::ReadOnly).unwrap()],
+                privilege_roles: vec!["pgwarden_p_x".into()],
+                created_at: now,
+                expires_at: now + time::Duration::hours(1),
+                state: GrantState::Active,
+            }],
+        };
+        let text = rec.to_comment();
+        assert!(text.contains("\"pgwarden\":1") && text.contains("postgresql-schema:app/s"), "{text}");
+        assert_eq!(RoleRecord::from_comment(&text), Some(rec));
+        assert_eq!(RoleRecord::from_comment("analysts team"), None);
+        assert_eq!(RoleRecord::from_comment("{\"x\":1}"), None);
+    }
+}

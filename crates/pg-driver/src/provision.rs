@@ -1,0 +1,921 @@
+//! Granting access: privilege roles, short-lived login roles, the ledger.
+//!
+//! A grant makes sure one privilege role exists per requested (resource, level) —
+//! created once, on first use, holding exactly that level's privileges (see
+//! [`crate::privilege`]) — and then creates a login role that is a member of them
+//! and of the marker role, with a random password sent only as a SCRAM verifier,
+//! `VALID UNTIL` the expiry, and the grant recorded in its comment (see
+//! [`crate::ledger`]). Revocation lives in [`crate::revoke`], reconciliation in
+//! [`crate::reconcile`].
+//!
+//! Concurrency: privilege roles of one database are created under an advisory lock
+//! taken in that database; a grant with an explicit id is made under an advisory lock
+//! on the id, so granting the same id twice returns the first grant. Transient
+//! catalog conflicts are retried ([`crate::retry`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use pgwarden_core::config::{IntegrationConfig, UserMode};
+use pgwarden_core::duration::Ttl;
+use pgwarden_core::naming::MARKER_ROLE;
+use pgwarden_core::resource::AccessEntry;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use crate::connect::Connector;
+use crate::error::ConnectError;
+use crate::ledger::{
+    GrantEntry, GrantState, LEDGER_VERSION, LedgerRole, PrivilegeRecord, PrivilegeState, RoleMode,
+    RoleRecord, read_ledger,
+};
+use crate::pool::{Pool, PoolError, PoolOptions};
+use crate::privilege::{PrivilegeError, grant_statements, privilege_role_name};
+use crate::retry::{is_transient, with_retry};
+use crate::scram::{ScramIterations, generate_password, random_string, verifier};
+use crate::sql::{Ident, advisory_key, literal};
+
+/// The advisory lock (in the connector's default database) guarding privilege roles'
+/// lifecycle: exclusive while one is created, re-granted or dropped; shared while a
+/// login role is made a member of some. So a privilege role is never dropped while
+/// a grant adds a member, and never used half-made.
+pub(crate) const PRIVILEGES_LOCK: &str = "pgwarden:privileges";
+
+/// Settings of a provisioner, usually taken from the integration config.
+#[derive(Debug, Clone)]
+pub struct ProvisionerConfig {
+    /// The integration's name, recorded in every role comment.
+    pub integration: String,
+    /// Prefix of login role names.
+    pub username_prefix: String,
+    /// Ephemeral or persistent login roles.
+    pub user_mode: UserMode,
+    /// The longest grant or extension allowed.
+    pub max_ttl: Ttl,
+    /// PBKDF2 iterations of generated verifiers (see [`crate::scram`]).
+    pub scram_iterations: ScramIterations,
+    /// Persistent users get a new password at a grant when theirs is older than this.
+    pub password_max_age: Option<time::Duration>,
+    /// Objects a revoked ephemeral role owns are handed to this role instead of
+    /// dropped (`REASSIGN OWNED`); `None` drops them.
+    pub successor: Option<String>,
+    /// Connections per database.
+    pub pool_size: usize,
+}
+
+impl ProvisionerConfig {
+    /// The settings of an integration.
+    #[must_use]
+    pub fn from_integration(config: &IntegrationConfig) -> Self {
+        ProvisionerConfig {
+            integration: config.name.clone(),
+            username_prefix: config.username_prefix.clone(),
+            user_mode: config.user_mode,
+            max_ttl: config.max_ttl,
+            scram_iterations: ScramIterations::DEFAULT,
+            password_max_age: config
+                .credential_rotation_days
+                .map(|d| time::Duration::days(i64::from(d))),
+            successor: None,
+            pool_size: 4,
+        }
+    }
+}
+
+/// When a grant ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// At this instant.
+    At(OffsetDateTime),
+    /// This long from now.
+    After(Ttl),
+}
+
+/// What is asked for.
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    /// The grant's id; generated when `None`. Granting an id again returns the first grant.
+    pub grant_id: Option<String>,
+    /// Who asked (an identity-provider user id or email).
+    pub requester: String,
+    /// Resources and levels (validated pairs).
+    pub access: Vec<AccessEntry>,
+    /// When access ends (bounded by `max_ttl`).
+    pub expiry: Expiry,
+    /// Overrides the integration's user mode for this grant.
+    pub user_mode: Option<UserMode>,
+}
+
+/// A grant that was made (or found, for a repeated id).
+#[derive(Clone)]
+pub struct Grant {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The login role.
+    pub username: String,
+    /// The password, given once: `None` when the grant already existed or a
+    /// persistent user keeps the password it has.
+    pub password: Option<SecretString>,
+    /// When access ends.
+    pub expires_at: OffsetDateTime,
+    /// What was granted.
+    pub access: Vec<AccessEntry>,
+    /// Whether this call made the grant (false when the id already existed).
+    pub created: bool,
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("grant_id", &self.grant_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("expires_at", &self.expires_at)
+            .field("access", &self.access)
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+/// Where a listed grant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListedState {
+    /// In effect.
+    Active,
+    /// Past its expiry, not yet revoked (reconciliation revokes it).
+    Expired,
+    /// Revocation started and has not finished.
+    Revoking,
+}
+
+/// A grant read back from the instance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListedGrant {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The login role.
+    pub username: String,
+    /// Who asked.
+    pub requester: String,
+    /// What was granted.
+    pub access: Vec<AccessEntry>,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it ends.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Active, expired or revoking.
+    pub state: ListedState,
+    /// Ephemeral or persistent.
+    pub mode: RoleMode,
+}
+
+/// A step of a grant or revocation, for fault injection in tests: a hook that
+/// fails at a step makes the operation stop there, as if the process died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Before privilege roles are created.
+    GrantPrivilegeRoles,
+    /// Before the login role is created.
+    GrantLoginRole,
+    /// Before the grant is marked revoking and its role set NOLOGIN.
+    RevokeMark,
+    /// Before sessions are ended.
+    RevokeTerminateSessions,
+    /// Before memberships are removed.
+    RevokeMemberships,
+    /// Before owned objects and privileges are removed in this database.
+    RevokeCleanDatabase(String),
+    /// Before the role is dropped.
+    RevokeDropRole,
+}
+
+/// A fault-injection hook (see [`Step`]).
+pub type StepHook = Arc<dyn Fn(&Step) -> Result<(), String> + Send + Sync>;
+
+/// Granting, extending, revoking or reconciling failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    /// The request is invalid; nothing was changed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A resource does not exist, or may not be granted.
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
+    /// No grant with this id is active.
+    #[error("no active grant has id {grant_id}")]
+    UnknownGrant {
+        /// The id asked for.
+        grant_id: String,
+    },
+    /// The instance could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The pool gave no connection.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A statement failed.
+    #[error("{action} failed: {}", describe_db_error(source))]
+    Database {
+        /// What was being done.
+        action: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// A revocation could not finish; the grant stays "revoking" and reconciliation
+    /// retries it. Nothing is forgotten.
+    #[error("revocation of {username} is incomplete: {reason}")]
+    RevocationIncomplete {
+        /// The login role.
+        username: String,
+        /// What is left.
+        reason: String,
+    },
+    /// A privilege role the grant needs was retired meanwhile; the grant retries.
+    #[error("privilege role {0} is being retired; retry the grant")]
+    PrivilegeRoleNotReady(String),
+    /// A test hook stopped the operation at a step.
+    #[error("stopped at {step:?}: {message}")]
+    Injected {
+        /// The step.
+        step: Step,
+        /// The hook's message.
+        message: String,
+    },
+}
+
+/// The server's message, detail and SQLSTATE (never SQL text, which may hold a verifier).
+pub(crate) fn describe_db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(": ");
+                s.push_str(d);
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+pub(crate) fn db(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
+    let action = action.into();
+    move |source| ProvisionError::Database { action, source }
+}
+
+pub(crate) fn transient(e: &ProvisionError) -> bool {
+    matches!(e, ProvisionError::Database { source, .. } if is_transient(source))
+}
+
+/// Grants and revokes access on one instance. Cheap to share (`Arc`).
+pub struct Provisioner {
+    pub(crate) connector: Connector,
+    pub(crate) config: ProvisionerConfig,
+    pub(crate) admin: Pool,
+    pools: tokio::sync::Mutex<HashMap<String, Pool>>,
+    ready_privilege_roles: Mutex<HashSet<String>>,
+    marker_ready: OnceCell<()>,
+    superuser: OnceCell<bool>,
+    hook: Option<StepHook>,
+}
+
+impl fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("connector", &self.connector)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sanitize_requester(requester: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in requester.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '_' };
+        if !(c == '_' && (out.is_empty() || out.ends_with('_'))) {
+            out.push(c);
+        }
+    }
+    let mut out = out.trim_end_matches('_').to_owned();
+    out.truncate(max);
+    let out = out.trim_end_matches('_').to_owned();
+    if out.is_empty() { "user".to_owned() } else { out }
+}
+
+impl Provisioner {
+    /// A provisioner connecting with `connector` (the connector role, in the
+    /// integration's default database).
+    pub fn new(connector: Connector, config: ProvisionerConfig) -> Result<Self, ProvisionError> {
+        let admin = Pool::new(
+            connector.clone(),
+            &PoolOptions { max_size: config.pool_size.max(2), ..PoolOptions::default() },
+        )?;
+        Ok(Provisioner {
+            connector,
+            config,
+            admin,
+            pools: tokio::sync::Mutex::new(HashMap::new()),
+            ready_privilege_roles: Mutex::new(HashSet::new()),
+            marker_ready: OnceCell::new(),
+            superuser: OnceCell::new(),
+            hook: None,
+        })
+    }
+
+    /// Installs a fault-injection hook (tests).
+    #[must_use]
+    pub fn with_step_hook(mut self, hook: StepHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &ProvisionerConfig {
+        &self.config
+    }
+
+    pub(crate) fn step(&self, step: Step) -> Result<(), ProvisionError> {
+        match &self.hook {
+            Some(hook) => hook(&step).map_err(|message| ProvisionError::Injected { step, message }),
+            None => Ok(()),
+        }
+    }
+
+    /// The pool for a database (the admin pool for the default database).
+    pub(crate) async fn pool(&self, database: &str) -> Result<Pool, ProvisionError> {
+        if database == self.connector.database() {
+            return Ok(self.admin.clone());
+        }
+        let mut pools = self.pools.lock().await;
+        if let Some(p) = pools.get(database) {
+            return Ok(p.clone());
+        }
+        let pool = Pool::new(
+            self.connector.for_database(database),
+            &PoolOptions { max_size: self.config.pool_size.max(1), ..PoolOptions::default() },
+        )?;
+        pools.insert(database.to_owned(), pool.clone());
+        Ok(pool)
+    }
+
+    pub(crate) async fn is_superuser(&self) -> Result<bool, ProvisionError> {
+        self.superuser
+            .get_or_try_init(|| async {
+                let conn = self.admin.get().await?;
+                let row = conn
+                    .query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user", &[])
+                    .await
+                    .map_err(db("reading the connector's attributes"))?;
+                Ok::<bool, ProvisionError>(row.get(0))
+            })
+            .await
+            .copied()
+    }
+
+    /// `SET LOCAL log_statement = 'none'` where the connector may set it (superuser),
+    /// so statements carrying verifiers stay out of the server log.
+    /// Must run before the transaction it applies to takes its connection: the first
+    /// call needs a connection of its own.
+    async fn quiet_log(&self) -> Result<bool, ProvisionError> {
+        self.is_superuser().await
+    }
+
+    async fn ensure_marker(&self) -> Result<(), ProvisionError> {
+        self.marker_ready
+            .get_or_try_init(|| async {
+                let conn = self.admin.get().await?;
+                let sql = format!(
+                    "DO $pgw$ BEGIN CREATE ROLE {m} NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $pgw$; \
+                     COMMENT ON ROLE {m} IS {c}",
+                    m = Ident(MARKER_ROLE),
+                    c = literal("pgwarden: every login role pgwarden manages is a member of this role")
+                );
+                with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("creating the marker role")) }, transient)
+                    .await
+            })
+            .await
+            .map(|()| ())
+    }
+
+    fn validate(&self, req: &GrantRequest, now: OffsetDateTime) -> Result<OffsetDateTime, ProvisionError> {
+        if req.requester.trim().is_empty() {
+            return Err(ProvisionError::InvalidRequest("requester is empty: name who asks for access".into()));
+        }
+        if req.access.is_empty() {
+            return Err(ProvisionError::InvalidRequest(
+                "no access asked for: give at least one <resource-id>=<level>".into(),
+            ));
+        }
+        for entry in &req.access {
+            entry.resource.check_level(entry.level).map_err(|e| ProvisionError::InvalidRequest(e.to_string()))?;
+        }
+        if let Some(id) = &req.grant_id
+            && (id.is_empty() || id.len() > 200 || id.chars().any(char::is_control))
+        {
+            return Err(ProvisionError::InvalidRequest(
+                "grant id must be 1 to 200 printable characters".into(),
+            ));
+        }
+        self.expiry_instant(req.expiry, now)
+    }
+
+    pub(crate) fn expiry_instant(&self, expiry: Expiry, now: OffsetDateTime) -> Result<OffsetDateTime, ProvisionError> {
+        let at = match expiry {
+            Expiry::At(t) => t,
+            Expiry::After(ttl) => now + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        };
+        if at <= now {
+            return Err(ProvisionError::InvalidRequest(format!("expiry {at} is not in the future")));
+        }
+        let max = self.config.max_ttl;
+        if at - now > time::Duration::seconds(i64::try_from(max.as_secs()).unwrap_or(i64::MAX)) + time::Duration::seconds(1) {
+            return Err(ProvisionError::InvalidRequest(format!(
+                "expiry is more than max_ttl ({max}) from now: ask for a shorter time or raise max_ttl"
+            )));
+        }
+        // Whole seconds: what VALID UNTIL and the ledger keep.
+        Ok(at.replace_nanosecond(0).unwrap_or(at))
+    }
+
+    /// Grants access. See the module documentation.
+    pub async fn grant(&self, req: GrantRequest) -> Result<Grant, ProvisionError> {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let expires_at = self.validate(&req, now)?;
+        let mut access = req.access.clone();
+        access.sort();
+        access.dedup();
+        self.ensure_marker().await?;
+        let grant_id = req.grant_id.clone().unwrap_or_else(|| {
+            format!("g_{}", random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 20))
+        });
+        let mode = req.user_mode.unwrap_or(self.config.user_mode);
+        let explicit_id = req.grant_id.is_some();
+        let quiet = self.quiet_log().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.step(Step::GrantPrivilegeRoles)?;
+            let privilege_roles = self.ensure_privilege_roles(&access).await?;
+            self.step(Step::GrantLoginRole)?;
+            let entry = GrantEntry {
+                grant_id: grant_id.clone(),
+                requester: req.requester.clone(),
+                access: access.clone(),
+                privilege_roles,
+                created_at: now,
+                expires_at,
+                state: GrantState::Active,
+            };
+            let result = with_retry(
+                || async {
+                    match mode {
+                        UserMode::Ephemeral => self.create_ephemeral(&entry, explicit_id, quiet).await,
+                        UserMode::Persistent => self.grant_persistent(&entry, now, quiet).await,
+                    }
+                },
+                transient,
+            )
+            .await;
+            match result {
+                // A privilege role was retired or dropped meanwhile (a reconcile
+                // elsewhere): forget what we knew and set it up again.
+                Err(e) if attempt < 3 && (missing_role(&e) || matches!(e, ProvisionError::PrivilegeRoleNotReady(_))) => {
+                    self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Under the shared privileges lock, checks that every privilege role is ready.
+    async fn lock_ready_privilege_roles<C: tokio_postgres::GenericClient>(&self, tx: &C, names: &[String]) -> Result<(), ProvisionError> {
+        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock_shared($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+            .await
+            .map_err(db("locking privilege roles"))?;
+        let rows = tx
+            .query(
+                "SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
+                 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+                 WHERE r.rolname = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(db("reading privilege roles"))?;
+        for name in names {
+            let ready = rows.iter().any(|r| {
+                r.get::<_, String>(0) == *name
+                    && r.get::<_, Option<String>>(1)
+                        .as_deref()
+                        .and_then(PrivilegeRecord::from_comment)
+                        .is_some_and(|p| p.state == PrivilegeState::Ready)
+            });
+            if !ready {
+                return Err(ProvisionError::PrivilegeRoleNotReady(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_ephemeral(&self, entry: &GrantEntry, explicit_id: bool, quiet: bool) -> Result<Grant, ProvisionError> {
+        let mut conn = self.admin.get().await?;
+        let tx = conn.transaction().await.map_err(db("starting the grant"))?;
+        if explicit_id {
+            tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{}", entry.grant_id))])
+                .await
+                .map_err(db("locking the grant id"))?;
+            let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+            if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
+                return Ok(Grant {
+                    grant_id: g.grant_id.clone(),
+                    username: role.username.clone(),
+                    password: None,
+                    expires_at: g.expires_at,
+                    access: g.access.clone(),
+                    created: false,
+                });
+            }
+        }
+        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles).await?;
+        let max = 63 - self.config.username_prefix.len() - 7;
+        let username = format!(
+            "{}{}_{}",
+            self.config.username_prefix,
+            sanitize_requester(&entry.requester, max),
+            random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 6)
+        );
+        let password = generate_password();
+        let record = RoleRecord {
+            pgwarden: LEDGER_VERSION,
+            integration: self.config.integration.clone(),
+            mode: RoleMode::Ephemeral,
+            password_set_at: None,
+            grants: vec![entry.clone()],
+        };
+        let in_roles = std::iter::once(MARKER_ROLE.to_owned())
+            .chain(entry.privilege_roles.iter().cloned())
+            .map(|r| Ident(&r).to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "CREATE ROLE {u} LOGIN NOINHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
+            u = Ident(&username),
+            v = literal(verifier(&password, self.config.scram_iterations).as_str()),
+            until = literal(&timestamp(entry.expires_at)),
+            c = literal(&record.to_comment()),
+        )
+        // NOINHERIT would hide the privilege roles' privileges; membership is the point.
+        .replace(" NOINHERIT ", " INHERIT ");
+        silence_statement_log(&*tx, quiet).await?;
+        tx.batch_execute(&sql).await.map_err(db("creating the login role"))?;
+        tx.commit().await.map_err(db("committing the grant"))?;
+        tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted");
+        Ok(Grant {
+            grant_id: entry.grant_id.clone(),
+            username,
+            password: Some(password),
+            expires_at: entry.expires_at,
+            access: entry.access.clone(),
+            created: true,
+        })
+    }
+
+    /// The stable role name of a persistent user: prefix, readable requester, and a
+    /// short hash so two requesters that sanitize alike never share a role.
+    fn persistent_name(&self, requester: &str) -> String {
+        let hash = Sha256::digest(requester.as_bytes());
+        let max = 63 - self.config.username_prefix.len() - 7;
+        format!(
+            "{}{}_{:02x}{:02x}{:02x}",
+            self.config.username_prefix,
+            sanitize_requester(requester, max),
+            hash[0],
+            hash[1],
+            hash[2]
+        )
+    }
+
+    async fn grant_persistent(&self, entry: &GrantEntry, now: OffsetDateTime, quiet: bool) -> Result<Grant, ProvisionError> {
+        let username = self.persistent_name(&entry.requester);
+        let mut conn = self.admin.get().await?;
+        let tx = conn.transaction().await.map_err(db("starting the grant"))?;
+        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:role:{username}"))])
+            .await
+            .map_err(db("locking the persistent role"))?;
+        let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+        if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
+            return Ok(Grant {
+                grant_id: g.grant_id.clone(),
+                username: role.username.clone(),
+                password: None,
+                expires_at: g.expires_at,
+                access: g.access.clone(),
+                created: false,
+            });
+        }
+        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles).await?;
+        let existing = ledger.iter().find(|r| r.username == username).and_then(|r| r.record.clone());
+        let u = Ident(&username);
+        let (sql, password) = match existing {
+            None => {
+                let password = generate_password();
+                let record = RoleRecord {
+                    pgwarden: LEDGER_VERSION,
+                    integration: self.config.integration.clone(),
+                    mode: RoleMode::Persistent,
+                    password_set_at: Some(now),
+                    grants: vec![entry.clone()],
+                };
+                let in_roles = std::iter::once(MARKER_ROLE.to_owned())
+                    .chain(entry.privilege_roles.iter().cloned())
+                    .map(|r| Ident(&r).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    format!(
+                        "CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
+                        v = literal(verifier(&password, self.config.scram_iterations).as_str()),
+                        until = literal(&timestamp(entry.expires_at)),
+                        c = literal(&record.to_comment()),
+                    ),
+                    Some(password),
+                )
+            }
+            Some(mut record) => {
+                let stale = match (record.password_set_at, self.config.password_max_age) {
+                    (Some(set), Some(max)) => now - set >= max,
+                    (None, _) => true,
+                    (_, None) => false,
+                };
+                let password = stale.then(generate_password);
+                if password.is_some() {
+                    record.password_set_at = Some(now);
+                }
+                record.grants.retain(|g| g.state == GrantState::Active);
+                record.grants.push(entry.clone());
+                let until = record.grants.iter().map(|g| g.expires_at).max().unwrap_or(entry.expires_at);
+                let mut sql = String::new();
+                for r in &entry.privilege_roles {
+                    sql.push_str(&format!("GRANT {} TO {u}; ", Ident(r)));
+                }
+                sql.push_str(&format!("ALTER ROLE {u} LOGIN VALID UNTIL {}", literal(&timestamp(until))));
+                if let Some(p) = &password {
+                    sql.push_str(&format!(" PASSWORD {}", literal(verifier(p, self.config.scram_iterations).as_str())));
+                }
+                sql.push_str(&format!("; COMMENT ON ROLE {u} IS {}", literal(&record.to_comment())));
+                (sql, password)
+            }
+        };
+        silence_statement_log(&*tx, quiet).await?;
+        tx.batch_execute(&sql).await.map_err(db("granting to the persistent role"))?;
+        tx.commit().await.map_err(db("committing the grant"))?;
+        tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted (persistent)");
+        Ok(Grant {
+            grant_id: entry.grant_id.clone(),
+            username,
+            password,
+            expires_at: entry.expires_at,
+            access: entry.access.clone(),
+            created: true,
+        })
+    }
+
+    /// Makes sure a ready privilege role exists for every entry; returns their names.
+    async fn ensure_privilege_roles(&self, access: &[AccessEntry]) -> Result<Vec<String>, ProvisionError> {
+        let names: Vec<String> = access.iter().map(privilege_role_name).collect();
+        let missing: Vec<&AccessEntry> = {
+            let ready = self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            access.iter().zip(&names).filter(|(_, n)| !ready.contains(*n)).map(|(e, _)| e).collect()
+        };
+        if missing.is_empty() {
+            return Ok(names);
+        }
+        let conn = self.admin.get().await?;
+        let wanted: Vec<String> = missing.iter().map(|e| privilege_role_name(e)).collect();
+        let rows = conn
+            .query(
+                "SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
+                 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+                 WHERE r.rolname = ANY($1)",
+                &[&wanted],
+            )
+            .await
+            .map_err(db("reading privilege roles"))?;
+        drop(conn);
+        let ready_now: HashSet<String> = rows
+            .iter()
+            .filter(|r| {
+                r.get::<_, Option<String>>(1)
+                    .as_deref()
+                    .and_then(PrivilegeRecord::from_comment)
+                    .is_some_and(|p| p.state == PrivilegeState::Ready)
+            })
+            .map(|r| r.get(0))
+            .collect();
+        let mut by_database: BTreeMap<String, Vec<&AccessEntry>> = BTreeMap::new();
+        for e in missing {
+            if !ready_now.contains(&privilege_role_name(e)) {
+                let db = e.resource.database_name().unwrap_or(self.connector.database()).to_owned();
+                by_database.entry(db).or_default().push(e);
+            }
+        }
+        for (database, entries) in by_database {
+            with_retry(|| self.create_privilege_roles(&database, &entries), transient).await?;
+        }
+        let mut ready = self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ready.extend(names.iter().cloned());
+        Ok(names)
+    }
+
+    /// Creates (or re-grants) privilege roles of one database in one transaction, under
+    /// that database's privilege lock.
+    pub(crate) async fn create_privilege_roles(&self, database: &str, entries: &[&AccessEntry]) -> Result<(), ProvisionError> {
+        // The exclusive lock lives in the default database and is held until the
+        // work in the resource's database has committed.
+        let mut lock_conn = self.admin.get().await?;
+        let lock_tx = lock_conn.transaction().await.map_err(db("starting privilege setup"))?;
+        lock_tx
+            .execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+            .await
+            .map_err(db("locking privilege setup"))?;
+        if database == self.connector.database() {
+            self.setup_privilege_roles(&*lock_tx, entries).await?;
+        } else {
+            let pool = self.pool(database).await?;
+            let mut conn = pool.get().await?;
+            let tx = conn.transaction().await.map_err(db(format!("starting privilege setup in {database}")))?;
+            self.setup_privilege_roles(&*tx, entries).await?;
+            tx.commit().await.map_err(db("committing privilege setup"))?;
+        }
+        lock_tx.commit().await.map_err(db("committing privilege setup"))?;
+        Ok(())
+    }
+
+    /// Creates or re-grants privilege roles in the transaction's database.
+    async fn setup_privilege_roles<C: tokio_postgres::GenericClient>(&self, tx: &C, entries: &[&AccessEntry]) -> Result<(), ProvisionError> {
+        for entry in entries {
+            let name = privilege_role_name(entry);
+            let row = tx
+                .query_opt(
+                    "SELECT d.description FROM pg_catalog.pg_roles r
+                     LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+                     WHERE r.rolname = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(db("reading a privilege role"))?;
+            let state = row.as_ref().map(|r| {
+                r.get::<_, Option<String>>(0).as_deref().and_then(PrivilegeRecord::from_comment).map(|p| p.state)
+            });
+            if state == Some(Some(PrivilegeState::Ready)) {
+                continue;
+            }
+            let mut sql = String::new();
+            if row.is_none() {
+                sql.push_str(&format!("CREATE ROLE {} NOLOGIN INHERIT; ", Ident(&name)));
+            }
+            for s in grant_statements(tx, entry, &name).await? {
+                sql.push_str(&s);
+                sql.push_str("; ");
+            }
+            let record = PrivilegeRecord { pgwarden: LEDGER_VERSION, access: (*entry).clone(), state: PrivilegeState::Ready };
+            sql.push_str(&format!("COMMENT ON ROLE {} IS {}", Ident(&name), literal(&record.to_comment())));
+            tx.batch_execute(&sql).await.map_err(db(format!("setting up privilege role for {entry}")))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn forget_privilege_role(&self, name: &str) {
+        self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+    }
+
+    /// Moves a grant's expiry (bounded by `max_ttl` from now).
+    pub async fn extend(&self, grant_id: &str, expiry: Expiry) -> Result<ListedGrant, ProvisionError> {
+        let now = OffsetDateTime::now_utc();
+        let expires_at = self.expiry_instant(expiry, now)?;
+        let mut conn = self.admin.get().await?;
+        let tx = conn.transaction().await.map_err(db("starting the extension"))?;
+        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))])
+            .await
+            .map_err(db("locking the grant id"))?;
+        let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+        let Some((role, _)) = find_grant(&ledger, grant_id).filter(|(_, g)| g.state == GrantState::Active) else {
+            return Err(ProvisionError::UnknownGrant { grant_id: grant_id.to_owned() });
+        };
+        let mut record = role.record.clone().unwrap_or_else(|| unreachable_record());
+        for g in &mut record.grants {
+            if g.grant_id == grant_id {
+                g.expires_at = expires_at;
+            }
+        }
+        let until = record.grants.iter().map(|g| g.expires_at).max().unwrap_or(expires_at);
+        let sql = format!(
+            "ALTER ROLE {u} VALID UNTIL {t}; COMMENT ON ROLE {u} IS {c}",
+            u = Ident(&role.username),
+            t = literal(&timestamp(until)),
+            c = literal(&record.to_comment())
+        );
+        tx.batch_execute(&sql).await.map_err(db("extending the grant"))?;
+        tx.commit().await.map_err(db("committing the extension"))?;
+        let g = record.grants.iter().find(|g| g.grant_id == grant_id).cloned().unwrap_or_else(|| record.grants[0].clone());
+        tracing::info!(grant_id, username = %role.username, expires_at = %expires_at, "extended");
+        Ok(listed(&role.username, record.mode, &g, now))
+    }
+
+    /// Every grant recorded in the instance.
+    pub async fn list(&self) -> Result<Vec<ListedGrant>, ProvisionError> {
+        let conn = self.admin.get().await?;
+        let ledger = read_ledger(&**conn).await.map_err(db("reading the ledger"))?;
+        let now = OffsetDateTime::now_utc();
+        Ok(ledger
+            .iter()
+            .filter_map(|r| r.record.as_ref().map(|rec| (r, rec)))
+            .flat_map(|(r, rec)| rec.grants.iter().map(move |g| listed(&r.username, rec.mode, g, now)))
+            .collect())
+    }
+}
+
+/// `SET LOCAL log_statement = 'none'`, sent on its own: the server logs a query
+/// string when it arrives, so the setting must be in force before the statement that
+/// carries a verifier is sent.
+async fn silence_statement_log<C: tokio_postgres::GenericClient>(tx: &C, superuser: bool) -> Result<(), ProvisionError> {
+    if superuser {
+        tx.batch_execute("SET LOCAL log_statement = 'none'").await.map_err(db("silencing the statement log"))?;
+    }
+    Ok(())
+}
+
+fn unreachable_record() -> RoleRecord {
+    RoleRecord { pgwarden: LEDGER_VERSION, integration: String::new(), mode: RoleMode::Ephemeral, password_set_at: None, grants: Vec::new() }
+}
+
+fn listed(username: &str, mode: RoleMode, g: &GrantEntry, now: OffsetDateTime) -> ListedGrant {
+    ListedGrant {
+        grant_id: g.grant_id.clone(),
+        username: username.to_owned(),
+        requester: g.requester.clone(),
+        access: g.access.clone(),
+        created_at: g.created_at,
+        expires_at: g.expires_at,
+        state: match g.state {
+            GrantState::Revoking => ListedState::Revoking,
+            GrantState::Active if g.expires_at <= now => ListedState::Expired,
+            GrantState::Active => ListedState::Active,
+        },
+        mode,
+    }
+}
+
+/// The role holding a grant, and the grant.
+pub(crate) fn find_grant<'a>(ledger: &'a [LedgerRole], grant_id: &str) -> Option<(&'a LedgerRole, &'a GrantEntry)> {
+    ledger.iter().find_map(|r| {
+        r.record.as_ref().and_then(|rec| rec.grants.iter().find(|g| g.grant_id == grant_id)).map(|g| (r, g))
+    })
+}
+
+fn missing_role(e: &ProvisionError) -> bool {
+    matches!(e, ProvisionError::Database { source, .. }
+        if source.as_db_error().is_some_and(|d| d.code().code() == "42704"))
+}
+
+/// `VALID UNTIL` text: UTC, whole seconds.
+pub(crate) fn timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requesters_become_safe_role_names() {
+        assert_eq!(sanitize_requester("alice@example.com", 40), "alice_example_com");
+        assert_eq!(sanitize_requester("Zoë O'Brien", 40), "zo_o_brien");
+        assert_eq!(sanitize_requester("\"; DROP ROLE x; --", 40), "drop_role_x");
+        assert_eq!(sanitize_requester("@@@", 40), "user");
+        assert_eq!(sanitize_requester(&"a".repeat(100), 52).len(), 52);
+    }
+
+    #[test]
+    fn timestamps_are_utc_seconds() {
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        assert_eq!(timestamp(t), "2027-01-15 08:00:00+00");
+    }
+}

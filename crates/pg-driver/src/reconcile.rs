@@ -1,0 +1,293 @@
+//! Reconciliation: make the instance agree with the ledger it holds.
+//!
+//! [`Provisioner::reconcile`] revokes grants past their expiry, finishes
+//! revocations that stopped half-way, strips persistent roles of memberships no
+//! active grant needs, drops privilege roles nobody is a member of, re-grants
+//! privilege roles whose scope gained objects (a table created after the grant), and
+//! reports drift: managed roles changed by hand. It is safe to run any time, from any
+//! number of processes.
+
+use std::collections::BTreeSet;
+
+use pgwarden_core::naming::PRIVILEGE_ROLE_PREFIX;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger};
+use crate::privilege::{privilege_role_name, staleness_query};
+use crate::provision::{PRIVILEGES_LOCK, ProvisionError, Provisioner, db, timestamp};
+use crate::revoke::RevocationReport;
+use crate::sql::{Ident, advisory_key, literal};
+
+/// One difference between a managed role and its ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The role.
+    pub username: String,
+    /// What differs, in a sentence.
+    pub what: String,
+}
+
+/// What a reconciliation did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// Grants revoked because they expired or had a revocation to finish.
+    pub revoked: Vec<RevocationReport>,
+    /// Memberships removed from persistent roles (`role: membership`).
+    pub memberships_removed: Vec<String>,
+    /// Privilege roles dropped because nobody used them.
+    pub privilege_roles_dropped: Vec<String>,
+    /// Privilege roles re-granted because their scope gained objects.
+    pub privilege_roles_refreshed: Vec<String>,
+    /// Differences found (reported, not changed).
+    pub drift: Vec<Drift>,
+    /// What could not be done this time (retried next time).
+    pub errors: Vec<String>,
+}
+
+const PRIVILEGE_ROLES_SQL: &str = "
+SELECT r.rolname::text, d.description,
+       (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+FROM pg_catalog.pg_roles r
+LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+WHERE r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1";
+
+impl Provisioner {
+    /// Reconciles the instance with its ledger (see the module documentation).
+    pub async fn reconcile(&self) -> Result<ReconcileReport, ProvisionError> {
+        let mut report = ReconcileReport::default();
+        let now = OffsetDateTime::now_utc();
+        let ledger = {
+            let conn = self.admin.get().await?;
+            read_ledger(&**conn).await.map_err(db("reading the ledger"))?
+        };
+        for role in &ledger {
+            let Some(record) = &role.record else {
+                report.drift.push(Drift {
+                    username: role.username.clone(),
+                    what: "member of the marker role without a pgwarden comment: not managed by pgwarden, left alone".into(),
+                });
+                continue;
+            };
+            if role.elevated {
+                report.drift.push(Drift {
+                    username: role.username.clone(),
+                    what: "has SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS, which pgwarden never grants".into(),
+                });
+            }
+            match record.mode {
+                RoleMode::Ephemeral => {
+                    let Some(g) = record.grants.first() else { continue };
+                    if g.state == GrantState::Revoking || g.expires_at <= now {
+                        match self.revoke_role(&g.grant_id, &role.username).await {
+                            Ok(r) => report.revoked.push(r),
+                            Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
+                        }
+                        continue;
+                    }
+                    let expected: BTreeSet<&String> = g.privilege_roles.iter().collect();
+                    let actual: BTreeSet<&String> = role.member_of.iter().collect();
+                    if expected != actual {
+                        report.drift.push(Drift {
+                            username: role.username.clone(),
+                            what: format!("memberships {actual:?} differ from the grant's {expected:?}"),
+                        });
+                    }
+                    if !role.can_login {
+                        report.drift.push(Drift { username: role.username.clone(), what: "active grant but NOLOGIN".into() });
+                    }
+                    if role.valid_until.map(|v| v.unix_timestamp()) != Some(g.expires_at.unix_timestamp()) {
+                        report.drift.push(Drift {
+                            username: role.username.clone(),
+                            what: format!("VALID UNTIL {:?} differs from the grant's expiry {}", role.valid_until.map(timestamp), timestamp(g.expires_at)),
+                        });
+                    }
+                }
+                RoleMode::Persistent => {
+                    for g in record.grants.iter().filter(|g| g.state == GrantState::Revoking || g.expires_at <= now) {
+                        match self.revoke(&g.grant_id).await {
+                            Ok(r) => report.revoked.push(r),
+                            Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
+                        }
+                    }
+                    // Memberships left by an interrupted revocation.
+                    let live: BTreeSet<String> = record
+                        .grants
+                        .iter()
+                        .filter(|g| g.state == GrantState::Active && g.expires_at > now)
+                        .flat_map(|g| g.privilege_roles.iter().cloned())
+                        .collect();
+                    if role.member_of.iter().any(|m| !live.contains(m)) {
+                        match self.remove_memberships(&role.username, &live).await {
+                            Ok(removed) => report
+                                .memberships_removed
+                                .extend(removed.into_iter().map(|m| format!("{}: {m}", role.username))),
+                            Err(e) => report.errors.push(format!("{}: {e}", role.username)),
+                        }
+                    }
+                    if live.is_empty() && role.can_login {
+                        let conn = self.admin.get().await?;
+                        let sql = format!("ALTER ROLE {} NOLOGIN", Ident(&role.username));
+                        if let Err(e) = conn.batch_execute(&sql).await {
+                            report.errors.push(format!("{}: {e}", role.username));
+                        } else if let Err(e) = self.terminate_sessions(&role.username).await {
+                            report.errors.push(format!("{}: {e}", role.username));
+                        }
+                    }
+                }
+            }
+        }
+        self.reconcile_privilege_roles(&mut report).await?;
+        Ok(report)
+    }
+
+    async fn reconcile_privilege_roles(&self, report: &mut ReconcileReport) -> Result<(), ProvisionError> {
+        let rows = {
+            let conn = self.admin.get().await?;
+            conn.query(PRIVILEGE_ROLES_SQL, &[]).await.map_err(db("reading privilege roles"))?
+        };
+        for row in rows {
+            let name: String = row.get(0);
+            let record = row.get::<_, Option<String>>(1).as_deref().and_then(PrivilegeRecord::from_comment);
+            let members: i64 = row.get(2);
+            let Some(record) = record.filter(|r| privilege_role_name(&r.access) == name) else {
+                report.drift.push(Drift {
+                    username: name.clone(),
+                    what: format!("named like a privilege role ({PRIVILEGE_ROLE_PREFIX}…) but its comment is not pgwarden's: left alone"),
+                });
+                continue;
+            };
+            let database = record.access.resource.database_name().unwrap_or(self.connector.database()).to_owned();
+            if members > 0 && record.state == PrivilegeState::Retiring {
+                // A retirement was interrupted after a grant used the role: re-grant it.
+                match self.create_privilege_roles(&database, &[&record.access]).await {
+                    Ok(()) => report.privilege_roles_refreshed.push(name),
+                    Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
+                }
+                continue;
+            }
+            if members == 0 {
+                match self.drop_privilege_role(&name, &record, &database).await {
+                    Ok(true) => report.privilege_roles_dropped.push(name),
+                    Ok(false) => {}
+                    Err(e) => report.errors.push(format!("dropping {name}: {e}")),
+                }
+                continue;
+            }
+            if let Some((sql, params)) = staleness_query(&record.access) {
+                let pool = match self.pool(&database).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report.errors.push(format!("{name}: {e}"));
+                        continue;
+                    }
+                };
+                let stale = async {
+                    let conn = pool.get().await?;
+                    let row = conn
+                        .query_one(sql, &[&params[0], &name, &params[1]])
+                        .await
+                        .map_err(db(format!("checking {name}")))?;
+                    Ok::<i64, ProvisionError>(row.get(0))
+                }
+                .await;
+                match stale {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        // Re-running the idempotent grants covers the new objects.
+                        match self.create_privilege_roles_refresh(&database, &record).await {
+                            Ok(()) => report.privilege_roles_refreshed.push(name),
+                            Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
+                        }
+                    }
+                    Err(e) => report.errors.push(format!("{name}: {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_privilege_roles_refresh(&self, database: &str, record: &PrivilegeRecord) -> Result<(), ProvisionError> {
+        // Marking it retiring first makes create_privilege_roles re-run every grant.
+        let conn = self.admin.get().await?;
+        let mut retiring = record.clone();
+        retiring.state = PrivilegeState::Retiring;
+        let name = privilege_role_name(&record.access);
+        conn.batch_execute(&format!("COMMENT ON ROLE {} IS {}", Ident(&name), literal(&retiring.to_comment())))
+            .await
+            .map_err(db("marking a privilege role for refresh"))?;
+        drop(conn);
+        self.create_privilege_roles(database, &[&record.access]).await
+    }
+
+    /// Drops an unused privilege role, in two steps so that a crash never leaves a
+    /// stripped role that looks ready: (1) mark it retiring (a grant then re-grants it
+    /// before use); (2) if it still has no member and is still retiring, drop what it
+    /// holds in its database and drop it. Both under the exclusive privileges lock.
+    /// Returns false when a member appeared meanwhile.
+    async fn drop_privilege_role(&self, name: &str, record: &PrivilegeRecord, database: &str) -> Result<bool, ProvisionError> {
+        let n = Ident(name);
+        let members_sql = "SELECT count(*) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid WHERE r.rolname = $1";
+        // Step 1.
+        {
+            let mut conn = self.admin.get().await?;
+            let tx = conn.transaction().await.map_err(db("starting privilege cleanup"))?;
+            tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+                .await
+                .map_err(db("locking privilege roles"))?;
+            let members: i64 = tx.query_one(members_sql, &[&name]).await.map_err(db("counting members"))?.get(0);
+            if members > 0 {
+                return Ok(false);
+            }
+            let mut retiring = record.clone();
+            retiring.state = PrivilegeState::Retiring;
+            tx.batch_execute(&format!("COMMENT ON ROLE {n} IS {}", literal(&retiring.to_comment())))
+                .await
+                .map_err(db("marking a privilege role retiring"))?;
+            tx.commit().await.map_err(db("committing privilege cleanup"))?;
+        }
+        self.forget_privilege_role(name);
+        // Step 2.
+        let mut conn = self.admin.get().await?;
+        let tx = conn.transaction().await.map_err(db("starting privilege cleanup"))?;
+        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+            .await
+            .map_err(db("locking privilege roles"))?;
+        let row = tx
+            .query_opt(
+                "SELECT d.description, (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+                 FROM pg_catalog.pg_roles r
+                 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+                 WHERE r.rolname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db("reading a privilege role"))?;
+        let Some(row) = row else { return Ok(true) };
+        let still_retiring = row
+            .get::<_, Option<String>>(0)
+            .as_deref()
+            .and_then(PrivilegeRecord::from_comment)
+            .is_some_and(|p| p.state == PrivilegeState::Retiring);
+        if !still_retiring || row.get::<_, i64>(1) > 0 {
+            return Ok(false);
+        }
+        if database == self.connector.database() {
+            // Same database: no second connection (grants waiting for the lock may
+            // hold the rest of the pool).
+            tx.batch_execute(&format!("DROP OWNED BY {n}"))
+                .await
+                .map_err(db(format!("removing privilege role {name}'s privileges")))?;
+        } else {
+            let pool = self.pool(database).await?;
+            let holder = pool.get().await?;
+            holder
+                .batch_execute(&format!("DROP OWNED BY {n}"))
+                .await
+                .map_err(db(format!("removing privilege role {name}'s privileges in {database}")))?;
+        }
+        tx.batch_execute(&format!("DROP ROLE {n}")).await.map_err(db(format!("dropping privilege role {name}")))?;
+        tx.commit().await.map_err(db("committing privilege cleanup"))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,375 @@
+//! Revoking completely, in DESIGN.md's order, and resuming where a revocation stopped.
+//!
+//! 1. Mark the grant "revoking" in the ledger and set the role `NOLOGIN` (one
+//!    transaction), so nobody reconnects during cleanup and a crash leaves a trace.
+//! 2. End the role's sessions (`pg_terminate_backend(pid, 5000)`), until none remain.
+//! 3. Remove its memberships: its privileges end now, even if a later step fails.
+//! 4. Find every database that still references the role (`pg_shdepend`, a shared
+//!    catalog) and every database it owns (handed to the successor).
+//! 5. In each: `REASSIGN OWNED` to the successor where objects are kept, then
+//!    `DROP OWNED` (its objects, grants and default-privilege entries).
+//! 6. `DROP ROLE`; if objects appeared meanwhile (SQLSTATE 2BP01), back to 4.
+//! 7. Verify: no role, no session. Until then the grant stays "revoking" and
+//!    [`Provisioner::reconcile`](crate::provision::Provisioner::reconcile) retries.
+//!
+//! Persistent roles keep their objects: a grant's revocation removes only the
+//! memberships no other active grant of the role needs, and disables login when
+//! none is left.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use pgwarden_core::naming::MARKER_ROLE;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::ledger::{GrantState, RoleMode, read_ledger};
+use crate::provision::{ProvisionError, Provisioner, Step, db, find_grant, timestamp, transient};
+use crate::retry::with_retry;
+use crate::sql::{Ident, advisory_key, literal};
+
+/// What one database's cleanup did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatabaseCleanup {
+    /// The database.
+    pub database: String,
+    /// Objects the role owned there that were dropped.
+    pub objects_dropped: i64,
+    /// Objects handed to the successor.
+    pub objects_reassigned: i64,
+    /// Privilege and default-privilege entries removed.
+    pub privileges_revoked: i64,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RevocationReport {
+    /// The grant.
+    pub grant_id: String,
+    /// The login role, when one was found.
+    pub username: Option<String>,
+    /// Nothing was left to revoke (an earlier call finished it).
+    pub already_revoked: bool,
+    /// Sessions ended.
+    pub sessions_terminated: i64,
+    /// Roles the login role stopped being a member of.
+    pub memberships_removed: Vec<String>,
+    /// Per-database cleanup.
+    pub databases: Vec<DatabaseCleanup>,
+    /// Databases the role owned, now owned by the successor.
+    pub databases_reassigned: Vec<String>,
+    /// Whether the role was dropped (false for a persistent role, which is kept).
+    pub role_dropped: bool,
+    /// Whether login was disabled.
+    pub login_disabled: bool,
+}
+
+const SESSIONS_SQL: &str = "
+SELECT count(*), count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))
+FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()";
+
+const DATABASES_SQL: &str = "
+SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
+JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
+  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+ORDER BY 1";
+
+const DEPENDENCIES_SQL: &str = "
+SELECT count(*) FILTER (WHERE s.deptype = 'o'), count(*) FILTER (WHERE s.deptype <> 'o')
+FROM pg_catalog.pg_shdepend s
+WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+  AND s.refclassid = 'pg_catalog.pg_authid'::regclass
+  AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)";
+
+impl Provisioner {
+    /// Revokes a grant completely. Idempotent: revoking again reports `already_revoked`.
+    pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
+        let ledger = {
+            let conn = self.admin.get().await?;
+            read_ledger(&**conn).await.map_err(db("reading the ledger"))?
+        };
+        let Some((role, _)) = find_grant(&ledger, grant_id) else {
+            return Ok(RevocationReport {
+                grant_id: grant_id.to_owned(),
+                already_revoked: true,
+                ..RevocationReport::default()
+            });
+        };
+        let mode = role.record.as_ref().map_or(RoleMode::Ephemeral, |r| r.mode);
+        let username = role.username.clone();
+        match mode {
+            RoleMode::Ephemeral => self.revoke_role(grant_id, &username).await,
+            RoleMode::Persistent => self.revoke_persistent(grant_id, &username).await,
+        }
+    }
+
+    /// Steps 1–7 for an ephemeral role (also used to resume).
+    pub(crate) async fn revoke_role(&self, grant_id: &str, username: &str) -> Result<RevocationReport, ProvisionError> {
+        let mut report = RevocationReport {
+            grant_id: grant_id.to_owned(),
+            username: Some(username.to_owned()),
+            ..RevocationReport::default()
+        };
+        let u = Ident(username);
+
+        self.step(Step::RevokeMark)?;
+        if !self.mark_revoking(grant_id, username).await? {
+            report.already_revoked = true;
+            return Ok(report);
+        }
+        report.login_disabled = true;
+
+        self.step(Step::RevokeTerminateSessions)?;
+        report.sessions_terminated = self.terminate_sessions(username).await?;
+
+        self.step(Step::RevokeMemberships)?;
+        report.memberships_removed = self.remove_memberships(username, &BTreeSet::new()).await?;
+
+        let successor = match &self.config.successor {
+            Some(s) => s.clone(),
+            None => {
+                let conn = self.admin.get().await?;
+                conn.query_one("SELECT current_user::text", &[]).await.map_err(db("reading the connector's name"))?.get(0)
+            }
+        };
+        for _round in 0..3 {
+            // Databases it owns: DROP OWNED never drops a database.
+            let conn = self.admin.get().await?;
+            let owned: Vec<String> = conn
+                .query(
+                    "SELECT datname::text FROM pg_catalog.pg_database WHERE datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)",
+                    &[&username],
+                )
+                .await
+                .map_err(db("finding databases the role owns"))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for d in owned {
+                conn.batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", Ident(&d), Ident(&successor)))
+                    .await
+                    .map_err(db(format!("handing database {d} to {successor}")))?;
+                report.databases_reassigned.push(d);
+            }
+            let databases: Vec<String> = conn
+                .query(DATABASES_SQL, &[&username])
+                .await
+                .map_err(db("finding databases that reference the role"))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            drop(conn);
+            for database in databases {
+                self.step(Step::RevokeCleanDatabase(database.clone()))?;
+                let cleanup = self.clean_database(&database, username).await?;
+                match report.databases.iter_mut().find(|c| c.database == database) {
+                    Some(c) => {
+                        c.objects_dropped += cleanup.objects_dropped;
+                        c.objects_reassigned += cleanup.objects_reassigned;
+                        c.privileges_revoked += cleanup.privileges_revoked;
+                    }
+                    None => report.databases.push(cleanup),
+                }
+            }
+            self.step(Step::RevokeDropRole)?;
+            let conn = self.admin.get().await?;
+            match conn.batch_execute(&format!("DROP ROLE IF EXISTS {u}")).await {
+                Ok(()) => {
+                    report.role_dropped = true;
+                    break;
+                }
+                Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "2BP01") => {
+                    // Objects appeared (or a database could not be cleaned): look again.
+                    tracing::warn!(username, error = %crate::provision::describe_db_error(&e), "role still referenced; cleaning again");
+                }
+                Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55006") => {
+                    // Still connected (a session slipped in before NOLOGIN): end it and retry.
+                    report.sessions_terminated += self.terminate_sessions(username).await?;
+                }
+                Err(e) => return Err(db("dropping the role")(e)),
+            }
+        }
+        self.verify_gone(username).await?;
+        tracing::info!(grant_id, username, sessions = report.sessions_terminated, "revoked");
+        Ok(report)
+    }
+
+    /// Step 1. Returns false when the role no longer exists.
+    async fn mark_revoking(&self, grant_id: &str, username: &str) -> Result<bool, ProvisionError> {
+        with_retry(
+            || async {
+                let mut conn = self.admin.get().await?;
+                let tx = conn.transaction().await.map_err(db("starting the revocation"))?;
+                tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))])
+                    .await
+                    .map_err(db("locking the grant id"))?;
+                let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+                let Some(role) = ledger.iter().find(|r| r.username == username) else {
+                    return Ok(false);
+                };
+                let mut sql = format!("ALTER ROLE {} NOLOGIN", Ident(username));
+                if let Some(mut record) = role.record.clone() {
+                    for g in &mut record.grants {
+                        if g.grant_id == grant_id {
+                            g.state = GrantState::Revoking;
+                        }
+                    }
+                    sql.push_str(&format!("; COMMENT ON ROLE {} IS {}", Ident(username), literal(&record.to_comment())));
+                }
+                tx.batch_execute(&sql).await.map_err(db("disabling login"))?;
+                tx.commit().await.map_err(db("committing the revocation mark"))?;
+                Ok(true)
+            },
+            transient,
+        )
+        .await
+    }
+
+    /// Step 2: end sessions until none remain (bounded).
+    pub(crate) async fn terminate_sessions(&self, username: &str) -> Result<i64, ProvisionError> {
+        let conn = self.admin.get().await?;
+        let mut ended = 0;
+        for _ in 0..50 {
+            let row = conn.query_one(SESSIONS_SQL, &[&username]).await.map_err(db("ending sessions"))?;
+            let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
+            ended += terminated;
+            if remaining == 0 {
+                return Ok(ended);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ProvisionError::RevocationIncomplete {
+            username: username.to_owned(),
+            reason: "sessions keep running (a superuser's session cannot be ended by a non-superuser connector)".into(),
+        })
+    }
+
+    /// Step 3: removes memberships other than the marker and `keep`.
+    pub(crate) async fn remove_memberships(&self, username: &str, keep: &BTreeSet<String>) -> Result<Vec<String>, ProvisionError> {
+        let conn = self.admin.get().await?;
+        let rows = conn
+            .query(
+                "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
+                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                 JOIN pg_catalog.pg_roles u ON u.oid = m.member
+                 WHERE u.rolname = $1 AND g.rolname <> $2 ORDER BY 1",
+                &[&username, &MARKER_ROLE],
+            )
+            .await
+            .map_err(db("reading memberships"))?;
+        let groups: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| !keep.contains(g)).collect();
+        if !groups.is_empty() {
+            let sql = groups
+                .iter()
+                .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("removing memberships")) }, transient).await?;
+        }
+        Ok(groups)
+    }
+
+    /// Step 5 in one database.
+    async fn clean_database(&self, database: &str, username: &str) -> Result<DatabaseCleanup, ProvisionError> {
+        let pool = self.pool(database).await?;
+        let conn = pool.get().await.map_err(|e| ProvisionError::RevocationIncomplete {
+            username: username.to_owned(),
+            reason: format!("cannot connect to database {database} to remove what the role owns there: {e}"),
+        })?;
+        let row = conn.query_one(DEPENDENCIES_SQL, &[&username]).await.map_err(db(format!("counting objects in {database}")))?;
+        let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
+        let u = Ident(username);
+        let mut sql = String::new();
+        if let Some(s) = &self.config.successor {
+            sql.push_str(&format!("REASSIGN OWNED BY {u} TO {}; ", Ident(s)));
+        }
+        sql.push_str(&format!("DROP OWNED BY {u}"));
+        with_retry(|| async { conn.batch_execute(&sql).await.map_err(db(format!("removing what the role owns in {database}"))) }, transient)
+            .await?;
+        let kept = self.config.successor.is_some();
+        Ok(DatabaseCleanup {
+            database: database.to_owned(),
+            objects_dropped: if kept { 0 } else { owned },
+            objects_reassigned: if kept { owned } else { 0 },
+            privileges_revoked: privileges,
+        })
+    }
+
+    /// Step 7.
+    async fn verify_gone(&self, username: &str) -> Result<(), ProvisionError> {
+        let conn = self.admin.get().await?;
+        let row = conn
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+                        (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1)",
+                &[&username],
+            )
+            .await
+            .map_err(db("verifying the revocation"))?;
+        let (exists, sessions): (bool, i64) = (row.get(0), row.get(1));
+        if exists || sessions > 0 {
+            return Err(ProvisionError::RevocationIncomplete {
+                username: username.to_owned(),
+                reason: format!(
+                    "role still exists: {exists}, sessions left: {sessions}; it stays marked revoking and reconcile retries"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A persistent role: drop this grant's memberships (those no other active grant
+    /// needs); with no grant left, disable login and end sessions. Objects are kept.
+    async fn revoke_persistent(&self, grant_id: &str, username: &str) -> Result<RevocationReport, ProvisionError> {
+        let mut report = RevocationReport {
+            grant_id: grant_id.to_owned(),
+            username: Some(username.to_owned()),
+            ..RevocationReport::default()
+        };
+        self.step(Step::RevokeMark)?;
+        let remaining = with_retry(
+            || async {
+                let mut conn = self.admin.get().await?;
+                let tx = conn.transaction().await.map_err(db("starting the revocation"))?;
+                tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:role:{username}"))])
+                    .await
+                    .map_err(db("locking the persistent role"))?;
+                let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+                let Some(mut record) = ledger.iter().find(|r| r.username == username).and_then(|r| r.record.clone()) else {
+                    return Ok(None);
+                };
+                record.grants.retain(|g| g.grant_id != grant_id);
+                let now = OffsetDateTime::now_utc();
+                record.grants.retain(|g| g.expires_at > now && g.state == GrantState::Active);
+                let u = Ident(username);
+                let mut sql = format!("COMMENT ON ROLE {u} IS {}", literal(&record.to_comment()));
+                if record.grants.is_empty() {
+                    sql.push_str(&format!("; ALTER ROLE {u} NOLOGIN VALID UNTIL {}", literal(&timestamp(now))));
+                } else {
+                    let until = record.grants.iter().map(|g| g.expires_at).max().unwrap_or(now);
+                    sql.push_str(&format!("; ALTER ROLE {u} VALID UNTIL {}", literal(&timestamp(until))));
+                }
+                tx.batch_execute(&sql).await.map_err(db("updating the persistent role"))?;
+                tx.commit().await.map_err(db("committing the revocation"))?;
+                Ok(Some(record))
+            },
+            transient,
+        )
+        .await?;
+        let Some(record) = remaining else {
+            report.already_revoked = true;
+            return Ok(report);
+        };
+        let keep: BTreeSet<String> = record.grants.iter().flat_map(|g| g.privilege_roles.iter().cloned()).collect();
+        if record.grants.is_empty() {
+            report.login_disabled = true;
+            self.step(Step::RevokeTerminateSessions)?;
+            report.sessions_terminated = self.terminate_sessions(username).await?;
+        }
+        self.step(Step::RevokeMemberships)?;
+        report.memberships_removed = self.remove_memberships(username, &keep).await?;
+        tracing::info!(grant_id, username, "revoked (persistent role kept)");
+        Ok(report)
+    }
+}

@@ -1,0 +1,70 @@
+//! The one place SQL identifiers and literals are quoted.
+//!
+//! Every identifier pgwarden puts into SQL text goes through [`Ident`]; values go
+//! through bind parameters. The only literals inlined are those PostgreSQL cannot
+//! bind — SCRAM verifiers, `VALID UNTIL` timestamps and role comments in DDL — and they
+//! go through [`literal`].
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// A quoted SQL identifier: `"name"` with embedded quotes doubled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ident<'a>(pub &'a str);
+
+impl fmt::Display for Ident<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&postgres_protocol::escape::escape_identifier(self.0))
+    }
+}
+
+/// A quoted, qualified name: `"schema"."name"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Qualified<'a>(pub &'a str, pub &'a str);
+
+impl fmt::Display for Qualified<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", Ident(self.0), Ident(self.1))
+    }
+}
+
+/// A string literal, escaped for any `standard_conforming_strings` setting.
+#[must_use]
+pub fn literal(value: &str) -> String {
+    postgres_protocol::escape::escape_literal(value)
+}
+
+/// A stable 64-bit advisory-lock key for a name (the first 8 bytes of its SHA-256).
+#[must_use]
+pub fn advisory_key(scope: &str) -> i64 {
+    let digest = Sha256::digest(scope.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_inject_nothing() {
+        assert_eq!(Ident("orders").to_string(), "\"orders\"");
+        assert_eq!(Ident("a\"b").to_string(), "\"a\"\"b\"");
+        assert_eq!(Ident("x\"; DROP TABLE t; --").to_string(), "\"x\"\"; DROP TABLE t; --\"");
+        assert_eq!(Qualified("s p", "ü").to_string(), "\"s p\".\"ü\"");
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\b"), " E'a\\\\b'");
+    }
+
+    #[test]
+    fn advisory_keys_are_stable_and_distinct() {
+        assert_eq!(advisory_key("a"), advisory_key("a"));
+        assert_ne!(advisory_key("a"), advisory_key("b"));
+    }
+}
