@@ -241,6 +241,12 @@ pub enum ProvisionError {
     /// A privilege role the grant needs was retired meanwhile; the grant retries.
     #[error("privilege role {0} is being retired; retry the grant")]
     PrivilegeRoleNotReady(String),
+    /// Another process is revoking this grant right now.
+    #[error("grant {grant_id} is being revoked by another process")]
+    InProgress {
+        /// The grant.
+        grant_id: String,
+    },
     /// A test hook stopped the operation at a step.
     #[error("stopped at {step:?}: {message}")]
     Injected {

@@ -79,8 +79,10 @@ impl Provisioner {
                 RoleMode::Ephemeral => {
                     let Some(g) = record.grants.first() else { continue };
                     if g.state == GrantState::Revoking || g.expires_at <= now {
-                        match self.revoke_role(&g.grant_id, &role.username).await {
+                        match self.revoke_role(&g.grant_id, &role.username, false).await {
                             Ok(r) => report.revoked.push(r),
+                            // Someone else is on it; their run reports it.
+                            Err(ProvisionError::InProgress { .. }) => {}
                             Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
                         }
                         continue;
@@ -118,7 +120,8 @@ impl Provisioner {
                         .flat_map(|g| g.privilege_roles.iter().cloned())
                         .collect();
                     if role.member_of.iter().any(|m| !live.contains(m)) {
-                        match self.remove_memberships(&role.username, &live).await {
+                        let conn = self.admin.get().await?;
+                        match crate::revoke::remove_memberships(&conn, &role.username, &live).await {
                             Ok(removed) => report
                                 .memberships_removed
                                 .extend(removed.into_iter().map(|m| format!("{}: {m}", role.username))),
@@ -130,7 +133,7 @@ impl Provisioner {
                         let sql = format!("ALTER ROLE {} NOLOGIN", Ident(&role.username));
                         if let Err(e) = conn.batch_execute(&sql).await {
                             report.errors.push(format!("{}: {e}", role.username));
-                        } else if let Err(e) = self.terminate_sessions(&role.username).await {
+                        } else if let Err(e) = crate::revoke::terminate_sessions(&conn, &role.username).await {
                             report.errors.push(format!("{}: {e}", role.username));
                         }
                     }

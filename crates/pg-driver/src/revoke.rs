@@ -99,13 +99,38 @@ impl Provisioner {
         let mode = role.record.as_ref().map_or(RoleMode::Ephemeral, |r| r.mode);
         let username = role.username.clone();
         match mode {
-            RoleMode::Ephemeral => self.revoke_role(grant_id, &username).await,
+            RoleMode::Ephemeral => self.revoke_role(grant_id, &username, true).await,
             RoleMode::Persistent => self.revoke_persistent(grant_id, &username).await,
         }
     }
 
-    /// Steps 1–7 for an ephemeral role (also used to resume).
-    pub(crate) async fn revoke_role(&self, grant_id: &str, username: &str) -> Result<RevocationReport, ProvisionError> {
+    /// Steps 1–7 for an ephemeral role (also used to resume). One revocation of a
+    /// grant runs at a time across all processes: it holds a session advisory lock
+    /// for its whole length (released with the session if the process dies). With
+    /// `wait` false, a revocation already running elsewhere is reported as
+    /// [`ProvisionError::InProgress`] instead of waited for.
+    pub(crate) async fn revoke_role(&self, grant_id: &str, username: &str, wait: bool) -> Result<RevocationReport, ProvisionError> {
+        let mut conn = self.admin.get().await?;
+        let key = advisory_key(&format!("pgwarden:revoking:{grant_id}"));
+        let locked: bool = if wait {
+            conn.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key]).await.map_err(db("waiting for another revocation"))?;
+            true
+        } else {
+            conn.query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(db("locking the revocation"))?
+                .get(0)
+        };
+        if !locked {
+            return Err(ProvisionError::InProgress { grant_id: grant_id.to_owned() });
+        }
+        let result = self.revoke_role_locked(&mut conn, grant_id, username).await;
+        // A pooled connection must not keep the lock; if it broke, the lock died with it.
+        let _ = conn.execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key]).await;
+        result
+    }
+
+    async fn revoke_role_locked(&self, conn: &mut deadpool_postgres::Object, grant_id: &str, username: &str) -> Result<RevocationReport, ProvisionError> {
         let mut report = RevocationReport {
             grant_id: grant_id.to_owned(),
             username: Some(username.to_owned()),
@@ -114,28 +139,24 @@ impl Provisioner {
         let u = Ident(username);
 
         self.step(Step::RevokeMark)?;
-        if !self.mark_revoking(grant_id, username).await? {
+        if !self.mark_revoking(conn, grant_id, username).await? {
             report.already_revoked = true;
             return Ok(report);
         }
         report.login_disabled = true;
 
         self.step(Step::RevokeTerminateSessions)?;
-        report.sessions_terminated = self.terminate_sessions(username).await?;
+        report.sessions_terminated = terminate_sessions(conn, username).await?;
 
         self.step(Step::RevokeMemberships)?;
-        report.memberships_removed = self.remove_memberships(username, &BTreeSet::new()).await?;
+        report.memberships_removed = remove_memberships(conn, username, &BTreeSet::new()).await?;
 
         let successor = match &self.config.successor {
             Some(s) => s.clone(),
-            None => {
-                let conn = self.admin.get().await?;
-                conn.query_one("SELECT current_user::text", &[]).await.map_err(db("reading the connector's name"))?.get(0)
-            }
+            None => conn.query_one("SELECT current_user::text", &[]).await.map_err(db("reading the connector's name"))?.get(0),
         };
         for _round in 0..3 {
             // Databases it owns: DROP OWNED never drops a database.
-            let conn = self.admin.get().await?;
             let owned: Vec<String> = conn
                 .query(
                     "SELECT datname::text FROM pg_catalog.pg_database WHERE datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)",
@@ -159,10 +180,9 @@ impl Provisioner {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            drop(conn);
             for database in databases {
                 self.step(Step::RevokeCleanDatabase(database.clone()))?;
-                let cleanup = self.clean_database(&database, username).await?;
+                let cleanup = self.clean_database(conn, &database, username).await?;
                 match report.databases.iter_mut().find(|c| c.database == database) {
                     Some(c) => {
                         c.objects_dropped += cleanup.objects_dropped;
@@ -173,7 +193,6 @@ impl Provisioner {
                 }
             }
             self.step(Step::RevokeDropRole)?;
-            let conn = self.admin.get().await?;
             match conn.batch_execute(&format!("DROP ROLE IF EXISTS {u}")).await {
                 Ok(()) => {
                     report.role_dropped = true;
@@ -185,21 +204,33 @@ impl Provisioner {
                 }
                 Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55006") => {
                     // Still connected (a session slipped in before NOLOGIN): end it and retry.
-                    report.sessions_terminated += self.terminate_sessions(username).await?;
+                    report.sessions_terminated += terminate_sessions(conn, username).await?;
                 }
                 Err(e) => return Err(db("dropping the role")(e)),
             }
         }
-        self.verify_gone(username).await?;
+        verify_gone(conn, username).await?;
         tracing::info!(grant_id, username, sessions = report.sessions_terminated, "revoked");
         Ok(report)
     }
 
     /// Step 1. Returns false when the role no longer exists.
-    async fn mark_revoking(&self, grant_id: &str, username: &str) -> Result<bool, ProvisionError> {
-        with_retry(
-            || async {
-                let mut conn = self.admin.get().await?;
+    async fn mark_revoking(&self, conn: &mut deadpool_postgres::Object, grant_id: &str, username: &str) -> Result<bool, ProvisionError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::mark_once(conn, grant_id, username).await {
+                Err(e) if attempt < crate::retry::MAX_ATTEMPTS && transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn mark_once(conn: &mut deadpool_postgres::Object, grant_id: &str, username: &str) -> Result<bool, ProvisionError> {
+        {
+            {
                 let tx = conn.transaction().await.map_err(db("starting the revocation"))?;
                 tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))])
                     .await
@@ -220,63 +251,24 @@ impl Provisioner {
                 tx.batch_execute(&sql).await.map_err(db("disabling login"))?;
                 tx.commit().await.map_err(db("committing the revocation mark"))?;
                 Ok(true)
-            },
-            transient,
-        )
-        .await
-    }
-
-    /// Step 2: end sessions until none remain (bounded).
-    pub(crate) async fn terminate_sessions(&self, username: &str) -> Result<i64, ProvisionError> {
-        let conn = self.admin.get().await?;
-        let mut ended = 0;
-        for _ in 0..50 {
-            let row = conn.query_one(SESSIONS_SQL, &[&username]).await.map_err(db("ending sessions"))?;
-            let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
-            ended += terminated;
-            if remaining == 0 {
-                return Ok(ended);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(ProvisionError::RevocationIncomplete {
-            username: username.to_owned(),
-            reason: "sessions keep running (a superuser's session cannot be ended by a non-superuser connector)".into(),
-        })
     }
 
-    /// Step 3: removes memberships other than the marker and `keep`.
-    pub(crate) async fn remove_memberships(&self, username: &str, keep: &BTreeSet<String>) -> Result<Vec<String>, ProvisionError> {
-        let conn = self.admin.get().await?;
-        let rows = conn
-            .query(
-                "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
-                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
-                 JOIN pg_catalog.pg_roles u ON u.oid = m.member
-                 WHERE u.rolname = $1 AND g.rolname <> $2 ORDER BY 1",
-                &[&username, &MARKER_ROLE],
-            )
-            .await
-            .map_err(db("reading memberships"))?;
-        let groups: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| !keep.contains(g)).collect();
-        if !groups.is_empty() {
-            let sql = groups
-                .iter()
-                .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
-                .collect::<Vec<_>>()
-                .join("; ");
-            with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("removing memberships")) }, transient).await?;
-        }
-        Ok(groups)
-    }
-
-    /// Step 5 in one database.
-    async fn clean_database(&self, database: &str, username: &str) -> Result<DatabaseCleanup, ProvisionError> {
-        let pool = self.pool(database).await?;
-        let conn = pool.get().await.map_err(|e| ProvisionError::RevocationIncomplete {
-            username: username.to_owned(),
-            reason: format!("cannot connect to database {database} to remove what the role owns there: {e}"),
-        })?;
+    /// Step 5 in one database (on `admin` when it is the default database, so one
+    /// revocation never holds two connections of the same pool).
+    async fn clean_database(&self, admin: &deadpool_postgres::Object, database: &str, username: &str) -> Result<DatabaseCleanup, ProvisionError> {
+        let other;
+        let conn: &tokio_postgres::Client = if database == self.connector.database() {
+            admin
+        } else {
+            let pool = self.pool(database).await?;
+            other = pool.get().await.map_err(|e| ProvisionError::RevocationIncomplete {
+                username: username.to_owned(),
+                reason: format!("cannot connect to database {database} to remove what the role owns there: {e}"),
+            })?;
+            &other
+        };
         let row = conn.query_one(DEPENDENCIES_SQL, &[&username]).await.map_err(db(format!("counting objects in {database}")))?;
         let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
         let u = Ident(username);
@@ -294,29 +286,6 @@ impl Provisioner {
             objects_reassigned: if kept { owned } else { 0 },
             privileges_revoked: privileges,
         })
-    }
-
-    /// Step 7.
-    async fn verify_gone(&self, username: &str) -> Result<(), ProvisionError> {
-        let conn = self.admin.get().await?;
-        let row = conn
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
-                        (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1)",
-                &[&username],
-            )
-            .await
-            .map_err(db("verifying the revocation"))?;
-        let (exists, sessions): (bool, i64) = (row.get(0), row.get(1));
-        if exists || sessions > 0 {
-            return Err(ProvisionError::RevocationIncomplete {
-                username: username.to_owned(),
-                reason: format!(
-                    "role still exists: {exists}, sessions left: {sessions}; it stays marked revoking and reconcile retries"
-                ),
-            });
-        }
-        Ok(())
     }
 
     /// A persistent role: drop this grant's memberships (those no other active grant
@@ -365,11 +334,75 @@ impl Provisioner {
         if record.grants.is_empty() {
             report.login_disabled = true;
             self.step(Step::RevokeTerminateSessions)?;
-            report.sessions_terminated = self.terminate_sessions(username).await?;
+            let conn = self.admin.get().await?;
+            report.sessions_terminated = terminate_sessions(&conn, username).await?;
         }
         self.step(Step::RevokeMemberships)?;
-        report.memberships_removed = self.remove_memberships(username, &keep).await?;
+        let conn = self.admin.get().await?;
+        report.memberships_removed = remove_memberships(&conn, username, &keep).await?;
         tracing::info!(grant_id, username, "revoked (persistent role kept)");
         Ok(report)
     }
+}
+
+/// Step 2: end sessions until none remain (bounded).
+pub(crate) async fn terminate_sessions(conn: &tokio_postgres::Client, username: &str) -> Result<i64, ProvisionError> {
+    let mut ended = 0;
+    for _ in 0..50 {
+        let row = conn.query_one(SESSIONS_SQL, &[&username]).await.map_err(db("ending sessions"))?;
+        let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
+        ended += terminated;
+        if remaining == 0 {
+            return Ok(ended);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(ProvisionError::RevocationIncomplete {
+        username: username.to_owned(),
+        reason: "sessions keep running (a superuser's session cannot be ended by a non-superuser connector)".into(),
+    })
+}
+
+/// Step 3: removes memberships other than the marker and `keep`.
+pub(crate) async fn remove_memberships(conn: &tokio_postgres::Client, username: &str, keep: &BTreeSet<String>) -> Result<Vec<String>, ProvisionError> {
+    let rows = conn
+        .query(
+            "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
+             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+             JOIN pg_catalog.pg_roles u ON u.oid = m.member
+             WHERE u.rolname = $1 AND g.rolname <> $2 ORDER BY 1",
+            &[&username, &MARKER_ROLE],
+        )
+        .await
+        .map_err(db("reading memberships"))?;
+    let groups: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| !keep.contains(g)).collect();
+    if !groups.is_empty() {
+        let sql = groups
+            .iter()
+            .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("removing memberships")) }, transient).await?;
+    }
+    Ok(groups)
+}
+
+/// Step 7.
+async fn verify_gone(conn: &tokio_postgres::Client, username: &str) -> Result<(), ProvisionError> {
+    let row = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+                    (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1)",
+            &[&username],
+        )
+        .await
+        .map_err(db("verifying the revocation"))?;
+    let (exists, sessions): (bool, i64) = (row.get(0), row.get(1));
+    if exists || sessions > 0 {
+        return Err(ProvisionError::RevocationIncomplete {
+            username: username.to_owned(),
+            reason: format!("role still exists: {exists}, sessions left: {sessions}; it stays marked revoking and reconcile retries"),
+        });
+    }
+    Ok(())
 }
