@@ -532,6 +532,9 @@ impl Provisioner {
     }
 
     async fn create_ephemeral(&self, entry: &GrantEntry, explicit_id: bool, quiet: bool) -> Result<Grant, ProvisionError> {
+        if !explicit_id {
+            return self.create_ephemeral_fast(entry, quiet).await;
+        }
         let mut conn = self.admin.get().await?;
         let tx = conn.transaction().await.map_err(db("starting the grant"))?;
         if explicit_id {
@@ -551,6 +554,23 @@ impl Provisioner {
             }
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles).await?;
+        let (username, password, sql) = self.ephemeral_role_sql(entry);
+        silence_statement_log(&*tx, quiet).await?;
+        tx.batch_execute(&sql).await.map_err(db("creating the login role"))?;
+        tx.commit().await.map_err(db("committing the grant"))?;
+        tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted");
+        Ok(Grant {
+            grant_id: entry.grant_id.clone(),
+            username,
+            password: Some(password),
+            expires_at: entry.expires_at,
+            access: entry.access.clone(),
+            created: true,
+        })
+    }
+
+    /// The login role's name, password and `CREATE ROLE … ; COMMENT …` text.
+    fn ephemeral_role_sql(&self, entry: &GrantEntry) -> (String, SecretString, String) {
         let max = 63 - self.config.username_prefix.len() - 7;
         let username = format!(
             "{}{}_{}",
@@ -572,17 +592,49 @@ impl Provisioner {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "CREATE ROLE {u} LOGIN NOINHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
+            "CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
             u = Ident(&username),
             v = literal(verifier(&password, self.config.scram_iterations).as_str()),
             until = literal(&timestamp(entry.expires_at)),
             c = literal(&record.to_comment()),
-        )
-        // NOINHERIT would hide the privilege roles' privileges; membership is the point.
-        .replace(" NOINHERIT ", " INHERIT ");
-        silence_statement_log(&*tx, quiet).await?;
-        tx.batch_execute(&sql).await.map_err(db("creating the login role"))?;
-        tx.commit().await.map_err(db("committing the grant"))?;
+        );
+        (username, password, sql)
+    }
+
+    /// A grant without an explicit id needs no ledger look-up: the whole transaction
+    /// goes in two round trips (one when statement logging need not be silenced) —
+    /// the shared privileges lock and the readiness check first, then the role.
+    async fn create_ephemeral_fast(&self, entry: &GrantEntry, quiet: bool) -> Result<Grant, ProvisionError> {
+        let conn = self.admin.get().await?;
+        let names = entry.privilege_roles.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ");
+        // Privilege records are compact JSON written by serde_json: the state reads
+        // exactly `"state":"ready"`.
+        let check = format!(
+            "SELECT pg_catalog.pg_advisory_xact_lock_shared({key}); \
+             DO $pgw$ BEGIN IF (SELECT count(*) FROM pg_catalog.pg_roles r \
+               JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass \
+               WHERE r.rolname = ANY (ARRAY[{names}]::text[]) AND d.description LIKE '%\"state\":\"ready\"%') <> {n} \
+             THEN RAISE EXCEPTION USING ERRCODE = 'PW001', MESSAGE = 'pgwarden: a privilege role is not ready'; END IF; END $pgw$",
+            key = advisory_key(PRIVILEGES_LOCK),
+            n = entry.privilege_roles.len(),
+        );
+        let (username, password, create) = self.ephemeral_role_sql(entry);
+        let result = if quiet {
+            // The log line is written when a query string arrives: silence first.
+            match conn.batch_execute(&format!("BEGIN; SET LOCAL log_statement = 'none'; {check}")).await {
+                Ok(()) => conn.batch_execute(&format!("{create}; COMMIT")).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            conn.batch_execute(&format!("BEGIN; {check}; {create}; COMMIT")).await
+        };
+        if let Err(e) = result {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            if e.as_db_error().is_some_and(|d| d.code().code() == "PW001") {
+                return Err(ProvisionError::PrivilegeRoleNotReady(entry.privilege_roles.join(", ")));
+            }
+            return Err(db("creating the login role")(e));
+        }
         tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted");
         Ok(Grant {
             grant_id: entry.grant_id.clone(),
