@@ -69,7 +69,10 @@ mod conninfo;
 mod error;
 mod files;
 mod hba;
+pub mod moto;
+pub mod openbao;
 mod pki;
+pub mod secret_conformance;
 mod server_user;
 mod tls;
 
@@ -77,5 +80,7 @@ pub use binaries::{BINDIR_ENV, PgBinaries};
 pub use cluster::{LISTEN_ADDRESS, TempCluster, TempClusterBuilder};
 pub use error::Error;
 pub use hba::HbaPolicy;
+pub use moto::Moto;
+pub use openbao::OpenBao;
 pub use pki::{IssuedCert, TestCa, TestPki};
 pub use tls::{ClientCert, ClusterTls, SslSetup};

@@ -1,0 +1,181 @@
+//! From the integration's `[secret]` section to a store and a key.
+
+use std::sync::Arc;
+
+use pgwarden_core::config::SecretRef;
+
+use crate::{DynSecretStore, EnvStore, Error, FileStore, RetryConfig, RetryStore, SecretKey};
+
+/// The store and key the `[secret]` section names, wrapped in a [`RetryStore`] with
+/// the default [`RetryConfig`]. Backend clients are set up here (Vault's `AppRole`
+/// login included), so a bad address or missing token is reported now.
+pub async fn from_config(secret: &SecretRef) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
+    from_config_with(secret, Some(RetryConfig::default())).await
+}
+
+/// [`from_config`] with a chosen retry policy (`None`: no retries).
+pub async fn from_config_with(
+    secret: &SecretRef,
+    retry: Option<RetryConfig>,
+) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
+    let (store, key) = build(secret).await?;
+    let store = match retry {
+        Some(config) => Arc::new(RetryStore::new(store, config)) as Arc<DynSecretStore>,
+        None => store,
+    };
+    Ok((store, key))
+}
+
+#[allow(
+    clippy::unused_async,
+    reason = "async when the vault, aws, gcp or kubernetes feature is on"
+)]
+async fn build(secret: &SecretRef) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
+    match secret {
+        SecretRef::Env {
+            username_var,
+            password_var,
+        } => Ok((
+            Arc::new(EnvStore::from_process()),
+            EnvStore::pair_key(username_var, password_var),
+        )),
+        SecretRef::File { path } => {
+            let (store, key) = FileStore::for_file(path)?;
+            Ok((Arc::new(store), key))
+        }
+        #[cfg(feature = "vault")]
+        SecretRef::Vault {
+            address,
+            mount,
+            path,
+            namespace,
+        } => {
+            let store =
+                crate::vault::VaultStore::from_env(address.as_deref(), mount, namespace.as_deref())
+                    .await?;
+            Ok((Arc::new(store), SecretKey::new(path.as_str())))
+        }
+        #[cfg(feature = "aws")]
+        SecretRef::Aws {
+            secret_id,
+            region,
+            endpoint,
+        } => {
+            let store =
+                crate::aws::AwsStore::from_env(region.as_deref(), endpoint.as_deref()).await;
+            Ok((Arc::new(store), SecretKey::new(secret_id.as_str())))
+        }
+        #[cfg(feature = "gcp")]
+        SecretRef::Gcp {
+            project,
+            secret,
+            version,
+        } => {
+            let store = crate::gcp::GcpStore::from_env(project, version).await?;
+            Ok((Arc::new(store), SecretKey::new(secret.as_str())))
+        }
+        #[cfg(feature = "azure")]
+        SecretRef::Azure { vault_url, name } => {
+            let store = crate::azure::AzureStore::from_env(vault_url)?;
+            Ok((Arc::new(store), SecretKey::new(name.as_str())))
+        }
+        #[cfg(feature = "kubernetes")]
+        SecretRef::Kubernetes { namespace, name } => {
+            let store = crate::kubernetes::KubernetesStore::from_env(namespace).await?;
+            Ok((Arc::new(store), SecretKey::new(name.as_str())))
+        }
+        other => {
+            let backend = other.backend().as_str();
+            Err(Error::FeatureDisabled {
+                backend,
+                feature: backend,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GetOptions, SecretStoreExt};
+    use pgwarden_core::config::{ConfigFormat, IntegrationConfig};
+    use secrecy::ExposeSecret;
+
+    fn secret_section(section: &str) -> SecretRef {
+        let text = format!("name = \"x\"\nhostname = \"db\"\n[secret]\n{section}\n");
+        IntegrationConfig::parse(&text, ConfigFormat::Toml)
+            .unwrap()
+            .secret
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn file_section_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, r#"{"username":"u","password":"p"}"#).unwrap();
+        let section = secret_section(&format!(
+            "backend = \"file\"\npath = \"{}\"",
+            path.display()
+        ));
+        let (store, key) = from_config(&section).await.unwrap();
+        let c = store.get_credentials(&key).await.unwrap();
+        assert_eq!(c.credentials.username, "u");
+        assert_eq!(c.credentials.password.expose_secret(), "p");
+        assert!(
+            store
+                .get(&SecretKey::new("nope"), GetOptions::default())
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[tokio::test]
+    async fn env_section_names_both_variables() {
+        let section = secret_section(
+            "backend = \"env\"\nusername_var = \"PGW_TEST_NO_SUCH_USER\"\npassword_var = \"PGW_TEST_NO_SUCH_PASSWORD\"",
+        );
+        let (store, key) = from_config(&section).await.unwrap();
+        assert_eq!(
+            key.as_str(),
+            "PGW_TEST_NO_SUCH_USER,PGW_TEST_NO_SUCH_PASSWORD"
+        );
+        let e = store.get_credentials(&key).await.unwrap_err();
+        assert!(e.is_not_found());
+        assert!(e.to_string().contains("$PGW_TEST_NO_SUCH_USER"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn backends_not_compiled_in_name_their_feature() {
+        let mut sections = vec![];
+        if cfg!(not(feature = "vault")) {
+            sections.push("backend = \"vault\"\npath = \"p\"");
+        }
+        if cfg!(not(feature = "aws")) {
+            sections.push("backend = \"aws\"\nsecret_id = \"s\"");
+        }
+        if cfg!(not(feature = "gcp")) {
+            sections.push("backend = \"gcp\"\nproject = \"p\"\nsecret = \"s\"");
+        }
+        if cfg!(not(feature = "azure")) {
+            sections.push(
+                "backend = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\nname = \"n\"",
+            );
+        }
+        if cfg!(not(feature = "kubernetes")) {
+            sections.push("backend = \"kubernetes\"\nnamespace = \"ns\"\nname = \"n\"");
+        }
+        for section in sections {
+            let section = secret_section(section);
+            let backend = section.backend().as_str();
+            let e = from_config(&section).await.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "secret backend {backend} is not compiled into this build: enable the cargo feature \"{backend}\" of pgwarden-secrets"
+                )
+            );
+        }
+    }
+}
