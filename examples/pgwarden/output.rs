@@ -36,6 +36,10 @@ impl Failure {
     }
 
     /// A connection error: exit 2 for bad settings, 1 for everything else.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "used as map_err(Failure::from_connect)"
+    )]
     pub(crate) fn from_connect(e: pgwarden::pg_driver::error::ConnectError) -> Self {
         let code = if e.is_config() { 2 } else { 1 };
         Failure {

@@ -3,16 +3,19 @@
 use std::path::PathBuf;
 
 use pgwarden::IntegrationConfig;
+use pgwarden::core::config::SecretRef;
 use pgwarden::core::conninfo::ConnInfo;
 use pgwarden::core::credentials::Credentials;
 use pgwarden::pg_driver::connect::{ConnectOptions, Connection, Connector};
+use pgwarden_secrets::{Error as SecretError, SecretStoreExt};
 
 use crate::output::Failure;
 
 /// The instance to talk to.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Target {
-    /// An integration config (.toml, .yaml, .yml or .json).
+    /// An integration config (.toml, .yaml, .yml or .json); the connector's credentials
+    /// come from its `[secret]` store (or PGUSER/PGPASSWORD when it has none).
     #[arg(
         long,
         value_name = "FILE",
@@ -28,7 +31,35 @@ pub(crate) struct Target {
 impl Target {
     /// The connection string (libpq's PG* variables fill what it leaves out) and the
     /// integration config when one was given.
+    ///
+    /// Synchronous for callers outside an async context or inside one: reading the
+    /// `[secret]` store runs on a short-lived thread with its own runtime.
     pub(crate) fn resolve(&self) -> Result<(ConnInfo, Option<IntegrationConfig>), Failure> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| {
+                            Failure::failed(format!("cannot start the async runtime: {e}"))
+                        })?
+                        .block_on(self.resolve_async())
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Failure::failed(
+                        "reading the connector's credentials panicked",
+                    ))
+                })
+        })
+    }
+
+    /// [`Target::resolve`], async. With `--config`, the connector's credentials come
+    /// from the integration's `[secret]` store; without one, from PGUSER/PGPASSWORD.
+    pub(crate) async fn resolve_async(
+        &self,
+    ) -> Result<(ConnInfo, Option<IntegrationConfig>), Failure> {
         if let Some(dsn) = &self.dsn {
             let info: ConnInfo = dsn
                 .parse()
@@ -40,11 +71,12 @@ impl Target {
             .as_ref()
             .ok_or_else(|| Failure::usage("give --config or --dsn"))?;
         let config = pgwarden::load_config(path).map_err(|e| Failure::usage(e.to_string()))?;
-        // Until the secret stores are wired in, the connector's credentials come from
-        // libpq's variables.
-        let credentials = match (std::env::var("PGUSER"), std::env::var("PGPASSWORD")) {
-            (Ok(user), Ok(password)) => Some(Credentials::new(user, password)),
-            _ => None,
+        let credentials = match &config.secret {
+            Some(secret) => Some(read_secret(secret).await?),
+            None => match (std::env::var("PGUSER"), std::env::var("PGPASSWORD")) {
+                (Ok(user), Ok(password)) => Some(Credentials::new(user, password)),
+                _ => None,
+            },
         };
         let info = config.conninfo(credentials.as_ref(), None);
         Ok((info, Some(config)))
@@ -52,10 +84,87 @@ impl Target {
 
     /// Connects as libpq would.
     pub(crate) async fn connect(&self) -> Result<(Connection, Option<IntegrationConfig>), Failure> {
-        let (info, config) = self.resolve()?;
+        let (info, config) = self.resolve_async().await?;
         let connector =
             Connector::new(&info, &ConnectOptions::default()).map_err(Failure::from_connect)?;
         let connection = connector.connect().await.map_err(Failure::from_connect)?;
         Ok((connection, config))
+    }
+}
+
+/// The connector's credentials from the `[secret]` store. Store errors never contain
+/// the secret: they name the backend and key and say what to fix. A misconfigured
+/// store (no token, backend not compiled in) is a usage error (exit 2); a missing or
+/// malformed secret, a denied or unreachable store, exit 1.
+async fn read_secret(secret: &SecretRef) -> Result<Credentials, Failure> {
+    let fail = |e: SecretError| {
+        let message = format!("cannot read the connector's credentials: {e}");
+        match e {
+            SecretError::Config { .. } | SecretError::FeatureDisabled { .. } => {
+                Failure::usage(message)
+            }
+            _ => Failure::failed(message),
+        }
+    };
+    let (store, key) = pgwarden_secrets::from_config(secret).await.map_err(fail)?;
+    let stored = store.get_credentials(&key).await.map_err(fail)?;
+    Ok(stored.credentials)
+}
+
+impl Target {
+    /// The integration runtime for this target. With `--config`, the connector's
+    /// credentials are read (and, on rotation, written) through its `[secret]` store;
+    /// with `--dsn`, they come from the string and live in memory for this run.
+    pub(crate) async fn integration(
+        &self,
+        mut options: pgwarden::IntegrationOptions,
+    ) -> Result<std::sync::Arc<pgwarden::Integration>, Failure> {
+        use pgwarden::secrets::{InMemory, PutOptions, SecretKey};
+        let (config, store, key): (
+            IntegrationConfig,
+            std::sync::Arc<pgwarden::secrets::DynSecretStore>,
+            SecretKey,
+        ) = if let Some(dsn) = &self.dsn {
+            let info: ConnInfo = dsn
+                .parse()
+                .map_err(|e| Failure::usage(format!("invalid --dsn: {e}")))?;
+            let info = info.with_process_env_defaults();
+            let (config, credentials) = IntegrationConfig::from_conninfo("cli", &info)
+                .map_err(|e| Failure::usage(format!("--dsn: {e}")))?;
+            let credentials = credentials.ok_or_else(|| {
+                Failure::usage(
+                    "--dsn needs a user and a password (in the string or PGUSER/PGPASSWORD)",
+                )
+            })?;
+            let store = InMemory::new();
+            let key = SecretKey::new("cli");
+            store
+                .put_credentials(&key, &credentials, PutOptions::create())
+                .await
+                .map_err(|e| Failure::failed(e.to_string()))?;
+            (config, std::sync::Arc::new(store), key)
+        } else {
+            let path = self
+                .config
+                .as_ref()
+                .ok_or_else(|| Failure::usage("give --config or --dsn"))?;
+            let config = pgwarden::load_config(path).map_err(|e| Failure::usage(e.to_string()))?;
+            let secret = config
+                    .secret
+                    .clone()
+                    .ok_or_else(|| Failure::usage("the config has no [secret] section: the runtime reads the connector's credentials from a store"))?;
+            let (store, key) = pgwarden_secrets::from_config(&secret)
+                .await
+                .map_err(|e| Failure::failed(format!("cannot open the secret store: {e}")))?;
+            (config, store, key)
+        };
+        options.secret_key = Some(key);
+        pgwarden::Integration::connect(config, store, options)
+            .await
+            .map_err(|e| match e {
+                pgwarden::IntegrationError::Connect(c) => Failure::from_connect(c),
+                pgwarden::IntegrationError::Config(_) => Failure::usage(e.to_string()),
+                other => Failure::failed(other.to_string()),
+            })
     }
 }

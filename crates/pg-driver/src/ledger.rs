@@ -56,7 +56,11 @@ pub struct RoleRecord {
     /// `ephemeral` (one grant, dropped at revocation) or `persistent`.
     pub mode: RoleMode,
     /// For persistent roles: when the password was last set.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub password_set_at: Option<OffsetDateTime>,
     /// The grants this role carries (exactly one for an ephemeral role).
     pub grants: Vec<GrantEntry>,
@@ -82,7 +86,9 @@ impl RoleRecord {
     /// Parses a comment; `None` for anything that is not a pgwarden record.
     #[must_use]
     pub fn from_comment(comment: &str) -> Option<Self> {
-        serde_json::from_str::<RoleRecord>(comment).ok().filter(|r| r.pgwarden >= 1)
+        serde_json::from_str::<RoleRecord>(comment)
+            .ok()
+            .filter(|r| r.pgwarden >= 1)
     }
 }
 
@@ -154,13 +160,18 @@ LEFT JOIN pg_catalog.pg_shdescription d
 ORDER BY 1";
 
 /// Every managed login role: members of the marker role, with their records.
-pub async fn read_ledger<C: GenericClient>(client: &C) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+pub async fn read_ledger<C: GenericClient>(
+    client: &C,
+) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
     let rows = client.query(LEDGER_SQL, &[&MARKER_ROLE]).await?;
     Ok(rows
         .iter()
         .map(|row| LedgerRole {
             username: row.get(0),
-            record: row.get::<_, Option<String>>(1).as_deref().and_then(RoleRecord::from_comment),
+            record: row
+                .get::<_, Option<String>>(1)
+                .as_deref()
+                .and_then(RoleRecord::from_comment),
             can_login: row.get(2),
             valid_until: row.get(3),
             member_of: row.get(4),
@@ -185,7 +196,10 @@ mod tests {
             grants: vec![GrantEntry {
                 grant_id: "g1".into(),
                 requester: "alice@example.com".into(),
-                access: vec![AccessEntry::new(ResourceId::schema("app", "s"), PermissionLevel::ReadOnly).unwrap()],
+                access: vec![
+                    AccessEntry::new(ResourceId::schema("app", "s"), PermissionLevel::ReadOnly)
+                        .unwrap(),
+                ],
                 privilege_roles: vec!["pgwarden_p_x".into()],
                 created_at: now,
                 expires_at: now + time::Duration::hours(1),
@@ -193,7 +207,10 @@ mod tests {
             }],
         };
         let text = rec.to_comment();
-        assert!(text.contains("\"pgwarden\":1") && text.contains("postgresql-schema:app/s"), "{text}");
+        assert!(
+            text.contains("\"pgwarden\":1") && text.contains("postgresql-schema:app/s"),
+            "{text}"
+        );
         assert_eq!(RoleRecord::from_comment(&text), Some(rec));
         assert_eq!(RoleRecord::from_comment("analysts team"), None);
         assert_eq!(RoleRecord::from_comment("{\"x\":1}"), None);

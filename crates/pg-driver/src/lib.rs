@@ -8,9 +8,10 @@
 
 pub mod connect;
 pub mod danger;
+pub mod discovery;
 pub mod error;
-pub mod pool;
 pub mod ledger;
+pub mod pool;
 pub mod preflight;
 pub mod privilege;
 pub mod provision;
@@ -22,3 +23,5 @@ pub mod sql;
 pub mod tls;
 
 pub use pgwarden_core as core;
+/// The driver the connections are made with, for hosts that use the clients directly.
+pub use tokio_postgres;

@@ -102,12 +102,19 @@ SELECT r.rolsuper, EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
 FROM pg_catalog.pg_roles r WHERE r.rolname = $1";
 
 fn catalog(resource: &ResourceId) -> impl Fn(tokio_postgres::Error) -> PrivilegeError + '_ {
-    move |source| PrivilegeError::Catalog { resource: resource.to_string(), source }
+    move |source| PrivilegeError::Catalog {
+        resource: resource.to_string(),
+        source,
+    }
 }
 
 /// The statements that give privilege role `role` exactly `entry`'s privileges. They
 /// run in the resource's database (role memberships: in any database), are
 /// idempotent, and re-running them refreshes the role after new objects appeared.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per resource type, side by side"
+)]
 pub async fn grant_statements<C: GenericClient>(
     client: &C,
     entry: &AccessEntry,
@@ -127,33 +134,53 @@ pub async fn grant_statements<C: GenericClient>(
             }
             for row in client.query(SCHEMAS_SQL, &[]).await.map_err(&err)? {
                 let schema: String = row.get(0);
-                schema_statements(client, &mut out, &schema, level, role).await.map_err(&err)?;
+                schema_statements(client, &mut out, &schema, level, role)
+                    .await
+                    .map_err(&err)?;
             }
             // Global default privileges reach schemas and tables created later.
             let creators = creators(client, None).await.map_err(&err)?;
             for c in &creators {
                 for (privs, on) in default_privileges(level, true) {
-                    out.push(format!("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {privs} ON {on} TO {to}", Ident(c)));
+                    out.push(format!(
+                        "ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT {privs} ON {on} TO {to}",
+                        Ident(c)
+                    ));
                 }
             }
             if level == L::Admin {
-                out.push(format!("GRANT CREATE, TEMPORARY ON DATABASE {} TO {to}", Ident(database)));
+                out.push(format!(
+                    "GRANT CREATE, TEMPORARY ON DATABASE {} TO {to}",
+                    Ident(database)
+                ));
             }
         }
         (ResourceId::Schema { schema, .. }, level) => {
             let exists = client
-                .query_opt("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", &[schema])
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                    &[schema],
+                )
                 .await
                 .map_err(&err)?;
             if exists.is_none() {
-                return Err(PrivilegeError::UnknownResource { resource: res.to_string() });
+                return Err(PrivilegeError::UnknownResource {
+                    resource: res.to_string(),
+                });
             }
-            schema_statements(client, &mut out, schema, level, role).await.map_err(&err)?;
+            schema_statements(client, &mut out, schema, level, role)
+                .await
+                .map_err(&err)?;
         }
         (ResourceId::Table { schema, table, .. }, level) => {
-            let row = client.query_opt(TABLE_SQL, &[schema, table]).await.map_err(&err)?;
+            let row = client
+                .query_opt(TABLE_SQL, &[schema, table])
+                .await
+                .map_err(&err)?;
             let Some(row) = row else {
-                return Err(PrivilegeError::UnknownResource { resource: res.to_string() });
+                return Err(PrivilegeError::UnknownResource {
+                    resource: res.to_string(),
+                });
             };
             let oid: u32 = row.get(0);
             let t = Qualified(schema, table);
@@ -163,14 +190,20 @@ pub async fn grant_statements<C: GenericClient>(
                 L::Insert => ("INSERT", Some("USAGE")),
                 L::Update => ("SELECT, UPDATE", None),
                 L::Delete => ("SELECT, DELETE", None),
-                L::ReadWrite => ("SELECT, INSERT, UPDATE, DELETE", Some("USAGE, SELECT, UPDATE")),
+                L::ReadWrite => (
+                    "SELECT, INSERT, UPDATE, DELETE",
+                    Some("USAGE, SELECT, UPDATE"),
+                ),
                 _ => ("ALL", Some("ALL")),
             };
             out.push(format!("GRANT {table_privs} ON TABLE {t} TO {to}"));
             if let Some(seq_privs) = seq_privs {
                 for s in client.query(SEQUENCES_SQL, &[&oid]).await.map_err(&err)? {
                     let (sn, name): (String, String) = (s.get(0), s.get(1));
-                    out.push(format!("GRANT {seq_privs} ON SEQUENCE {} TO {to}", Qualified(&sn, &name)));
+                    out.push(format!(
+                        "GRANT {seq_privs} ON SEQUENCE {} TO {to}",
+                        Qualified(&sn, &name)
+                    ));
                 }
             }
         }
@@ -180,9 +213,14 @@ pub async fn grant_statements<C: GenericClient>(
                     "membership in {target} cannot be granted: predefined and pgwarden roles are not grantable resources"
                 )));
             }
-            let row = client.query_opt(ROLE_SQL, &[target, &MARKER_ROLE]).await.map_err(&err)?;
+            let row = client
+                .query_opt(ROLE_SQL, &[target, &MARKER_ROLE])
+                .await
+                .map_err(&err)?;
             let Some(row) = row else {
-                return Err(PrivilegeError::UnknownResource { resource: res.to_string() });
+                return Err(PrivilegeError::UnknownResource {
+                    resource: res.to_string(),
+                });
             };
             let (superuser, managed): (bool, bool) = (row.get(0), row.get(1));
             if superuser {
@@ -221,7 +259,14 @@ fn default_privileges(level: L, database_wide: bool) -> Vec<(&'static str, &'sta
         _ => Vec::new(),
     };
     if database_wide && !v.is_empty() {
-        v.push((if level == L::Admin { "USAGE, CREATE" } else { "USAGE" }, "SCHEMAS"));
+        v.push((
+            if level == L::Admin {
+                "USAGE, CREATE"
+            } else {
+                "USAGE"
+            },
+            "SCHEMAS",
+        ));
     }
     v
 }
@@ -238,12 +283,18 @@ async fn schema_statements<C: GenericClient>(
         L::ReadOnly => {
             out.push(format!("GRANT USAGE ON SCHEMA {s} TO {to}"));
             out.push(format!("GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {to}"));
-            out.push(format!("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {to}"));
+            out.push(format!(
+                "GRANT SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {to}"
+            ));
         }
         L::ReadWrite => {
             out.push(format!("GRANT USAGE ON SCHEMA {s} TO {to}"));
-            out.push(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {to}"));
-            out.push(format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {to}"));
+            out.push(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {to}"
+            ));
+            out.push(format!(
+                "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {to}"
+            ));
         }
         _ => {
             out.push(format!("GRANT USAGE, CREATE ON SCHEMA {s} TO {to}"));

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use pgwarden_core::config::{IntegrationConfig, UserMode};
@@ -272,7 +273,9 @@ pub(crate) fn describe_db_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-pub(crate) fn db(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
+pub(crate) fn db(
+    action: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
     let action = action.into();
     move |source| ProvisionError::Database { action, source }
 }
@@ -305,7 +308,11 @@ impl fmt::Debug for Provisioner {
 fn sanitize_requester(requester: &str, max: usize) -> String {
     let mut out = String::new();
     for c in requester.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '_' };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '_'
+        };
         if !(c == '_' && (out.is_empty() || out.ends_with('_'))) {
             out.push(c);
         }
@@ -313,7 +320,11 @@ fn sanitize_requester(requester: &str, max: usize) -> String {
     let mut out = out.trim_end_matches('_').to_owned();
     out.truncate(max);
     let out = out.trim_end_matches('_').to_owned();
-    if out.is_empty() { "user".to_owned() } else { out }
+    if out.is_empty() {
+        "user".to_owned()
+    } else {
+        out
+    }
 }
 
 impl Provisioner {
@@ -322,7 +333,10 @@ impl Provisioner {
     pub fn new(connector: Connector, config: ProvisionerConfig) -> Result<Self, ProvisionError> {
         let admin = Pool::new(
             connector.clone(),
-            &PoolOptions { max_size: config.pool_size.max(2), ..PoolOptions::default() },
+            &PoolOptions {
+                max_size: config.pool_size.max(2),
+                ..PoolOptions::default()
+            },
         )?;
         Ok(Provisioner {
             connector,
@@ -367,7 +381,10 @@ impl Provisioner {
         }
         let pool = Pool::new(
             self.connector.for_database(database),
-            &PoolOptions { max_size: self.config.pool_size.max(1), ..PoolOptions::default() },
+            &PoolOptions {
+                max_size: self.config.pool_size.max(1),
+                ..PoolOptions::default()
+            },
         )?;
         pools.insert(database.to_owned(), pool.clone());
         Ok(pool)
@@ -378,7 +395,10 @@ impl Provisioner {
             .get_or_try_init(|| async {
                 let conn = self.admin.get().await?;
                 let row = conn
-                    .query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user", &[])
+                    .query_one(
+                        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                        &[],
+                    )
                     .await
                     .map_err(db("reading the connector's attributes"))?;
                 Ok::<bool, ProvisionError>(row.get(0))
@@ -408,13 +428,19 @@ impl Provisioner {
                 with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("creating the marker role")) }, transient)
                     .await
             })
-            .await
-            .map(|()| ())
+            .await?;
+        Ok(())
     }
 
-    fn validate(&self, req: &GrantRequest, now: OffsetDateTime) -> Result<OffsetDateTime, ProvisionError> {
+    fn validate(
+        &self,
+        req: &GrantRequest,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ProvisionError> {
         if req.requester.trim().is_empty() {
-            return Err(ProvisionError::InvalidRequest("requester is empty: name who asks for access".into()));
+            return Err(ProvisionError::InvalidRequest(
+                "requester is empty: name who asks for access".into(),
+            ));
         }
         if req.access.is_empty() {
             return Err(ProvisionError::InvalidRequest(
@@ -422,7 +448,10 @@ impl Provisioner {
             ));
         }
         for entry in &req.access {
-            entry.resource.check_level(entry.level).map_err(|e| ProvisionError::InvalidRequest(e.to_string()))?;
+            entry
+                .resource
+                .check_level(entry.level)
+                .map_err(|e| ProvisionError::InvalidRequest(e.to_string()))?;
         }
         if let Some(id) = &req.grant_id
             && (id.is_empty() || id.len() > 200 || id.chars().any(char::is_control))
@@ -434,16 +463,27 @@ impl Provisioner {
         self.expiry_instant(req.expiry, now)
     }
 
-    pub(crate) fn expiry_instant(&self, expiry: Expiry, now: OffsetDateTime) -> Result<OffsetDateTime, ProvisionError> {
+    pub(crate) fn expiry_instant(
+        &self,
+        expiry: Expiry,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ProvisionError> {
         let at = match expiry {
             Expiry::At(t) => t,
-            Expiry::After(ttl) => now + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            Expiry::After(ttl) => {
+                now + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+            }
         };
         if at <= now {
-            return Err(ProvisionError::InvalidRequest(format!("expiry {at} is not in the future")));
+            return Err(ProvisionError::InvalidRequest(format!(
+                "expiry {at} is not in the future"
+            )));
         }
         let max = self.config.max_ttl;
-        if at - now > time::Duration::seconds(i64::try_from(max.as_secs()).unwrap_or(i64::MAX)) + time::Duration::seconds(1) {
+        if at - now
+            > time::Duration::seconds(i64::try_from(max.as_secs()).unwrap_or(i64::MAX))
+                + time::Duration::seconds(1)
+        {
             return Err(ProvisionError::InvalidRequest(format!(
                 "expiry is more than max_ttl ({max}) from now: ask for a shorter time or raise max_ttl"
             )));
@@ -454,14 +494,19 @@ impl Provisioner {
 
     /// Grants access. See the module documentation.
     pub async fn grant(&self, req: GrantRequest) -> Result<Grant, ProvisionError> {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
         let expires_at = self.validate(&req, now)?;
         let mut access = req.access.clone();
         access.sort();
         access.dedup();
         self.ensure_marker().await?;
         let grant_id = req.grant_id.clone().unwrap_or_else(|| {
-            format!("g_{}", random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 20))
+            format!(
+                "g_{}",
+                random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 20)
+            )
         });
         let mode = req.user_mode.unwrap_or(self.config.user_mode);
         let explicit_id = req.grant_id.is_some();
@@ -484,7 +529,9 @@ impl Provisioner {
             let result = with_retry(
                 || async {
                     match mode {
-                        UserMode::Ephemeral => self.create_ephemeral(&entry, explicit_id, quiet).await,
+                        UserMode::Ephemeral => {
+                            self.create_ephemeral(&entry, explicit_id, quiet).await
+                        }
                         UserMode::Persistent => self.grant_persistent(&entry, now, quiet).await,
                     }
                 },
@@ -494,8 +541,15 @@ impl Provisioner {
             match result {
                 // A privilege role was retired or dropped meanwhile (a reconcile
                 // elsewhere): forget what we knew and set it up again.
-                Err(e) if attempt < 3 && (missing_role(&e) || matches!(e, ProvisionError::PrivilegeRoleNotReady(_))) => {
-                    self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                Err(e)
+                    if attempt < 3
+                        && (missing_role(&e)
+                            || matches!(e, ProvisionError::PrivilegeRoleNotReady(_))) =>
+                {
+                    self.ready_privilege_roles
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clear();
                 }
                 other => return other,
             }
@@ -503,10 +557,17 @@ impl Provisioner {
     }
 
     /// Under the shared privileges lock, checks that every privilege role is ready.
-    async fn lock_ready_privilege_roles<C: tokio_postgres::GenericClient>(&self, tx: &C, names: &[String]) -> Result<(), ProvisionError> {
-        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock_shared($1)", &[&advisory_key(PRIVILEGES_LOCK)])
-            .await
-            .map_err(db("locking privilege roles"))?;
+    async fn lock_ready_privilege_roles<C: tokio_postgres::GenericClient>(
+        &self,
+        tx: &C,
+        names: &[String],
+    ) -> Result<(), ProvisionError> {
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock_shared($1)",
+            &[&advisory_key(PRIVILEGES_LOCK)],
+        )
+        .await
+        .map_err(db("locking privilege roles"))?;
         let rows = tx
             .query(
                 "SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
@@ -531,16 +592,24 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn create_ephemeral(&self, entry: &GrantEntry, explicit_id: bool, quiet: bool) -> Result<Grant, ProvisionError> {
+    async fn create_ephemeral(
+        &self,
+        entry: &GrantEntry,
+        explicit_id: bool,
+        quiet: bool,
+    ) -> Result<Grant, ProvisionError> {
         if !explicit_id {
             return self.create_ephemeral_fast(entry, quiet).await;
         }
         let mut conn = self.admin.get().await?;
         let tx = conn.transaction().await.map_err(db("starting the grant"))?;
         if explicit_id {
-            tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{}", entry.grant_id))])
-                .await
-                .map_err(db("locking the grant id"))?;
+            tx.execute(
+                "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+                &[&advisory_key(&format!("pgwarden:grant:{}", entry.grant_id))],
+            )
+            .await
+            .map_err(db("locking the grant id"))?;
             let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
             if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
                 return Ok(Grant {
@@ -553,10 +622,13 @@ impl Provisioner {
                 });
             }
         }
-        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles).await?;
+        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
+            .await?;
         let (username, password, sql) = self.ephemeral_role_sql(entry);
         silence_statement_log(&*tx, quiet).await?;
-        tx.batch_execute(&sql).await.map_err(db("creating the login role"))?;
+        tx.batch_execute(&sql)
+            .await
+            .map_err(db("creating the login role"))?;
         tx.commit().await.map_err(db("committing the grant"))?;
         tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted");
         Ok(Grant {
@@ -604,9 +676,18 @@ impl Provisioner {
     /// A grant without an explicit id needs no ledger look-up: the whole transaction
     /// goes in two round trips (one when statement logging need not be silenced) —
     /// the shared privileges lock and the readiness check first, then the role.
-    async fn create_ephemeral_fast(&self, entry: &GrantEntry, quiet: bool) -> Result<Grant, ProvisionError> {
+    async fn create_ephemeral_fast(
+        &self,
+        entry: &GrantEntry,
+        quiet: bool,
+    ) -> Result<Grant, ProvisionError> {
         let conn = self.admin.get().await?;
-        let names = entry.privilege_roles.iter().map(|n| literal(n)).collect::<Vec<_>>().join(", ");
+        let names = entry
+            .privilege_roles
+            .iter()
+            .map(|n| literal(n))
+            .collect::<Vec<_>>()
+            .join(", ");
         // Privilege records are compact JSON written by serde_json: the state reads
         // exactly `"state":"ready"`.
         let check = format!(
@@ -621,17 +702,23 @@ impl Provisioner {
         let (username, password, create) = self.ephemeral_role_sql(entry);
         let result = if quiet {
             // The log line is written when a query string arrives: silence first.
-            match conn.batch_execute(&format!("BEGIN; SET LOCAL log_statement = 'none'; {check}")).await {
+            match conn
+                .batch_execute(&format!("BEGIN; SET LOCAL log_statement = 'none'; {check}"))
+                .await
+            {
                 Ok(()) => conn.batch_execute(&format!("{create}; COMMIT")).await,
                 Err(e) => Err(e),
             }
         } else {
-            conn.batch_execute(&format!("BEGIN; {check}; {create}; COMMIT")).await
+            conn.batch_execute(&format!("BEGIN; {check}; {create}; COMMIT"))
+                .await
         };
         if let Err(e) = result {
             let _ = conn.batch_execute("ROLLBACK").await;
             if e.as_db_error().is_some_and(|d| d.code().code() == "PW001") {
-                return Err(ProvisionError::PrivilegeRoleNotReady(entry.privilege_roles.join(", ")));
+                return Err(ProvisionError::PrivilegeRoleNotReady(
+                    entry.privilege_roles.join(", "),
+                ));
             }
             return Err(db("creating the login role")(e));
         }
@@ -661,13 +748,22 @@ impl Provisioner {
         )
     }
 
-    async fn grant_persistent(&self, entry: &GrantEntry, now: OffsetDateTime, quiet: bool) -> Result<Grant, ProvisionError> {
+    #[allow(clippy::too_many_lines, reason = "one transaction, read top to bottom")]
+    async fn grant_persistent(
+        &self,
+        entry: &GrantEntry,
+        now: OffsetDateTime,
+        quiet: bool,
+    ) -> Result<Grant, ProvisionError> {
         let username = self.persistent_name(&entry.requester);
         let mut conn = self.admin.get().await?;
         let tx = conn.transaction().await.map_err(db("starting the grant"))?;
-        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:role:{username}"))])
-            .await
-            .map_err(db("locking the persistent role"))?;
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+            &[&advisory_key(&format!("pgwarden:role:{username}"))],
+        )
+        .await
+        .map_err(db("locking the persistent role"))?;
         let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
             return Ok(Grant {
@@ -679,8 +775,12 @@ impl Provisioner {
                 created: false,
             });
         }
-        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles).await?;
-        let existing = ledger.iter().find(|r| r.username == username).and_then(|r| r.record.clone());
+        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
+            .await?;
+        let existing = ledger
+            .iter()
+            .find(|r| r.username == username)
+            .and_then(|r| r.record.clone());
         let u = Ident(&username);
         let (sql, password) = match existing {
             None => {
@@ -719,21 +819,40 @@ impl Provisioner {
                 }
                 record.grants.retain(|g| g.state == GrantState::Active);
                 record.grants.push(entry.clone());
-                let until = record.grants.iter().map(|g| g.expires_at).max().unwrap_or(entry.expires_at);
+                let until = record
+                    .grants
+                    .iter()
+                    .map(|g| g.expires_at)
+                    .max()
+                    .unwrap_or(entry.expires_at);
                 let mut sql = String::new();
                 for r in &entry.privilege_roles {
-                    sql.push_str(&format!("GRANT {} TO {u}; ", Ident(r)));
+                    let _ = write!(sql, "GRANT {} TO {u}; ", Ident(r));
                 }
-                sql.push_str(&format!("ALTER ROLE {u} LOGIN VALID UNTIL {}", literal(&timestamp(until))));
+                let _ = write!(
+                    sql,
+                    "ALTER ROLE {u} LOGIN VALID UNTIL {}",
+                    literal(&timestamp(until))
+                );
                 if let Some(p) = &password {
-                    sql.push_str(&format!(" PASSWORD {}", literal(verifier(p, self.config.scram_iterations).as_str())));
+                    let _ = write!(
+                        sql,
+                        " PASSWORD {}",
+                        literal(verifier(p, self.config.scram_iterations).as_str())
+                    );
                 }
-                sql.push_str(&format!("; COMMENT ON ROLE {u} IS {}", literal(&record.to_comment())));
+                let _ = write!(
+                    sql,
+                    "; COMMENT ON ROLE {u} IS {}",
+                    literal(&record.to_comment())
+                );
                 (sql, password)
             }
         };
         silence_statement_log(&*tx, quiet).await?;
-        tx.batch_execute(&sql).await.map_err(db("granting to the persistent role"))?;
+        tx.batch_execute(&sql)
+            .await
+            .map_err(db("granting to the persistent role"))?;
         tx.commit().await.map_err(db("committing the grant"))?;
         tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted (persistent)");
         Ok(Grant {
@@ -747,11 +866,22 @@ impl Provisioner {
     }
 
     /// Makes sure a ready privilege role exists for every entry; returns their names.
-    async fn ensure_privilege_roles(&self, access: &[AccessEntry]) -> Result<Vec<String>, ProvisionError> {
+    async fn ensure_privilege_roles(
+        &self,
+        access: &[AccessEntry],
+    ) -> Result<Vec<String>, ProvisionError> {
         let names: Vec<String> = access.iter().map(privilege_role_name).collect();
         let missing: Vec<&AccessEntry> = {
-            let ready = self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            access.iter().zip(&names).filter(|(_, n)| !ready.contains(*n)).map(|(e, _)| e).collect()
+            let ready = self
+                .ready_privilege_roles
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            access
+                .iter()
+                .zip(&names)
+                .filter(|(_, n)| !ready.contains(*n))
+                .map(|(e, _)| e)
+                .collect()
         };
         if missing.is_empty() {
             return Ok(names);
@@ -781,27 +911,48 @@ impl Provisioner {
         let mut by_database: BTreeMap<String, Vec<&AccessEntry>> = BTreeMap::new();
         for e in missing {
             if !ready_now.contains(&privilege_role_name(e)) {
-                let db = e.resource.database_name().unwrap_or(self.connector.database()).to_owned();
+                let db = e
+                    .resource
+                    .database_name()
+                    .unwrap_or(self.connector.database())
+                    .to_owned();
                 by_database.entry(db).or_default().push(e);
             }
         }
         for (database, entries) in by_database {
-            with_retry(|| self.create_privilege_roles(&database, &entries), transient).await?;
+            with_retry(
+                || self.create_privilege_roles(&database, &entries),
+                transient,
+            )
+            .await?;
         }
-        let mut ready = self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut ready = self
+            .ready_privilege_roles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ready.extend(names.iter().cloned());
         Ok(names)
     }
 
     /// Creates (or re-grants) privilege roles of one database in one transaction, under
     /// that database's privilege lock.
-    pub(crate) async fn create_privilege_roles(&self, database: &str, entries: &[&AccessEntry]) -> Result<(), ProvisionError> {
+    pub(crate) async fn create_privilege_roles(
+        &self,
+        database: &str,
+        entries: &[&AccessEntry],
+    ) -> Result<(), ProvisionError> {
         // The exclusive lock lives in the default database and is held until the
         // work in the resource's database has committed.
         let mut lock_conn = self.admin.get().await?;
-        let lock_tx = lock_conn.transaction().await.map_err(db("starting privilege setup"))?;
+        let lock_tx = lock_conn
+            .transaction()
+            .await
+            .map_err(db("starting privilege setup"))?;
         lock_tx
-            .execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+            .execute(
+                "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+                &[&advisory_key(PRIVILEGES_LOCK)],
+            )
             .await
             .map_err(db("locking privilege setup"))?;
         if database == self.connector.database() {
@@ -809,16 +960,28 @@ impl Provisioner {
         } else {
             let pool = self.pool(database).await?;
             let mut conn = pool.get().await?;
-            let tx = conn.transaction().await.map_err(db(format!("starting privilege setup in {database}")))?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(db(format!("starting privilege setup in {database}")))?;
             self.setup_privilege_roles(&*tx, entries).await?;
-            tx.commit().await.map_err(db("committing privilege setup"))?;
+            tx.commit()
+                .await
+                .map_err(db("committing privilege setup"))?;
         }
-        lock_tx.commit().await.map_err(db("committing privilege setup"))?;
+        lock_tx
+            .commit()
+            .await
+            .map_err(db("committing privilege setup"))?;
         Ok(())
     }
 
     /// Creates or re-grants privilege roles in the transaction's database.
-    async fn setup_privilege_roles<C: tokio_postgres::GenericClient>(&self, tx: &C, entries: &[&AccessEntry]) -> Result<(), ProvisionError> {
+    async fn setup_privilege_roles<C: tokio_postgres::GenericClient>(
+        &self,
+        tx: &C,
+        entries: &[&AccessEntry],
+    ) -> Result<(), ProvisionError> {
         for entry in entries {
             let name = privilege_role_name(entry);
             let row = tx
@@ -831,59 +994,102 @@ impl Provisioner {
                 .await
                 .map_err(db("reading a privilege role"))?;
             let state = row.as_ref().map(|r| {
-                r.get::<_, Option<String>>(0).as_deref().and_then(PrivilegeRecord::from_comment).map(|p| p.state)
+                r.get::<_, Option<String>>(0)
+                    .as_deref()
+                    .and_then(PrivilegeRecord::from_comment)
+                    .map(|p| p.state)
             });
             if state == Some(Some(PrivilegeState::Ready)) {
                 continue;
             }
             let mut sql = String::new();
             if row.is_none() {
-                sql.push_str(&format!("CREATE ROLE {} NOLOGIN INHERIT; ", Ident(&name)));
+                let _ = write!(sql, "CREATE ROLE {} NOLOGIN INHERIT; ", Ident(&name));
             }
             for s in grant_statements(tx, entry, &name).await? {
                 sql.push_str(&s);
                 sql.push_str("; ");
             }
-            let record = PrivilegeRecord { pgwarden: LEDGER_VERSION, access: (*entry).clone(), state: PrivilegeState::Ready };
-            sql.push_str(&format!("COMMENT ON ROLE {} IS {}", Ident(&name), literal(&record.to_comment())));
-            tx.batch_execute(&sql).await.map_err(db(format!("setting up privilege role for {entry}")))?;
+            let record = PrivilegeRecord {
+                pgwarden: LEDGER_VERSION,
+                access: (*entry).clone(),
+                state: PrivilegeState::Ready,
+            };
+            let _ = write!(
+                sql,
+                "COMMENT ON ROLE {} IS {}",
+                Ident(&name),
+                literal(&record.to_comment())
+            );
+            tx.batch_execute(&sql)
+                .await
+                .map_err(db(format!("setting up privilege role for {entry}")))?;
         }
         Ok(())
     }
 
     pub(crate) fn forget_privilege_role(&self, name: &str) {
-        self.ready_privilege_roles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+        self.ready_privilege_roles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
     }
 
     /// Moves a grant's expiry (bounded by `max_ttl` from now).
-    pub async fn extend(&self, grant_id: &str, expiry: Expiry) -> Result<ListedGrant, ProvisionError> {
+    pub async fn extend(
+        &self,
+        grant_id: &str,
+        expiry: Expiry,
+    ) -> Result<ListedGrant, ProvisionError> {
         let now = OffsetDateTime::now_utc();
         let expires_at = self.expiry_instant(expiry, now)?;
         let mut conn = self.admin.get().await?;
-        let tx = conn.transaction().await.map_err(db("starting the extension"))?;
-        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))])
+        let tx = conn
+            .transaction()
             .await
-            .map_err(db("locking the grant id"))?;
+            .map_err(db("starting the extension"))?;
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+            &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))],
+        )
+        .await
+        .map_err(db("locking the grant id"))?;
         let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
-        let Some((role, _)) = find_grant(&ledger, grant_id).filter(|(_, g)| g.state == GrantState::Active) else {
-            return Err(ProvisionError::UnknownGrant { grant_id: grant_id.to_owned() });
+        let Some((role, _)) =
+            find_grant(&ledger, grant_id).filter(|(_, g)| g.state == GrantState::Active)
+        else {
+            return Err(ProvisionError::UnknownGrant {
+                grant_id: grant_id.to_owned(),
+            });
         };
-        let mut record = role.record.clone().unwrap_or_else(|| unreachable_record());
+        let mut record = role.record.clone().unwrap_or_else(unreachable_record);
         for g in &mut record.grants {
             if g.grant_id == grant_id {
                 g.expires_at = expires_at;
             }
         }
-        let until = record.grants.iter().map(|g| g.expires_at).max().unwrap_or(expires_at);
+        let until = record
+            .grants
+            .iter()
+            .map(|g| g.expires_at)
+            .max()
+            .unwrap_or(expires_at);
         let sql = format!(
             "ALTER ROLE {u} VALID UNTIL {t}; COMMENT ON ROLE {u} IS {c}",
             u = Ident(&role.username),
             t = literal(&timestamp(until)),
             c = literal(&record.to_comment())
         );
-        tx.batch_execute(&sql).await.map_err(db("extending the grant"))?;
+        tx.batch_execute(&sql)
+            .await
+            .map_err(db("extending the grant"))?;
         tx.commit().await.map_err(db("committing the extension"))?;
-        let g = record.grants.iter().find(|g| g.grant_id == grant_id).cloned().unwrap_or_else(|| record.grants[0].clone());
+        let g = record
+            .grants
+            .iter()
+            .find(|g| g.grant_id == grant_id)
+            .cloned()
+            .unwrap_or_else(|| record.grants[0].clone());
         tracing::info!(grant_id, username = %role.username, expires_at = %expires_at, "extended");
         Ok(listed(&role.username, record.mode, &g, now))
     }
@@ -891,12 +1097,18 @@ impl Provisioner {
     /// Every grant recorded in the instance.
     pub async fn list(&self) -> Result<Vec<ListedGrant>, ProvisionError> {
         let conn = self.admin.get().await?;
-        let ledger = read_ledger(&**conn).await.map_err(db("reading the ledger"))?;
+        let ledger = read_ledger(&**conn)
+            .await
+            .map_err(db("reading the ledger"))?;
         let now = OffsetDateTime::now_utc();
         Ok(ledger
             .iter()
             .filter_map(|r| r.record.as_ref().map(|rec| (r, rec)))
-            .flat_map(|(r, rec)| rec.grants.iter().map(move |g| listed(&r.username, rec.mode, g, now)))
+            .flat_map(|(r, rec)| {
+                rec.grants
+                    .iter()
+                    .map(move |g| listed(&r.username, rec.mode, g, now))
+            })
             .collect())
     }
 }
@@ -904,15 +1116,26 @@ impl Provisioner {
 /// `SET LOCAL log_statement = 'none'`, sent on its own: the server logs a query
 /// string when it arrives, so the setting must be in force before the statement that
 /// carries a verifier is sent.
-async fn silence_statement_log<C: tokio_postgres::GenericClient>(tx: &C, superuser: bool) -> Result<(), ProvisionError> {
+async fn silence_statement_log<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    superuser: bool,
+) -> Result<(), ProvisionError> {
     if superuser {
-        tx.batch_execute("SET LOCAL log_statement = 'none'").await.map_err(db("silencing the statement log"))?;
+        tx.batch_execute("SET LOCAL log_statement = 'none'")
+            .await
+            .map_err(db("silencing the statement log"))?;
     }
     Ok(())
 }
 
 fn unreachable_record() -> RoleRecord {
-    RoleRecord { pgwarden: LEDGER_VERSION, integration: String::new(), mode: RoleMode::Ephemeral, password_set_at: None, grants: Vec::new() }
+    RoleRecord {
+        pgwarden: LEDGER_VERSION,
+        integration: String::new(),
+        mode: RoleMode::Ephemeral,
+        password_set_at: None,
+        grants: Vec::new(),
+    }
 }
 
 fn listed(username: &str, mode: RoleMode, g: &GrantEntry, now: OffsetDateTime) -> ListedGrant {
@@ -933,9 +1156,15 @@ fn listed(username: &str, mode: RoleMode, g: &GrantEntry, now: OffsetDateTime) -
 }
 
 /// The role holding a grant, and the grant.
-pub(crate) fn find_grant<'a>(ledger: &'a [LedgerRole], grant_id: &str) -> Option<(&'a LedgerRole, &'a GrantEntry)> {
+pub(crate) fn find_grant<'a>(
+    ledger: &'a [LedgerRole],
+    grant_id: &str,
+) -> Option<(&'a LedgerRole, &'a GrantEntry)> {
     ledger.iter().find_map(|r| {
-        r.record.as_ref().and_then(|rec| rec.grants.iter().find(|g| g.grant_id == grant_id)).map(|g| (r, g))
+        r.record
+            .as_ref()
+            .and_then(|rec| rec.grants.iter().find(|g| g.grant_id == grant_id))
+            .map(|g| (r, g))
     })
 }
 
@@ -964,7 +1193,10 @@ mod tests {
 
     #[test]
     fn requesters_become_safe_role_names() {
-        assert_eq!(sanitize_requester("alice@example.com", 40), "alice_example_com");
+        assert_eq!(
+            sanitize_requester("alice@example.com", 40),
+            "alice_example_com"
+        );
         assert_eq!(sanitize_requester("Zoë O'Brien", 40), "zo_o_brien");
         assert_eq!(sanitize_requester("\"; DROP ROLE x; --", 40), "drop_role_x");
         assert_eq!(sanitize_requester("@@@", 40), "user");

@@ -54,12 +54,18 @@ WHERE r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1";
 
 impl Provisioner {
     /// Reconciles the instance with its ledger (see the module documentation).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one pass over the ledger, case by case"
+    )]
     pub async fn reconcile(&self) -> Result<ReconcileReport, ProvisionError> {
         let mut report = ReconcileReport::default();
         let now = OffsetDateTime::now_utc();
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger(&**conn).await.map_err(db("reading the ledger"))?
+            read_ledger(&**conn)
+                .await
+                .map_err(db("reading the ledger"))?
         };
         for role in &ledger {
             let Some(record) = &role.record else {
@@ -77,7 +83,9 @@ impl Provisioner {
             }
             match record.mode {
                 RoleMode::Ephemeral => {
-                    let Some(g) = record.grants.first() else { continue };
+                    let Some(g) = record.grants.first() else {
+                        continue;
+                    };
                     if g.state == GrantState::Revoking || g.expires_at <= now {
                         match self.revoke_role(&g.grant_id, &role.username, false).await {
                             Ok(r) => report.revoked.push(r),
@@ -92,21 +100,36 @@ impl Provisioner {
                     if expected != actual {
                         report.drift.push(Drift {
                             username: role.username.clone(),
-                            what: format!("memberships {actual:?} differ from the grant's {expected:?}"),
+                            what: format!(
+                                "memberships {actual:?} differ from the grant's {expected:?}"
+                            ),
                         });
                     }
                     if !role.can_login {
-                        report.drift.push(Drift { username: role.username.clone(), what: "active grant but NOLOGIN".into() });
-                    }
-                    if role.valid_until.map(|v| v.unix_timestamp()) != Some(g.expires_at.unix_timestamp()) {
                         report.drift.push(Drift {
                             username: role.username.clone(),
-                            what: format!("VALID UNTIL {:?} differs from the grant's expiry {}", role.valid_until.map(timestamp), timestamp(g.expires_at)),
+                            what: "active grant but NOLOGIN".into(),
+                        });
+                    }
+                    if role.valid_until.map(time::OffsetDateTime::unix_timestamp)
+                        != Some(g.expires_at.unix_timestamp())
+                    {
+                        report.drift.push(Drift {
+                            username: role.username.clone(),
+                            what: format!(
+                                "VALID UNTIL {:?} differs from the grant's expiry {}",
+                                role.valid_until.map(timestamp),
+                                timestamp(g.expires_at)
+                            ),
                         });
                     }
                 }
                 RoleMode::Persistent => {
-                    for g in record.grants.iter().filter(|g| g.state == GrantState::Revoking || g.expires_at <= now) {
+                    for g in record
+                        .grants
+                        .iter()
+                        .filter(|g| g.state == GrantState::Revoking || g.expires_at <= now)
+                    {
                         match self.revoke(&g.grant_id).await {
                             Ok(r) => report.revoked.push(r),
                             Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
@@ -121,10 +144,13 @@ impl Provisioner {
                         .collect();
                     if role.member_of.iter().any(|m| !live.contains(m)) {
                         let conn = self.admin.get().await?;
-                        match crate::revoke::remove_memberships(&conn, &role.username, &live).await {
-                            Ok(removed) => report
-                                .memberships_removed
-                                .extend(removed.into_iter().map(|m| format!("{}: {m}", role.username))),
+                        match crate::revoke::remove_memberships(&conn, &role.username, &live).await
+                        {
+                            Ok(removed) => report.memberships_removed.extend(
+                                removed
+                                    .into_iter()
+                                    .map(|m| format!("{}: {m}", role.username)),
+                            ),
                             Err(e) => report.errors.push(format!("{}: {e}", role.username)),
                         }
                     }
@@ -133,7 +159,9 @@ impl Provisioner {
                         let sql = format!("ALTER ROLE {} NOLOGIN", Ident(&role.username));
                         if let Err(e) = conn.batch_execute(&sql).await {
                             report.errors.push(format!("{}: {e}", role.username));
-                        } else if let Err(e) = crate::revoke::terminate_sessions(&conn, &role.username).await {
+                        } else if let Err(e) =
+                            crate::revoke::terminate_sessions(&conn, &role.username).await
+                        {
                             report.errors.push(format!("{}: {e}", role.username));
                         }
                     }
@@ -144,14 +172,22 @@ impl Provisioner {
         Ok(report)
     }
 
-    async fn reconcile_privilege_roles(&self, report: &mut ReconcileReport) -> Result<(), ProvisionError> {
+    async fn reconcile_privilege_roles(
+        &self,
+        report: &mut ReconcileReport,
+    ) -> Result<(), ProvisionError> {
         let rows = {
             let conn = self.admin.get().await?;
-            conn.query(PRIVILEGE_ROLES_SQL, &[]).await.map_err(db("reading privilege roles"))?
+            conn.query(PRIVILEGE_ROLES_SQL, &[])
+                .await
+                .map_err(db("reading privilege roles"))?
         };
         for row in rows {
             let name: String = row.get(0);
-            let record = row.get::<_, Option<String>>(1).as_deref().and_then(PrivilegeRecord::from_comment);
+            let record = row
+                .get::<_, Option<String>>(1)
+                .as_deref()
+                .and_then(PrivilegeRecord::from_comment);
             let members: i64 = row.get(2);
             let Some(record) = record.filter(|r| privilege_role_name(&r.access) == name) else {
                 report.drift.push(Drift {
@@ -160,10 +196,18 @@ impl Provisioner {
                 });
                 continue;
             };
-            let database = record.access.resource.database_name().unwrap_or(self.connector.database()).to_owned();
+            let database = record
+                .access
+                .resource
+                .database_name()
+                .unwrap_or(self.connector.database())
+                .to_owned();
             if members > 0 && record.state == PrivilegeState::Retiring {
                 // A retirement was interrupted after a grant used the role: re-grant it.
-                match self.create_privilege_roles(&database, &[&record.access]).await {
+                match self
+                    .create_privilege_roles(&database, &[&record.access])
+                    .await
+                {
                     Ok(()) => report.privilege_roles_refreshed.push(name),
                     Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
                 }
@@ -198,7 +242,10 @@ impl Provisioner {
                     Ok(0) => {}
                     Ok(_) => {
                         // Re-running the idempotent grants covers the new objects.
-                        match self.create_privilege_roles_refresh(&database, &record).await {
+                        match self
+                            .create_privilege_roles_refresh(&database, &record)
+                            .await
+                        {
                             Ok(()) => report.privilege_roles_refreshed.push(name),
                             Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
                         }
@@ -210,17 +257,26 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn create_privilege_roles_refresh(&self, database: &str, record: &PrivilegeRecord) -> Result<(), ProvisionError> {
+    async fn create_privilege_roles_refresh(
+        &self,
+        database: &str,
+        record: &PrivilegeRecord,
+    ) -> Result<(), ProvisionError> {
         // Marking it retiring first makes create_privilege_roles re-run every grant.
         let conn = self.admin.get().await?;
         let mut retiring = record.clone();
         retiring.state = PrivilegeState::Retiring;
         let name = privilege_role_name(&record.access);
-        conn.batch_execute(&format!("COMMENT ON ROLE {} IS {}", Ident(&name), literal(&retiring.to_comment())))
-            .await
-            .map_err(db("marking a privilege role for refresh"))?;
+        conn.batch_execute(&format!(
+            "COMMENT ON ROLE {} IS {}",
+            Ident(&name),
+            literal(&retiring.to_comment())
+        ))
+        .await
+        .map_err(db("marking a privilege role for refresh"))?;
         drop(conn);
-        self.create_privilege_roles(database, &[&record.access]).await
+        self.create_privilege_roles(database, &[&record.access])
+            .await
     }
 
     /// Drops an unused privilege role, in two steps so that a crash never leaves a
@@ -228,34 +284,60 @@ impl Provisioner {
     /// before use); (2) if it still has no member and is still retiring, drop what it
     /// holds in its database and drop it. Both under the exclusive privileges lock.
     /// Returns false when a member appeared meanwhile.
-    async fn drop_privilege_role(&self, name: &str, record: &PrivilegeRecord, database: &str) -> Result<bool, ProvisionError> {
+    async fn drop_privilege_role(
+        &self,
+        name: &str,
+        record: &PrivilegeRecord,
+        database: &str,
+    ) -> Result<bool, ProvisionError> {
         let n = Ident(name);
         let members_sql = "SELECT count(*) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid WHERE r.rolname = $1";
         // Step 1.
         {
             let mut conn = self.admin.get().await?;
-            let tx = conn.transaction().await.map_err(db("starting privilege cleanup"))?;
-            tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+            let tx = conn
+                .transaction()
                 .await
-                .map_err(db("locking privilege roles"))?;
-            let members: i64 = tx.query_one(members_sql, &[&name]).await.map_err(db("counting members"))?.get(0);
+                .map_err(db("starting privilege cleanup"))?;
+            tx.execute(
+                "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+                &[&advisory_key(PRIVILEGES_LOCK)],
+            )
+            .await
+            .map_err(db("locking privilege roles"))?;
+            let members: i64 = tx
+                .query_one(members_sql, &[&name])
+                .await
+                .map_err(db("counting members"))?
+                .get(0);
             if members > 0 {
                 return Ok(false);
             }
             let mut retiring = record.clone();
             retiring.state = PrivilegeState::Retiring;
-            tx.batch_execute(&format!("COMMENT ON ROLE {n} IS {}", literal(&retiring.to_comment())))
+            tx.batch_execute(&format!(
+                "COMMENT ON ROLE {n} IS {}",
+                literal(&retiring.to_comment())
+            ))
+            .await
+            .map_err(db("marking a privilege role retiring"))?;
+            tx.commit()
                 .await
-                .map_err(db("marking a privilege role retiring"))?;
-            tx.commit().await.map_err(db("committing privilege cleanup"))?;
+                .map_err(db("committing privilege cleanup"))?;
         }
         self.forget_privilege_role(name);
         // Step 2.
         let mut conn = self.admin.get().await?;
-        let tx = conn.transaction().await.map_err(db("starting privilege cleanup"))?;
-        tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(PRIVILEGES_LOCK)])
+        let tx = conn
+            .transaction()
             .await
-            .map_err(db("locking privilege roles"))?;
+            .map_err(db("starting privilege cleanup"))?;
+        tx.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+            &[&advisory_key(PRIVILEGES_LOCK)],
+        )
+        .await
+        .map_err(db("locking privilege roles"))?;
         let row = tx
             .query_opt(
                 "SELECT d.description, (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
@@ -287,10 +369,16 @@ impl Provisioner {
             holder
                 .batch_execute(&format!("DROP OWNED BY {n}"))
                 .await
-                .map_err(db(format!("removing privilege role {name}'s privileges in {database}")))?;
+                .map_err(db(format!(
+                    "removing privilege role {name}'s privileges in {database}"
+                )))?;
         }
-        tx.batch_execute(&format!("DROP ROLE {n}")).await.map_err(db(format!("dropping privilege role {name}")))?;
-        tx.commit().await.map_err(db("committing privilege cleanup"))?;
+        tx.batch_execute(&format!("DROP ROLE {n}"))
+            .await
+            .map_err(db(format!("dropping privilege role {name}")))?;
+        tx.commit()
+            .await
+            .map_err(db("committing privilege cleanup"))?;
         Ok(true)
     }
 }

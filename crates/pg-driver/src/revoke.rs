@@ -17,6 +17,7 @@
 //! none is left.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use pgwarden_core::naming::MARKER_ROLE;
@@ -87,7 +88,9 @@ impl Provisioner {
     pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger(&**conn).await.map_err(db("reading the ledger"))?
+            read_ledger(&**conn)
+                .await
+                .map_err(db("reading the ledger"))?
         };
         let Some((role, _)) = find_grant(&ledger, grant_id) else {
             return Ok(RevocationReport {
@@ -109,11 +112,18 @@ impl Provisioner {
     /// for its whole length (released with the session if the process dies). With
     /// `wait` false, a revocation already running elsewhere is reported as
     /// [`ProvisionError::InProgress`] instead of waited for.
-    pub(crate) async fn revoke_role(&self, grant_id: &str, username: &str, wait: bool) -> Result<RevocationReport, ProvisionError> {
+    pub(crate) async fn revoke_role(
+        &self,
+        grant_id: &str,
+        username: &str,
+        wait: bool,
+    ) -> Result<RevocationReport, ProvisionError> {
         let mut conn = self.admin.get().await?;
         let key = advisory_key(&format!("pgwarden:revoking:{grant_id}"));
         let locked: bool = if wait {
-            conn.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key]).await.map_err(db("waiting for another revocation"))?;
+            conn.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+                .await
+                .map_err(db("waiting for another revocation"))?;
             true
         } else {
             conn.query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
@@ -122,15 +132,24 @@ impl Provisioner {
                 .get(0)
         };
         if !locked {
-            return Err(ProvisionError::InProgress { grant_id: grant_id.to_owned() });
+            return Err(ProvisionError::InProgress {
+                grant_id: grant_id.to_owned(),
+            });
         }
         let result = self.revoke_role_locked(&mut conn, grant_id, username).await;
         // A pooled connection must not keep the lock; if it broke, the lock died with it.
-        let _ = conn.execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key]).await;
+        let _ = conn
+            .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key])
+            .await;
         result
     }
 
-    async fn revoke_role_locked(&self, conn: &mut deadpool_postgres::Object, grant_id: &str, username: &str) -> Result<RevocationReport, ProvisionError> {
+    async fn revoke_role_locked(
+        &self,
+        conn: &mut deadpool_postgres::Object,
+        grant_id: &str,
+        username: &str,
+    ) -> Result<RevocationReport, ProvisionError> {
         let mut report = RevocationReport {
             grant_id: grant_id.to_owned(),
             username: Some(username.to_owned()),
@@ -153,7 +172,11 @@ impl Provisioner {
 
         let successor = match &self.config.successor {
             Some(s) => s.clone(),
-            None => conn.query_one("SELECT current_user::text", &[]).await.map_err(db("reading the connector's name"))?.get(0),
+            None => conn
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .map_err(db("reading the connector's name"))?
+                .get(0),
         };
         for _round in 0..3 {
             // Databases it owns: DROP OWNED never drops a database.
@@ -168,9 +191,13 @@ impl Provisioner {
                 .map(|r| r.get(0))
                 .collect();
             for d in owned {
-                conn.batch_execute(&format!("ALTER DATABASE {} OWNER TO {}", Ident(&d), Ident(&successor)))
-                    .await
-                    .map_err(db(format!("handing database {d} to {successor}")))?;
+                conn.batch_execute(&format!(
+                    "ALTER DATABASE {} OWNER TO {}",
+                    Ident(&d),
+                    Ident(&successor)
+                ))
+                .await
+                .map_err(db(format!("handing database {d} to {successor}")))?;
                 report.databases_reassigned.push(d);
             }
             let databases: Vec<String> = conn
@@ -193,7 +220,10 @@ impl Provisioner {
                 }
             }
             self.step(Step::RevokeDropRole)?;
-            match conn.batch_execute(&format!("DROP ROLE IF EXISTS {u}")).await {
+            match conn
+                .batch_execute(&format!("DROP ROLE IF EXISTS {u}"))
+                .await
+            {
                 Ok(()) => {
                     report.role_dropped = true;
                     break;
@@ -210,12 +240,22 @@ impl Provisioner {
             }
         }
         verify_gone(conn, username).await?;
-        tracing::info!(grant_id, username, sessions = report.sessions_terminated, "revoked");
+        tracing::info!(
+            grant_id,
+            username,
+            sessions = report.sessions_terminated,
+            "revoked"
+        );
         Ok(report)
     }
 
     /// Step 1. Returns false when the role no longer exists.
-    async fn mark_revoking(&self, conn: &mut deadpool_postgres::Object, grant_id: &str, username: &str) -> Result<bool, ProvisionError> {
+    async fn mark_revoking(
+        &self,
+        conn: &mut deadpool_postgres::Object,
+        grant_id: &str,
+        username: &str,
+    ) -> Result<bool, ProvisionError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -228,13 +268,23 @@ impl Provisioner {
         }
     }
 
-    async fn mark_once(conn: &mut deadpool_postgres::Object, grant_id: &str, username: &str) -> Result<bool, ProvisionError> {
+    async fn mark_once(
+        conn: &mut deadpool_postgres::Object,
+        grant_id: &str,
+        username: &str,
+    ) -> Result<bool, ProvisionError> {
         {
             {
-                let tx = conn.transaction().await.map_err(db("starting the revocation"))?;
-                tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))])
+                let tx = conn
+                    .transaction()
                     .await
-                    .map_err(db("locking the grant id"))?;
+                    .map_err(db("starting the revocation"))?;
+                tx.execute(
+                    "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+                    &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))],
+                )
+                .await
+                .map_err(db("locking the grant id"))?;
                 let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
                 let Some(role) = ledger.iter().find(|r| r.username == username) else {
                     return Ok(false);
@@ -246,10 +296,19 @@ impl Provisioner {
                             g.state = GrantState::Revoking;
                         }
                     }
-                    sql.push_str(&format!("; COMMENT ON ROLE {} IS {}", Ident(username), literal(&record.to_comment())));
+                    let _ = write!(
+                        sql,
+                        "; COMMENT ON ROLE {} IS {}",
+                        Ident(username),
+                        literal(&record.to_comment())
+                    );
                 }
-                tx.batch_execute(&sql).await.map_err(db("disabling login"))?;
-                tx.commit().await.map_err(db("committing the revocation mark"))?;
+                tx.batch_execute(&sql)
+                    .await
+                    .map_err(db("disabling login"))?;
+                tx.commit()
+                    .await
+                    .map_err(db("committing the revocation mark"))?;
                 Ok(true)
             }
         }
@@ -257,7 +316,12 @@ impl Provisioner {
 
     /// Step 5 in one database (on `admin` when it is the default database, so one
     /// revocation never holds two connections of the same pool).
-    async fn clean_database(&self, admin: &deadpool_postgres::Object, database: &str, username: &str) -> Result<DatabaseCleanup, ProvisionError> {
+    async fn clean_database(
+        &self,
+        admin: &deadpool_postgres::Object,
+        database: &str,
+        username: &str,
+    ) -> Result<DatabaseCleanup, ProvisionError> {
         let other;
         let conn: &tokio_postgres::Client = if database == self.connector.database() {
             admin
@@ -269,16 +333,26 @@ impl Provisioner {
             })?;
             &other
         };
-        let row = conn.query_one(DEPENDENCIES_SQL, &[&username]).await.map_err(db(format!("counting objects in {database}")))?;
+        let row = conn
+            .query_one(DEPENDENCIES_SQL, &[&username])
+            .await
+            .map_err(db(format!("counting objects in {database}")))?;
         let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
         let u = Ident(username);
         let mut sql = String::new();
         if let Some(s) = &self.config.successor {
-            sql.push_str(&format!("REASSIGN OWNED BY {u} TO {}; ", Ident(s)));
+            let _ = write!(sql, "REASSIGN OWNED BY {u} TO {}; ", Ident(s));
         }
-        sql.push_str(&format!("DROP OWNED BY {u}"));
-        with_retry(|| async { conn.batch_execute(&sql).await.map_err(db(format!("removing what the role owns in {database}"))) }, transient)
-            .await?;
+        let _ = write!(sql, "DROP OWNED BY {u}");
+        with_retry(
+            || async {
+                conn.batch_execute(&sql)
+                    .await
+                    .map_err(db(format!("removing what the role owns in {database}")))
+            },
+            transient,
+        )
+        .await?;
         let kept = self.config.successor.is_some();
         Ok(DatabaseCleanup {
             database: database.to_owned(),
@@ -290,7 +364,11 @@ impl Provisioner {
 
     /// A persistent role: drop this grant's memberships (those no other active grant
     /// needs); with no grant left, disable login and end sessions. Objects are kept.
-    async fn revoke_persistent(&self, grant_id: &str, username: &str) -> Result<RevocationReport, ProvisionError> {
+    async fn revoke_persistent(
+        &self,
+        grant_id: &str,
+        username: &str,
+    ) -> Result<RevocationReport, ProvisionError> {
         let mut report = RevocationReport {
             grant_id: grant_id.to_owned(),
             username: Some(username.to_owned()),
@@ -300,26 +378,53 @@ impl Provisioner {
         let remaining = with_retry(
             || async {
                 let mut conn = self.admin.get().await?;
-                let tx = conn.transaction().await.map_err(db("starting the revocation"))?;
-                tx.execute("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&advisory_key(&format!("pgwarden:role:{username}"))])
+                let tx = conn
+                    .transaction()
                     .await
-                    .map_err(db("locking the persistent role"))?;
+                    .map_err(db("starting the revocation"))?;
+                tx.execute(
+                    "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+                    &[&advisory_key(&format!("pgwarden:role:{username}"))],
+                )
+                .await
+                .map_err(db("locking the persistent role"))?;
                 let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
-                let Some(mut record) = ledger.iter().find(|r| r.username == username).and_then(|r| r.record.clone()) else {
+                let Some(mut record) = ledger
+                    .iter()
+                    .find(|r| r.username == username)
+                    .and_then(|r| r.record.clone())
+                else {
                     return Ok(None);
                 };
                 record.grants.retain(|g| g.grant_id != grant_id);
                 let now = OffsetDateTime::now_utc();
-                record.grants.retain(|g| g.expires_at > now && g.state == GrantState::Active);
+                record
+                    .grants
+                    .retain(|g| g.expires_at > now && g.state == GrantState::Active);
                 let u = Ident(username);
                 let mut sql = format!("COMMENT ON ROLE {u} IS {}", literal(&record.to_comment()));
                 if record.grants.is_empty() {
-                    sql.push_str(&format!("; ALTER ROLE {u} NOLOGIN VALID UNTIL {}", literal(&timestamp(now))));
+                    let _ = write!(
+                        sql,
+                        "; ALTER ROLE {u} NOLOGIN VALID UNTIL {}",
+                        literal(&timestamp(now))
+                    );
                 } else {
-                    let until = record.grants.iter().map(|g| g.expires_at).max().unwrap_or(now);
-                    sql.push_str(&format!("; ALTER ROLE {u} VALID UNTIL {}", literal(&timestamp(until))));
+                    let until = record
+                        .grants
+                        .iter()
+                        .map(|g| g.expires_at)
+                        .max()
+                        .unwrap_or(now);
+                    let _ = write!(
+                        sql,
+                        "; ALTER ROLE {u} VALID UNTIL {}",
+                        literal(&timestamp(until))
+                    );
                 }
-                tx.batch_execute(&sql).await.map_err(db("updating the persistent role"))?;
+                tx.batch_execute(&sql)
+                    .await
+                    .map_err(db("updating the persistent role"))?;
                 tx.commit().await.map_err(db("committing the revocation"))?;
                 Ok(Some(record))
             },
@@ -330,7 +435,11 @@ impl Provisioner {
             report.already_revoked = true;
             return Ok(report);
         };
-        let keep: BTreeSet<String> = record.grants.iter().flat_map(|g| g.privilege_roles.iter().cloned()).collect();
+        let keep: BTreeSet<String> = record
+            .grants
+            .iter()
+            .flat_map(|g| g.privilege_roles.iter().cloned())
+            .collect();
         if record.grants.is_empty() {
             report.login_disabled = true;
             self.step(Step::RevokeTerminateSessions)?;
@@ -346,10 +455,16 @@ impl Provisioner {
 }
 
 /// Step 2: end sessions until none remain (bounded).
-pub(crate) async fn terminate_sessions(conn: &tokio_postgres::Client, username: &str) -> Result<i64, ProvisionError> {
+pub(crate) async fn terminate_sessions(
+    conn: &tokio_postgres::Client,
+    username: &str,
+) -> Result<i64, ProvisionError> {
     let mut ended = 0;
     for _ in 0..50 {
-        let row = conn.query_one(SESSIONS_SQL, &[&username]).await.map_err(db("ending sessions"))?;
+        let row = conn
+            .query_one(SESSIONS_SQL, &[&username])
+            .await
+            .map_err(db("ending sessions"))?;
         let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
         ended += terminated;
         if remaining == 0 {
@@ -364,7 +479,11 @@ pub(crate) async fn terminate_sessions(conn: &tokio_postgres::Client, username: 
 }
 
 /// Step 3: removes memberships other than the marker and `keep`.
-pub(crate) async fn remove_memberships(conn: &tokio_postgres::Client, username: &str, keep: &BTreeSet<String>) -> Result<Vec<String>, ProvisionError> {
+pub(crate) async fn remove_memberships(
+    conn: &tokio_postgres::Client,
+    username: &str,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, ProvisionError> {
     let rows = conn
         .query(
             "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
@@ -375,14 +494,26 @@ pub(crate) async fn remove_memberships(conn: &tokio_postgres::Client, username: 
         )
         .await
         .map_err(db("reading memberships"))?;
-    let groups: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).filter(|g| !keep.contains(g)).collect();
+    let groups: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|g| !keep.contains(g))
+        .collect();
     if !groups.is_empty() {
         let sql = groups
             .iter()
             .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
             .collect::<Vec<_>>()
             .join("; ");
-        with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("removing memberships")) }, transient).await?;
+        with_retry(
+            || async {
+                conn.batch_execute(&sql)
+                    .await
+                    .map_err(db("removing memberships"))
+            },
+            transient,
+        )
+        .await?;
     }
     Ok(groups)
 }
@@ -401,7 +532,9 @@ async fn verify_gone(conn: &tokio_postgres::Client, username: &str) -> Result<()
     if exists || sessions > 0 {
         return Err(ProvisionError::RevocationIncomplete {
             username: username.to_owned(),
-            reason: format!("role still exists: {exists}, sessions left: {sessions}; it stays marked revoking and reconcile retries"),
+            reason: format!(
+                "role still exists: {exists}, sessions left: {sessions}; it stays marked revoking and reconcile retries"
+            ),
         });
     }
     Ok(())

@@ -35,7 +35,10 @@ impl ScramIterations {
         if (1..=i32::MAX as u32).contains(&n) {
             Ok(ScramIterations(n))
         } else {
-            Err(format!("scram_iterations must be from 1 to {}, got {n}", i32::MAX))
+            Err(format!(
+                "scram_iterations must be from 1 to {}, got {n}",
+                i32::MAX
+            ))
         }
     }
 
@@ -84,6 +87,7 @@ const PASSWORD_CHARS: usize = 32;
 ///
 /// # Panics
 /// If the operating system has no random source, which nothing can work around.
+#[must_use]
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).expect("the operating system's random source failed");
@@ -119,6 +123,9 @@ pub fn verifier(password: &SecretString, iterations: ScramIterations) -> Verifie
 }
 
 /// The verifier of `password` with a given salt (deterministic; for tests and checks).
+///
+/// # Panics
+/// Never: HMAC accepts keys of any length.
 #[must_use]
 pub fn verifier_with_salt(
     password: &SecretString,
@@ -127,7 +134,8 @@ pub fn verifier_with_salt(
 ) -> Verifier {
     // As libpq and the server: SASLprep when it applies, else the raw bytes.
     let raw = password.expose_secret();
-    let prepared = stringprep::saslprep(raw).map_or_else(|_| raw.to_owned(), |p| p.into_owned());
+    let prepared =
+        stringprep::saslprep(raw).map_or_else(|_| raw.to_owned(), std::borrow::Cow::into_owned);
     let mut salted = [0u8; 32];
     pbkdf2::pbkdf2::<Hmac<Sha256>>(prepared.as_bytes(), salt, iterations.get(), &mut salted)
         .expect("HMAC accepts any key length");
@@ -155,7 +163,12 @@ mod tests {
 
     #[test]
     fn matches_postgres_protocol_byte_for_byte_at_4096() {
-        for password in ["pgwarden", "Zm9vYmFy0123456789abcdefABCDEF12", "pässwörd", "a b"] {
+        for password in [
+            "pgwarden",
+            "Zm9vYmFy0123456789abcdefABCDEF12",
+            "pässwörd",
+            "a b",
+        ] {
             let theirs = postgres_protocol::password::scram_sha_256(password.as_bytes());
             // Reuse their random salt to compare the whole verifier.
             let salt_b64 = theirs.split('$').nth(1).unwrap().split(':').nth(1).unwrap();

@@ -52,7 +52,10 @@ mod tests {
     fn identifiers_are_quoted_and_inject_nothing() {
         assert_eq!(Ident("orders").to_string(), "\"orders\"");
         assert_eq!(Ident("a\"b").to_string(), "\"a\"\"b\"");
-        assert_eq!(Ident("x\"; DROP TABLE t; --").to_string(), "\"x\"\"; DROP TABLE t; --\"");
+        assert_eq!(
+            Ident("x\"; DROP TABLE t; --").to_string(),
+            "\"x\"\"; DROP TABLE t; --\""
+        );
         assert_eq!(Qualified("s p", "ü").to_string(), "\"s p\".\"ü\"");
     }
 

@@ -231,6 +231,18 @@ pub fn default_provider() -> Arc<CryptoProvider> {
     compile_error!("pgwarden-pg-driver needs the `ring` or the `aws-lc-rs` feature");
 }
 
+/// Installs [`default_provider`] as the process-wide rustls provider, if none is.
+///
+/// pgwarden itself never needs this: it passes its provider explicitly. Applications
+/// call it once at start-up when other crates they link (Kubernetes, cloud SDKs) take
+/// their TLS provider from the process default and both `ring` and `aws-lc-rs` are
+/// compiled in — rustls cannot pick one then. Libraries must not call it.
+pub fn install_process_default_provider() {
+    let provider = Arc::unwrap_or_clone(default_provider());
+    // Err means one is installed already, which is what we want.
+    let _ = provider.install_default();
+}
+
 fn read_pem(what: &'static str, src: &PemSource) -> Result<Vec<u8>, TlsSetupError> {
     match src {
         PemSource::Inline(text) => Ok(text.as_bytes().to_vec()),

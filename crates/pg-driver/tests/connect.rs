@@ -1,6 +1,8 @@
 //! Connections beyond the SSL-mode matrix: client certificates, channel binding,
 //! classified errors, several hosts, the pool.
 
+#![allow(clippy::too_many_lines, reason = "scenario code reads top to bottom")]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,296 @@
+//! `pgwarden grant | revoke | extend | list | reconcile`: access on an instance.
+
+use pgwarden::core::access_details::AccessDetailsValues;
+use pgwarden::core::config::UserMode;
+use pgwarden::core::duration::Ttl;
+use pgwarden::core::resource::AccessEntry;
+use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
+use pgwarden::pg_driver::provision::{
+    Expiry, GrantRequest, ProvisionError, Provisioner, ProvisionerConfig,
+};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::output::{Failure, Format, print_json};
+use crate::target::Target;
+
+/// Arguments of `pgwarden grant`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GrantArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Who asks (an identity-provider user id or email).
+    #[arg(long)]
+    requester: String,
+    /// `<resource-id>=<level>`, e.g. `postgresql-schema:app/s1=read-only`; repeat for more.
+    #[arg(long = "access", required = true, value_name = "RESOURCE=LEVEL")]
+    access: Vec<String>,
+    /// How long: 90s, 15m, 8h, 7d (at most the integration's `max_ttl`).
+    #[arg(long, value_name = "DURATION")]
+    ttl: String,
+    /// The grant's id (granting the same id again returns the existing grant).
+    #[arg(long, value_name = "ID")]
+    grant_id: Option<String>,
+}
+
+/// Arguments naming one grant.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GrantIdArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The grant's id.
+    #[arg(long = "grant", value_name = "ID")]
+    grant_id: String,
+}
+
+/// Arguments of `pgwarden extend`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExtendArgs {
+    #[command(flatten)]
+    grant: GrantIdArgs,
+    /// The new duration, from now.
+    #[arg(long, value_name = "DURATION")]
+    ttl: String,
+}
+
+/// Arguments of `pgwarden list` and `pgwarden reconcile`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TargetArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+fn ttl(text: &str) -> Result<Ttl, Failure> {
+    text.parse()
+        .map_err(|e| Failure::usage(format!("--ttl: {e}")))
+}
+
+fn failed(e: ProvisionError) -> Failure {
+    match e {
+        ProvisionError::InvalidRequest(_)
+        | ProvisionError::UnknownGrant { .. }
+        | ProvisionError::Privilege(_) => Failure::usage(e.to_string()),
+        ProvisionError::Connect(c) => Failure::from_connect(c),
+        other => Failure::failed(other.to_string()),
+    }
+}
+
+struct Session {
+    provisioner: Provisioner,
+    config: Option<pgwarden::IntegrationConfig>,
+    host: String,
+    port: u16,
+    database: String,
+}
+
+async fn session(target: &Target) -> Result<Session, Failure> {
+    let (info, config) = target.resolve_async().await?;
+    let connector =
+        Connector::new(&info, &ConnectOptions::default()).map_err(Failure::from_connect)?;
+    let settings = match &config {
+        Some(c) => ProvisionerConfig::from_integration(c),
+        None => ProvisionerConfig {
+            integration: "cli".into(),
+            username_prefix: "pgw_".into(),
+            user_mode: UserMode::Ephemeral,
+            max_ttl: Ttl::from_secs(7 * 86_400)
+                .unwrap_or(pgwarden::core::duration::MAX_TTL_CEILING),
+            scram_iterations: pgwarden::pg_driver::scram::ScramIterations::DEFAULT,
+            password_max_age: None,
+            successor: None,
+            pool_size: 4,
+        },
+    };
+    let first = info.hosts().ok().and_then(|h| h.into_iter().next());
+    let host = first
+        .as_ref()
+        .and_then(|h| h.host.clone().or_else(|| h.hostaddr.clone()))
+        .unwrap_or_default();
+    let port = first.map_or(5432, |h| h.port);
+    let database = connector.database().to_owned();
+    let provisioner = Provisioner::new(connector, settings).map_err(failed)?;
+    Ok(Session {
+        provisioner,
+        config,
+        host,
+        port,
+        database,
+    })
+}
+
+pub(crate) async fn grant(args: &GrantArgs, format: Format) -> Result<(), Failure> {
+    let access = args
+        .access
+        .iter()
+        .map(|a| {
+            a.parse::<AccessEntry>()
+                .map_err(|e| Failure::usage(format!("--access {a}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl = ttl(&args.ttl)?;
+    let s = session(&args.target).await?;
+    let g = s
+        .provisioner
+        .grant(GrantRequest {
+            grant_id: args.grant_id.clone(),
+            requester: args.requester.clone(),
+            access,
+            expiry: Expiry::After(ttl),
+            user_mode: None,
+        })
+        .await
+        .map_err(failed)?;
+    let expires_at = g
+        .expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let access_details = s
+        .config
+        .as_ref()
+        .and_then(|c| c.custom_access_details.as_ref())
+        .map(|t| {
+            t.render(&AccessDetailsValues {
+                hostname: s.host.clone(),
+                port: s.port,
+                database: s.database.clone(),
+                username: g.username.clone(),
+                expires_at: expires_at.clone(),
+                integration: s
+                    .config
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            })
+        });
+    let password = g.password.as_ref().map(|p| p.expose_secret().to_owned());
+    match format {
+        Format::Json => print_json(&json!({
+            "grant_id": g.grant_id,
+            "username": g.username,
+            "password": password,
+            "expires_at": expires_at,
+            "access_details": access_details,
+            "created": g.created,
+        })),
+        Format::Text => {
+            println!(
+                "grant {} for {}: user {} until {expires_at}",
+                g.grant_id, args.requester, g.username
+            );
+            match &password {
+                Some(p) => println!("password (shown once): {p}"),
+                None => println!(
+                    "password: unchanged (this grant already existed or the user keeps theirs)"
+                ),
+            }
+            if let Some(d) = access_details {
+                println!("{d}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn revoke(args: &GrantIdArgs, format: Format) -> Result<(), Failure> {
+    let s = session(&args.target).await?;
+    let report = s.provisioner.revoke(&args.grant_id).await.map_err(failed)?;
+    match format {
+        Format::Json => print_json(&serde_json::to_value(&report).unwrap_or_default()),
+        Format::Text if report.already_revoked => {
+            println!("grant {}: nothing left to revoke", report.grant_id);
+        }
+        Format::Text => {
+            println!(
+                "revoked grant {} ({}): {} session(s) ended, memberships removed: {}",
+                report.grant_id,
+                report.username.as_deref().unwrap_or("?"),
+                report.sessions_terminated,
+                report.memberships_removed.join(", ")
+            );
+            for d in &report.databases {
+                println!(
+                    "  {}: {} object(s) dropped, {} reassigned, {} privilege entries removed",
+                    d.database, d.objects_dropped, d.objects_reassigned, d.privileges_revoked
+                );
+            }
+            println!(
+                "  role {}",
+                if report.role_dropped {
+                    "dropped"
+                } else {
+                    "kept (persistent), login disabled"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn extend(args: &ExtendArgs, format: Format) -> Result<(), Failure> {
+    let ttl = ttl(&args.ttl)?;
+    let s = session(&args.grant.target).await?;
+    let g = s
+        .provisioner
+        .extend(&args.grant.grant_id, Expiry::After(ttl))
+        .await
+        .map_err(failed)?;
+    match format {
+        Format::Json => print_json(&serde_json::to_value(&g).unwrap_or_default()),
+        Format::Text => println!("grant {} now ends at {}", g.grant_id, g.expires_at),
+    }
+    Ok(())
+}
+
+pub(crate) async fn list(args: &TargetArgs, format: Format) -> Result<(), Failure> {
+    let s = session(&args.target).await?;
+    let grants = s.provisioner.list().await.map_err(failed)?;
+    match format {
+        Format::Json => print_json(&serde_json::to_value(&grants).unwrap_or_default()),
+        Format::Text => {
+            for g in &grants {
+                let access: Vec<String> = g.access.iter().map(ToString::to_string).collect();
+                println!(
+                    "{} {:?} {} ({}) until {}: {}",
+                    g.grant_id,
+                    g.state,
+                    g.username,
+                    g.requester,
+                    g.expires_at,
+                    access.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn reconcile(args: &TargetArgs, format: Format) -> Result<(), Failure> {
+    let s = session(&args.target).await?;
+    let report = s.provisioner.reconcile().await.map_err(failed)?;
+    match format {
+        Format::Json => print_json(&serde_json::to_value(&report).unwrap_or_default()),
+        Format::Text => {
+            println!(
+                "revoked {} grant(s); dropped {} and refreshed {} privilege role(s); {} drift finding(s); {} error(s)",
+                report.revoked.len(),
+                report.privilege_roles_dropped.len(),
+                report.privilege_roles_refreshed.len(),
+                report.drift.len(),
+                report.errors.len()
+            );
+            for d in &report.drift {
+                println!("  drift: {}: {}", d.username, d.what);
+            }
+            for e in &report.errors {
+                println!("  error: {e}");
+            }
+        }
+    }
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::failed(
+            "reconcile left work for the next run (see errors above)",
+        ))
+    }
+}

@@ -1,0 +1,128 @@
+//! `pgwarden grant | list | extend | revoke | reconcile` end to end.
+
+use std::process::{Command, Output};
+
+use pgwarden_testkit::TempCluster;
+
+fn pgwarden(args: &[&str]) -> Output {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let mut cmd = Command::new(dir.join("examples").join("pgwarden"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PG")) {
+        cmd.env_remove(k);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn grant_list_extend_revoke_reconcile() {
+    let c = TempCluster::builder().start().unwrap();
+    c.create_database("app").unwrap();
+    c.psql_in(
+        "app",
+        "CREATE SCHEMA s1; CREATE TABLE s1.t (id int); INSERT INTO s1.t VALUES (1);",
+    )
+    .unwrap();
+    let dsn = c.dsn();
+    let g = json(&pgwarden(&[
+        "--format",
+        "json",
+        "grant",
+        "--dsn",
+        &dsn,
+        "--requester",
+        "alice@example.com",
+        "--access",
+        "postgresql-schema:app/s1=read-only",
+        "--ttl",
+        "1h",
+        "--grant-id",
+        "T-1",
+    ]));
+    let (user, password) = (
+        g["username"].as_str().unwrap(),
+        g["password"].as_str().unwrap(),
+    );
+    assert_eq!(g["grant_id"], "T-1");
+    assert_eq!(password.len(), 32);
+    let out = c
+        .psql_with(
+            &c.conninfo(user, password, "app"),
+            "SELECT count(*) FROM s1.t",
+        )
+        .unwrap();
+    assert_eq!(out.trim(), "1");
+
+    let listed = json(&pgwarden(&["--format", "json", "list", "--dsn", &dsn]));
+    let l = &listed.as_array().unwrap()[0];
+    assert_eq!(
+        (l["grant_id"].as_str(), l["state"].as_str()),
+        (Some("T-1"), Some("active"))
+    );
+    assert_eq!(l["access"][0]["resource"], "postgresql-schema:app/s1");
+    assert_eq!(l["access"][0]["level"], "read-only");
+
+    let ext = json(&pgwarden(&[
+        "--format", "json", "extend", "--dsn", &dsn, "--grant", "T-1", "--ttl", "2h",
+    ]));
+    assert_eq!(ext["grant_id"], "T-1");
+
+    let report = json(&pgwarden(&[
+        "--format", "json", "revoke", "--dsn", &dsn, "--grant", "T-1",
+    ]));
+    assert_eq!(report["role_dropped"], true);
+    assert!(
+        c.psql_with(&c.conninfo(user, password, "app"), "SELECT 1")
+            .is_err()
+    );
+    let again = json(&pgwarden(&[
+        "--format", "json", "revoke", "--dsn", &dsn, "--grant", "T-1",
+    ]));
+    assert_eq!(again["already_revoked"], true);
+
+    let rec = json(&pgwarden(&["--format", "json", "reconcile", "--dsn", &dsn]));
+    assert_eq!(rec["errors"].as_array().unwrap().len(), 0, "{rec}");
+
+    // Bad input is a usage error (exit 2) naming the problem.
+    let out = pgwarden(&[
+        "grant",
+        "--dsn",
+        &dsn,
+        "--requester",
+        "x",
+        "--access",
+        "postgresql-schema:app/s1=select",
+        "--ttl",
+        "1h",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid for a schema"));
+    let out = pgwarden(&[
+        "grant",
+        "--dsn",
+        &dsn,
+        "--requester",
+        "x",
+        "--access",
+        "postgresql-schema:app/s1=read-only",
+        "--ttl",
+        "30d",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_ttl"));
+    let out = pgwarden(&["extend", "--dsn", &dsn, "--grant", "nope", "--ttl", "1h"]);
+    assert_eq!(out.status.code(), Some(2));
+}
