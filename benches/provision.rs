@@ -1,0 +1,293 @@
+//! Grant and revoke throughput beside the raw-SQL floor.
+//!
+//! For each SCRAM iteration count (4096, PostgreSQL's default, and 1 — see
+//! `pgwarden_pg_driver::scram` for why a low count is safe for random passwords) and
+//! schema size (100 tables; 10,000 tables at 1 iteration), criterion measures one
+//! read-only-on-a-schema grant and one revocation, serially and with 16 concurrent
+//! tasks, next to the floor: the same `CREATE ROLE … IN ROLE` / `DROP ROLE`
+//! statements sent by a plain client with verifiers computed beforehand. The client
+//! cost of hashing is measured on its own (`scram_verifier`), so the goal reads:
+//! pgwarden grant ≤ 1.5 × (floor grant + verifier), independent of the table count.
+//!
+//! Run: `cargo bench --bench provision`.
+
+#![allow(clippy::too_many_lines, reason = "scenario code reads top to bottom")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pgwarden::core::config::UserMode;
+use pgwarden::core::conninfo::ConnInfo;
+use pgwarden::core::duration::Ttl;
+use pgwarden::core::resource::AccessEntry;
+use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
+use pgwarden::pg_driver::privilege::privilege_role_name;
+use pgwarden::pg_driver::provision::{Expiry, GrantRequest, Provisioner, ProvisionerConfig};
+use pgwarden::pg_driver::scram::{ScramIterations, generate_password, random_string, verifier};
+use pgwarden_testkit::TempCluster;
+use tokio::runtime::Runtime;
+
+const CONCURRENCY: usize = 16;
+
+fn provisioner(cluster: &TempCluster, iterations: u32) -> Arc<Provisioner> {
+    let info: ConnInfo = cluster.dsn().parse().unwrap();
+    let config = ProvisionerConfig {
+        integration: "bench".into(),
+        username_prefix: "pgw_".into(),
+        user_mode: UserMode::Ephemeral,
+        max_ttl: "7d".parse().unwrap(),
+        scram_iterations: ScramIterations::new(iterations).unwrap(),
+        password_max_age: None,
+        successor: None,
+        pool_size: CONCURRENCY + 2,
+    };
+    Arc::new(
+        Provisioner::new(
+            Connector::new(&info, &ConnectOptions::default()).unwrap(),
+            config,
+        )
+        .unwrap(),
+    )
+}
+
+fn request(schema: &str) -> GrantRequest {
+    GrantRequest {
+        grant_id: None,
+        requester: "bench@example.com".into(),
+        access: vec![
+            format!("postgresql-schema:bench/{schema}=read-only")
+                .parse()
+                .unwrap(),
+        ],
+        expiry: Expiry::After(Ttl::from_secs(3600).unwrap()),
+        user_mode: None,
+    }
+}
+
+/// Runs `n` jobs over `workers` tasks; returns the wall time.
+async fn run_jobs<F, Fut>(n: u64, workers: usize, job: F) -> Duration
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(AtomicUsize::new(0));
+    let n = usize::try_from(n).unwrap();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers.min(n.max(1)) {
+        let (job, next) = (job.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                job(i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Plain clients for the floor, one per worker.
+async fn floor_clients(
+    cluster: &TempCluster,
+    n: usize,
+) -> Vec<Arc<pgwarden::pg_driver::tokio_postgres::Client>> {
+    let info: ConnInfo = cluster.dsn().parse().unwrap();
+    let connector = Connector::new(&info, &ConnectOptions::default()).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let c = connector.connect().await.unwrap();
+        out.push(Arc::new(c.client));
+    }
+    out
+}
+
+fn bench_setting(
+    c: &mut Criterion,
+    rt: &Runtime,
+    cluster: &TempCluster,
+    schema: &str,
+    iterations: u32,
+) {
+    let p = provisioner(cluster, iterations);
+    // Create the privilege role once, as a first grant would.
+    let first = rt.block_on(p.grant(request(schema))).unwrap();
+    rt.block_on(p.revoke(&first.grant_id)).unwrap();
+    let keep = rt.block_on(p.grant(request(schema))).unwrap();
+    let entry: AccessEntry = format!("postgresql-schema:bench/{schema}=read-only")
+        .parse()
+        .unwrap();
+    let privilege_role = privilege_role_name(&entry);
+    let clients = rt.block_on(floor_clients(cluster, CONCURRENCY));
+
+    let mut group = c.benchmark_group(format!("provision/{schema}/scram{iterations}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(4));
+    for (label, workers) in [("serial", 1), ("concurrent16", CONCURRENCY)] {
+        group.bench_function(format!("pgwarden_grant/{label}"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let p = p.clone();
+                let schema = schema.to_owned();
+                async move {
+                    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let (p2, ids2) = (p.clone(), ids.clone());
+                    let took = run_jobs(iters, workers, move |_| {
+                        let (p, ids, schema) = (p2.clone(), ids2.clone(), schema.clone());
+                        async move {
+                            let g = p.grant(request(&schema)).await.unwrap();
+                            ids.lock().unwrap().push(g.grant_id);
+                        }
+                    })
+                    .await;
+                    let ids = std::mem::take(&mut *ids.lock().unwrap());
+                    run_jobs(ids.len() as u64, CONCURRENCY, move |i| {
+                        let (p, id) = (p.clone(), ids[i].clone());
+                        async move {
+                            p.revoke(&id).await.unwrap();
+                        }
+                    })
+                    .await;
+                    took
+                }
+            });
+        });
+        group.bench_function(format!("pgwarden_revoke/{label}"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let p = p.clone();
+                let schema = schema.to_owned();
+                async move {
+                    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let (p2, ids2) = (p.clone(), ids.clone());
+                    run_jobs(iters, CONCURRENCY, move |_| {
+                        let (p, ids, schema) = (p2.clone(), ids2.clone(), schema.clone());
+                        async move {
+                            let g = p.grant(request(&schema)).await.unwrap();
+                            ids.lock().unwrap().push(g.grant_id);
+                        }
+                    })
+                    .await;
+                    let ids = std::mem::take(&mut *ids.lock().unwrap());
+                    run_jobs(ids.len() as u64, workers, move |i| {
+                        let (p, id) = (p.clone(), ids[i].clone());
+                        async move {
+                            p.revoke(&id).await.unwrap();
+                        }
+                    })
+                    .await
+                }
+            });
+        });
+        group.bench_function(format!("floor_grant/{label}"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let clients = clients.clone();
+                let privilege_role = privilege_role.clone();
+                async move {
+                    let n = usize::try_from(iters).unwrap();
+                    // Verifiers are computed before the clock starts: that is the floor.
+                    let stmts: Arc<Vec<(String, String)>> = Arc::new(
+                        (0..n)
+                            .map(|_| {
+                                let name = format!("floor_{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 12));
+                                let v = verifier(&generate_password(), ScramIterations::new(iterations).unwrap());
+                                (
+                                    format!(
+                                        "CREATE ROLE {name} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role}"
+                                    ),
+                                    format!("DROP ROLE {name}"),
+                                )
+                            })
+                            .collect(),
+                    );
+                    let (c2, s2) = (clients.clone(), stmts.clone());
+                    let took = run_jobs(iters, workers, move |i| {
+                        let (client, sql) = (c2[i % c2.len()].clone(), s2[i].0.clone());
+                        async move {
+                            client.batch_execute(&sql).await.unwrap();
+                        }
+                    })
+                    .await;
+                    run_jobs(iters, CONCURRENCY, move |i| {
+                        let (client, sql) = (clients[i % clients.len()].clone(), stmts[i].1.clone());
+                        async move {
+                            client.batch_execute(&sql).await.unwrap();
+                        }
+                    })
+                    .await;
+                    took
+                }
+            });
+        });
+        group.bench_function(format!("floor_revoke/{label}"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let clients = clients.clone();
+                let privilege_role = privilege_role.clone();
+                async move {
+                    let n = usize::try_from(iters).unwrap();
+                    let names: Arc<Vec<String>> =
+                        Arc::new((0..n).map(|_| format!("floor_{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 12))).collect());
+                    let v = verifier(&generate_password(), ScramIterations::new(iterations).unwrap());
+                    let (c2, n2) = (clients.clone(), names.clone());
+                    let privilege_role2 = privilege_role.clone();
+                    run_jobs(iters, CONCURRENCY, move |i| {
+                        let sql = format!(
+                            "CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}",
+                            n2[i]
+                        );
+                        let client = c2[i % c2.len()].clone();
+                        async move {
+                            client.batch_execute(&sql).await.unwrap();
+                        }
+                    })
+                    .await;
+                    run_jobs(iters, workers, move |i| {
+                        let (client, sql) = (clients[i % clients.len()].clone(), format!("DROP ROLE {}", names[i]));
+                        async move {
+                            client.batch_execute(&sql).await.unwrap();
+                        }
+                    })
+                    .await
+                }
+            });
+        });
+    }
+    group.bench_function("scram_verifier", |b| {
+        let it = ScramIterations::new(iterations).unwrap();
+        let pw = generate_password();
+        b.iter(|| verifier(&pw, it));
+    });
+    group.finish();
+    rt.block_on(p.revoke(&keep.grant_id)).unwrap();
+}
+
+fn provision(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let cluster = TempCluster::builder().max_connections(200).start().unwrap();
+    cluster.create_database("bench").unwrap();
+    cluster
+        .psql_in(
+            "bench",
+            "CREATE SCHEMA small; CREATE SCHEMA big;
+             DO $$ BEGIN
+               FOR i IN 1..100 LOOP EXECUTE format('CREATE TABLE small.t%s (id serial, v text)', i); END LOOP;
+               FOR i IN 1..10000 LOOP EXECUTE format('CREATE TABLE big.t%s (id int)', i); END LOOP;
+             END $$;",
+        )
+        .unwrap();
+    for iterations in [4096, 1] {
+        bench_setting(c, &rt, &cluster, "small", iterations);
+    }
+    bench_setting(c, &rt, &cluster, "big", 1);
+}
+
+criterion_group!(benches, provision);
+criterion_main!(benches);

@@ -1,0 +1,513 @@
+//! The [`Integration`]: one PostgreSQL instance under pgwarden's care.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwarden_core::access_details::AccessDetailsValues;
+use pgwarden_core::config::{IntegrationConfig, SecretRef};
+use pgwarden_core::credentials::Credentials;
+use pgwarden_core::duration::Ttl;
+use pgwarden_core::owners::{Directory, OwnerResolver, Resolution};
+use pgwarden_core::resource::{AccessEntry, ResourceId};
+use pgwarden_core::tags::{InMemoryTagSource, TagSource};
+use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
+use pgwarden_pg_driver::discovery::{DiscoveryOptions, DiscoveryResult, discover};
+use pgwarden_pg_driver::error::{AuthFailure, ConnectError};
+use pgwarden_pg_driver::preflight::Preflight;
+use pgwarden_pg_driver::provision::{
+    Expiry, GrantRequest, ListedGrant, Provisioner, ProvisionerConfig,
+};
+use pgwarden_pg_driver::reconcile::ReconcileReport;
+use pgwarden_pg_driver::revoke::RevocationReport;
+use pgwarden_pg_driver::scram::ScramIterations;
+use pgwarden_secrets::{DynSecretStore, EnvStore, FileStore, SecretKey, SecretStoreExt};
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, RwLock};
+
+use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAuditSink};
+use crate::error::IntegrationError;
+
+/// How the runtime behaves, beyond the integration config.
+#[derive(Debug, Clone)]
+pub struct IntegrationOptions {
+    /// TLS provider, home directory for libpq defaults, application name.
+    pub connect: ConnectOptions,
+    /// Where audit events go (default: `tracing`).
+    pub audit: Arc<dyn AuditSink>,
+    /// Identity providers for owner resolution.
+    pub directories: Vec<Arc<dyn Directory>>,
+    /// Where tags come from; `None`: comments, as found by [`Integration::discover`].
+    pub tag_source: Option<Arc<dyn TagSource>>,
+    /// The key of the connector's credentials in the store; `None`: derived from the
+    /// config's `[secret]` section.
+    pub secret_key: Option<SecretKey>,
+    /// PBKDF2 iterations of generated SCRAM verifiers.
+    pub scram_iterations: ScramIterations,
+    /// Connections per database.
+    pub pool_size: usize,
+    /// How often the expiry sweeper re-reads the ledger (grants made by other
+    /// processes are seen within this time).
+    pub sweep_interval: Duration,
+    /// How often the sweeper reconciles.
+    pub reconcile_interval: Duration,
+    /// How often the sweeper checks whether the connector's password is due.
+    pub rotation_check_interval: Duration,
+}
+
+impl Default for IntegrationOptions {
+    fn default() -> Self {
+        IntegrationOptions {
+            connect: ConnectOptions::default(),
+            audit: Arc::new(TracingAuditSink),
+            directories: Vec::new(),
+            tag_source: None,
+            secret_key: None,
+            scram_iterations: ScramIterations::DEFAULT,
+            pool_size: 4,
+            sweep_interval: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(60),
+            rotation_check_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a person asks for.
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    /// Who asks (an identity-provider user id or email).
+    pub requester: String,
+    /// Resources and levels.
+    pub access: Vec<AccessEntry>,
+    /// For how long (at most the integration's `max_ttl`).
+    pub duration: Ttl,
+    /// Why; recorded in the audit trail.
+    pub justification: Option<String>,
+    /// The grant's id (e.g. the approval ticket); granting it again returns the grant.
+    pub grant_id: Option<String>,
+}
+
+/// Access given.
+#[derive(Clone)]
+pub struct AccessGrant {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The login role.
+    pub username: String,
+    /// The password, given once (`None` when the grant existed already, or a
+    /// persistent user keeps theirs).
+    pub password: Option<SecretString>,
+    /// When access ends.
+    pub expires_at: OffsetDateTime,
+    /// The integration's custom access details, rendered for this grant.
+    pub access_details: Option<String>,
+}
+
+impl std::fmt::Debug for AccessGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessGrant")
+            .field("grant_id", &self.grant_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("expires_at", &self.expires_at)
+            .field("access_details", &self.access_details)
+            .finish()
+    }
+}
+
+/// The connection side, replaced as a whole when the connector's password rotates.
+pub(crate) struct Connected {
+    pub(crate) connector: Connector,
+    pub(crate) provisioner: Provisioner,
+}
+
+/// One PostgreSQL instance under pgwarden's care: discovery, owners, grants,
+/// expiry, rotation and audit. Share it as `Arc<Integration>`.
+pub struct Integration {
+    pub(crate) config: IntegrationConfig,
+    pub(crate) secrets: Arc<DynSecretStore>,
+    pub(crate) key: SecretKey,
+    pub(crate) options: IntegrationOptions,
+    pub(crate) connected: RwLock<Arc<Connected>>,
+    pub(crate) preflight: Preflight,
+    tags: Arc<InMemoryTagSource>,
+    discovered: RwLock<Option<DiscoveryResult>>,
+    pub(crate) wake: Notify,
+}
+
+impl std::fmt::Debug for Integration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration")
+            .field("name", &self.config.name)
+            .field("secrets", &self.secrets)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key of the credentials a `[secret]` section names (as the secrets factory
+/// derives it), for a store the host builds itself.
+#[must_use]
+pub fn secret_key_for(secret: &SecretRef) -> SecretKey {
+    match secret {
+        SecretRef::Vault { path, .. } => SecretKey::new(path.as_str()),
+        SecretRef::Aws { secret_id, .. } => SecretKey::new(secret_id.as_str()),
+        SecretRef::Gcp { secret, .. } => SecretKey::new(secret.as_str()),
+        SecretRef::Azure { name, .. } | SecretRef::Kubernetes { name, .. } => {
+            SecretKey::new(name.as_str())
+        }
+        SecretRef::Env {
+            username_var,
+            password_var,
+        } => EnvStore::pair_key(username_var, password_var),
+        SecretRef::File { path } => {
+            FileStore::for_file(path).map_or_else(|_| SecretKey::new(path.as_str()), |(_, k)| k)
+        }
+        _ => SecretKey::new(""),
+    }
+}
+
+impl Integration {
+    /// Validates the setup, reads the connector's credentials through the store
+    /// (finishing an interrupted rotation if one is found), builds the pools and runs
+    /// the preflight.
+    pub async fn connect(
+        config: IntegrationConfig,
+        secrets: Arc<DynSecretStore>,
+        options: IntegrationOptions,
+    ) -> Result<Arc<Self>, IntegrationError> {
+        let key = match (&options.secret_key, &config.secret) {
+            (Some(k), _) => k.clone(),
+            (None, Some(s)) => secret_key_for(s),
+            (None, None) => {
+                return Err(IntegrationError::Config(
+                    "no secret key: set [secret] in the config or IntegrationOptions::secret_key"
+                        .into(),
+                ));
+            }
+        };
+        let credentials = recover_credentials(&config, &secrets, &key, &options).await?;
+        let connected = Arc::new(build_connected(&config, &options, &credentials)?);
+        let conn = connected.connector.connect().await?;
+        let preflight =
+            Preflight::run(&conn.client)
+                .await
+                .map_err(|e| IntegrationError::Database {
+                    action: "reading the connector's capabilities",
+                    message: e.to_string(),
+                })?;
+        for c in preflight.capabilities.iter().filter(|c| !c.ok) {
+            tracing::warn!(integration = %config.name, capability = c.key, "{}", c.detail);
+        }
+        Ok(Arc::new(Integration {
+            config,
+            secrets,
+            key,
+            options,
+            connected: RwLock::new(connected),
+            preflight,
+            tags: Arc::new(InMemoryTagSource::new()),
+            discovered: RwLock::new(None),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// The integration config.
+    #[must_use]
+    pub fn config(&self) -> &IntegrationConfig {
+        &self.config
+    }
+
+    /// What the connector can and cannot do, as found at connect time.
+    #[must_use]
+    pub fn preflight(&self) -> &Preflight {
+        &self.preflight
+    }
+
+    pub(crate) async fn connected(&self) -> Arc<Connected> {
+        self.connected.read().await.clone()
+    }
+
+    pub(crate) fn audit(&self, action: AuditAction, fill: impl FnOnce(&mut AuditEvent)) {
+        let mut e = AuditEvent {
+            at: OffsetDateTime::now_utc(),
+            integration: self.config.name.clone(),
+            action,
+            grant_id: None,
+            requester: None,
+            username: None,
+            access: Vec::new(),
+            error: None,
+            detail: String::new(),
+        };
+        fill(&mut e);
+        self.options.audit.record(&e);
+    }
+
+    /// Discovers the resource types the config selects, across every database, and
+    /// keeps the tags found for owner resolution.
+    pub async fn discover(&self) -> Result<DiscoveryResult, IntegrationError> {
+        let connected = self.connected().await;
+        let result = discover(
+            &connected.connector,
+            &DiscoveryOptions::for_integration(&self.config),
+        )
+        .await?;
+        result.fill_tag_source(&self.tags);
+        *self.discovered.write().await = Some(result.clone());
+        Ok(result)
+    }
+
+    /// Who must approve access to `resource`, and why: the resource-owner tag on it,
+    /// its schema or its database, else the integration owners. Runs discovery once
+    /// when tags come from comments and nothing was discovered yet.
+    pub async fn approvers(&self, resource: &ResourceId) -> Result<Resolution, IntegrationError> {
+        let tags: Arc<dyn TagSource> = if let Some(t) = &self.options.tag_source {
+            t.clone()
+        } else {
+            if self.discovered.read().await.is_none() {
+                self.discover().await?;
+            }
+            self.tags.clone()
+        };
+        let resolver = OwnerResolver::new(
+            self.config.integration_owners.clone(),
+            self.config.resource_owner.clone(),
+            tags,
+            self.options.directories.clone(),
+        )?;
+        Ok(resolver.resolve(resource).await?)
+    }
+
+    /// Grants access and renders the access details for it.
+    pub async fn grant(&self, request: AccessRequest) -> Result<AccessGrant, IntegrationError> {
+        let connected = self.connected().await;
+        let access: Vec<String> = request.access.iter().map(ToString::to_string).collect();
+        let result = connected
+            .provisioner
+            .grant(GrantRequest {
+                grant_id: request.grant_id.clone(),
+                requester: request.requester.clone(),
+                access: request.access.clone(),
+                expiry: Expiry::After(request.duration),
+                user_mode: None,
+            })
+            .await;
+        match result {
+            Ok(g) => {
+                self.audit(AuditAction::Grant, |e| {
+                    e.grant_id = Some(g.grant_id.clone());
+                    e.requester = Some(request.requester.clone());
+                    e.username = Some(g.username.clone());
+                    e.access = access;
+                    e.detail = format!(
+                        "granted until {}{}{}",
+                        g.expires_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        if g.created {
+                            ""
+                        } else {
+                            " (existing grant returned)"
+                        },
+                        request
+                            .justification
+                            .as_deref()
+                            .map(|j| format!("; justification: {j}"))
+                            .unwrap_or_default()
+                    );
+                });
+                // The sweeper may need to wake earlier for this expiry.
+                self.wake.notify_waiters();
+                let access_details = self.config.custom_access_details.as_ref().map(|t| {
+                    t.render(&AccessDetailsValues {
+                        hostname: self.config.hostname.clone(),
+                        port: self.config.port,
+                        database: self.config.database.clone(),
+                        username: g.username.clone(),
+                        expires_at: g
+                            .expires_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        integration: self.config.name.clone(),
+                    })
+                });
+                Ok(AccessGrant {
+                    grant_id: g.grant_id,
+                    username: g.username,
+                    password: g.password,
+                    expires_at: g.expires_at,
+                    access_details,
+                })
+            }
+            Err(err) => {
+                self.audit(AuditAction::Grant, |e| {
+                    e.grant_id.clone_from(&request.grant_id);
+                    e.requester = Some(request.requester.clone());
+                    e.access = access;
+                    e.error = Some(err.to_string());
+                    e.detail = "grant failed".into();
+                });
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Moves a grant's expiry to `duration` from now (at most `max_ttl`).
+    pub async fn extend(
+        &self,
+        grant_id: &str,
+        duration: Ttl,
+    ) -> Result<ListedGrant, IntegrationError> {
+        let connected = self.connected().await;
+        let result = connected
+            .provisioner
+            .extend(grant_id, Expiry::After(duration))
+            .await;
+        self.audit(AuditAction::Extend, |e| {
+            e.grant_id = Some(grant_id.to_owned());
+            match &result {
+                Ok(g) => {
+                    e.username = Some(g.username.clone());
+                    e.requester = Some(g.requester.clone());
+                    e.detail = format!("extended until {}", g.expires_at);
+                }
+                Err(err) => {
+                    e.error = Some(err.to_string());
+                    e.detail = "extension failed".into();
+                }
+            }
+        });
+        self.wake.notify_waiters();
+        Ok(result?)
+    }
+
+    /// Revokes a grant completely.
+    pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, IntegrationError> {
+        self.revoke_as(grant_id, AuditAction::Revoke).await
+    }
+
+    pub(crate) async fn revoke_as(
+        &self,
+        grant_id: &str,
+        action: AuditAction,
+    ) -> Result<RevocationReport, IntegrationError> {
+        let connected = self.connected().await;
+        let result = connected.provisioner.revoke(grant_id).await;
+        // A revocation another process already finished is not an event of ours.
+        if !matches!(&result, Ok(r) if r.already_revoked) {
+            self.audit(action, |e| {
+                e.grant_id = Some(grant_id.to_owned());
+                match &result {
+                    Ok(r) => {
+                        e.username.clone_from(&r.username);
+                        e.detail = format!(
+                            "revoked: {} session(s) ended, {} membership(s) removed, cleaned {} database(s), role {}",
+                            r.sessions_terminated,
+                            r.memberships_removed.len(),
+                            r.databases.len(),
+                            if r.role_dropped { "dropped" } else { "kept (persistent)" }
+                        );
+                    }
+                    Err(err) => {
+                        e.error = Some(err.to_string());
+                        e.detail = "revocation failed; reconcile retries it".into();
+                    }
+                }
+            });
+        }
+        Ok(result?)
+    }
+
+    /// Every grant recorded in the instance.
+    pub async fn list(&self) -> Result<Vec<ListedGrant>, IntegrationError> {
+        Ok(self.connected().await.provisioner.list().await?)
+    }
+
+    /// Reconciles the instance with its ledger.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, IntegrationError> {
+        let connected = self.connected().await;
+        let result = connected.provisioner.reconcile().await;
+        self.audit(AuditAction::Reconcile, |e| match &result {
+            Ok(r) => {
+                e.detail = format!(
+                    "revoked {}, dropped {} and refreshed {} privilege role(s), {} drift finding(s)",
+                    r.revoked.len(),
+                    r.privilege_roles_dropped.len(),
+                    r.privilege_roles_refreshed.len(),
+                    r.drift.len()
+                );
+                if !r.errors.is_empty() {
+                    e.error = Some(r.errors.join("; "));
+                }
+            }
+            Err(err) => {
+                e.error = Some(err.to_string());
+                e.detail = "reconcile failed".into();
+            }
+        });
+        Ok(result?)
+    }
+}
+
+pub(crate) fn build_connected(
+    config: &IntegrationConfig,
+    options: &IntegrationOptions,
+    credentials: &Credentials,
+) -> Result<Connected, IntegrationError> {
+    let info = config.conninfo(Some(credentials), None);
+    let connector = Connector::new(&info, &options.connect)?;
+    let mut settings = ProvisionerConfig::from_integration(config);
+    settings.scram_iterations = options.scram_iterations;
+    settings.pool_size = options.pool_size;
+    let provisioner = Provisioner::new(connector.clone(), settings)?;
+    Ok(Connected {
+        connector,
+        provisioner,
+    })
+}
+
+fn is_auth_failure(e: &ConnectError) -> bool {
+    matches!(
+        e,
+        ConnectError::Auth {
+            kind: AuthFailure::WrongPassword,
+            ..
+        }
+    )
+}
+
+/// Reads the credentials; if the current password is refused and a staged one works,
+/// an earlier rotation changed the role but did not promote: promote it now.
+async fn recover_credentials(
+    config: &IntegrationConfig,
+    secrets: &Arc<DynSecretStore>,
+    key: &SecretKey,
+    options: &IntegrationOptions,
+) -> Result<Credentials, IntegrationError> {
+    let stored = secrets.get_credentials(key).await?;
+    let try_login = |c: &Credentials| {
+        let info = config.conninfo(Some(c), None);
+        let opts = options.connect.clone();
+        async move { Connector::new(&info, &opts)?.connect().await.map(drop) }
+    };
+    match try_login(&stored.credentials).await {
+        Ok(()) => Ok(stored.credentials),
+        Err(e) if is_auth_failure(&e) => {
+            let Some(pending) = secrets.pending_password(key).await? else {
+                return Err(e.into());
+            };
+            let candidate = Credentials {
+                username: stored.credentials.username.clone(),
+                password: pending.password.clone(),
+            };
+            try_login(&candidate)
+                .await
+                .map_err(|_| IntegrationError::Connect(e))?;
+            secrets.promote_password(key, &pending.version).await?;
+            tracing::warn!(integration = %config.name, "finished an interrupted credential rotation: the staged password is now current");
+            Ok(candidate)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

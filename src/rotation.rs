@@ -1,0 +1,255 @@
+//! Rotating the connector's own password without ever locking it out.
+//!
+//! 1. Stage: the new password goes into the store as *pending*; the current one
+//!    stays current and keeps working.
+//! 2. `ALTER ROLE CURRENT_USER PASSWORD '<SCRAM verifier>'` (the plaintext never
+//!    reaches the server).
+//! 3. Verify: a fresh login with the new password. If it fails, the old verifier is
+//!    restored and the rotation stops.
+//! 4. Promote: the pending password becomes current in the store.
+//!
+//! A failure or crash at any point leaves the connector able to log in: before 2 the
+//! old password is current everywhere; after 2 the store holds the new one as
+//! pending, and [`Integration::connect`] (or the next rotation) finds the current
+//! password refused, the pending one accepted, and promotes it. Replicas serialize
+//! rotations with an advisory lock.
+
+use std::sync::Arc;
+
+use pgwarden_core::credentials::Credentials;
+use pgwarden_pg_driver::connect::Connector;
+use pgwarden_pg_driver::scram::{generate_password, verifier};
+use pgwarden_pg_driver::sql::{advisory_key, literal};
+use pgwarden_secrets::SecretStoreExt;
+use time::OffsetDateTime;
+
+use crate::audit::AuditAction;
+use crate::error::IntegrationError;
+use crate::integration::{Integration, build_connected};
+
+/// The document field recording when the password was last rotated (RFC 3339).
+pub const ROTATED_AT_FIELD: &str = "rotated_at";
+
+/// A step of a rotation, for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// Writing the pending password to the store.
+    StorePending,
+    /// Changing the role's password.
+    AlterRole,
+    /// Logging in with the new password.
+    Verify,
+    /// Making the pending password current in the store.
+    Promote,
+}
+
+/// How an injected fault behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationFault {
+    /// The step fails; the rotation handles it as a real failure.
+    Fail,
+    /// The process dies before the step: nothing after it runs, nothing is undone.
+    Crash,
+}
+
+/// A fault-injection hook for tests.
+pub type RotationHook = Arc<dyn Fn(RotationStep) -> Option<RotationFault> + Send + Sync>;
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotationReport {
+    /// The connector role.
+    pub username: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub rotated_at: OffsetDateTime,
+}
+
+impl Integration {
+    /// Rotates the connector's password now (see the module docs).
+    pub async fn rotate_credentials(&self) -> Result<RotationReport, IntegrationError> {
+        self.rotate_with_hook(None).await
+    }
+
+    /// [`Integration::rotate_credentials`] with a fault-injection hook (tests).
+    pub async fn rotate_with_hook(
+        &self,
+        hook: Option<RotationHook>,
+    ) -> Result<RotationReport, IntegrationError> {
+        let result = self.rotate_inner(hook).await;
+        self.audit(AuditAction::Rotate, |e| match &result {
+            Ok(r) => {
+                e.username = Some(r.username.clone());
+                e.detail = "connector password rotated".into();
+            }
+            Err(err) => {
+                e.error = Some(err.to_string());
+                e.detail =
+                    "connector password rotation stopped; the connector still logs in".into();
+            }
+        });
+        result
+    }
+
+    /// Rotates when `credential_rotation_days` have passed since the last rotation
+    /// (or none is recorded).
+    pub async fn rotate_if_due(&self) -> Result<Option<RotationReport>, IntegrationError> {
+        let Some(days) = self.config.credential_rotation_days else {
+            return Ok(None);
+        };
+        let stored = self.secrets.get_credentials(&self.key).await?;
+        let last = stored
+            .document
+            .fields()
+            .get(ROTATED_AT_FIELD)
+            .and_then(|v| v.as_str())
+            .and_then(|s| {
+                OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            });
+        let due = last
+            .is_none_or(|t| OffsetDateTime::now_utc() - t >= time::Duration::days(i64::from(days)));
+        if due {
+            self.rotate_credentials().await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    #[allow(clippy::too_many_lines, reason = "the protocol's four steps, in order")]
+    async fn rotate_inner(
+        &self,
+        hook: Option<RotationHook>,
+    ) -> Result<RotationReport, IntegrationError> {
+        let fault = |step: RotationStep| hook.as_ref().and_then(|h| h(step));
+        let stop = |step: &'static str, message: &str| IntegrationError::Rotation {
+            step,
+            message: message.to_owned(),
+        };
+        let connected = self.connected().await;
+        // One rotation at a time across replicas: a session lock on a dedicated connection.
+        let lock = connected.connector.connect().await?;
+        let key = advisory_key(&format!("pgwarden:rotation:{}", self.config.name));
+        lock.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+            .await
+            .map_err(|e| IntegrationError::Database {
+                action: "locking the rotation",
+                message: e.to_string(),
+            })?;
+
+        let mut current = self.secrets.get_credentials(&self.key).await?;
+        let old = current.credentials.clone();
+        let new_password = generate_password();
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        current.document.set(
+            ROTATED_AT_FIELD,
+            &now.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
+
+        // 1. Stage.
+        match fault(RotationStep::StorePending) {
+            Some(RotationFault::Crash) => return Err(stop("store pending", "simulated crash")),
+            Some(RotationFault::Fail) => {
+                return Err(stop("store pending", "injected failure; nothing changed"));
+            }
+            None => {}
+        }
+        let staged = self
+            .secrets
+            .stage_password(&self.key, &current, &new_password)
+            .await?;
+
+        // 2. ALTER ROLE.
+        let superuser = self.preflight.role.superuser;
+        let alter = |password: &secrecy::SecretString| {
+            let v = verifier(password, self.options.scram_iterations);
+            format!("ALTER ROLE CURRENT_USER PASSWORD {}", literal(v.as_str()))
+        };
+        match fault(RotationStep::AlterRole) {
+            Some(RotationFault::Crash) => {
+                return Err(stop(
+                    "alter role",
+                    "simulated crash; the store holds the new password as pending",
+                ));
+            }
+            Some(RotationFault::Fail) => {
+                return Err(stop(
+                    "alter role",
+                    "injected failure; the old password is unchanged",
+                ));
+            }
+            None => {}
+        }
+        if superuser {
+            // The server logs a query string on arrival: silence it before the verifier is sent.
+            lock.batch_execute("SET log_statement = 'none'").await.ok();
+        }
+        lock.batch_execute(&alter(&new_password))
+            .await
+            .map_err(|e| stop("alter role", &format!("{e}; the old password is unchanged")))?;
+
+        // 3. Verify with a fresh login.
+        let new_credentials = Credentials {
+            username: old.username.clone(),
+            password: new_password.clone(),
+        };
+        let verified = match fault(RotationStep::Verify) {
+            Some(RotationFault::Crash) => {
+                return Err(stop(
+                    "verify",
+                    "simulated crash; the role has the new password, the store holds it as pending",
+                ));
+            }
+            Some(RotationFault::Fail) => Err("injected failure".to_owned()),
+            None => {
+                let info = self.config.conninfo(Some(&new_credentials), None);
+                match Connector::new(&info, &self.options.connect) {
+                    Ok(c) => c.connect().await.map(drop).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        if let Err(why) = verified {
+            // Put the old password back; the staged one is stale and harmless.
+            lock.batch_execute(&alter(&old.password))
+                .await
+                .map_err(|e| stop("verify", &format!("new password refused ({why}) and restoring the old one failed ({e}); the store holds the new one as pending")))?;
+            return Err(stop(
+                "verify",
+                &format!(
+                    "a login with the new password failed ({why}); the old password was restored"
+                ),
+            ));
+        }
+        // From here new connections must use the new password.
+        let fresh = build_connected(&self.config, &self.options, &new_credentials)?;
+        *self.connected.write().await = Arc::new(fresh);
+
+        // 4. Promote.
+        match fault(RotationStep::Promote) {
+            Some(RotationFault::Crash) => {
+                return Err(stop(
+                    "promote",
+                    "simulated crash; the next start promotes the pending password",
+                ));
+            }
+            Some(RotationFault::Fail) => {
+                return Err(stop(
+                    "promote",
+                    "injected failure; the next start promotes the pending password",
+                ));
+            }
+            None => {}
+        }
+        self.secrets.promote_password(&self.key, &staged).await?;
+        let _ = lock
+            .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key])
+            .await;
+        Ok(RotationReport {
+            username: old.username,
+            rotated_at: now,
+        })
+    }
+}

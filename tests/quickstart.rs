@@ -1,0 +1,30 @@
+//! `cargo run --example quickstart` exits 0 on a machine with PostgreSQL's server binaries.
+
+use std::process::Command;
+
+#[test]
+fn quickstart_runs_end_to_end() {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let out = Command::new(dir.join("examples").join("quickstart"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "alice: SELECT works",
+        "alice: INSERT denied",
+        "role dropped: true",
+        "alice can no longer log in",
+        "audit trail:",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
