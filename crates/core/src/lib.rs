@@ -11,13 +11,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_details;
+pub mod config;
 pub mod conninfo;
 pub mod credentials;
-pub mod ssl;
-pub mod access_details;
 pub mod duration;
 pub mod naming;
 pub mod owners;
 pub mod resource;
+pub mod ssl;
 pub mod tags;
-pub mod config;

@@ -17,7 +17,10 @@ fn dba() -> Vec<IntegrationOwner> {
     }]
 }
 
-#[allow(clippy::unnecessary_wraps, reason = "the resolver takes the setting as an Option")]
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "the resolver takes the setting as an Option"
+)]
 fn owner_tag() -> Option<ResourceOwnerSetting> {
     Some(ResourceOwnerSetting {
         key: "owner".into(),
