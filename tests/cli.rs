@@ -3,20 +3,10 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-/// The example binary, built by `cargo test` next to this test's own executable.
+mod common;
+
 fn pgwarden() -> Command {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("examples").join("pgwarden");
-    assert!(
-        bin.exists(),
-        "{} missing: run through `cargo test`, which builds examples",
-        bin.display()
-    );
-    Command::new(bin)
+    common::example("pgwarden")
 }
 
 fn run(args: &[&str]) -> Output {

@@ -1,19 +1,13 @@
 //! `pgwarden check`: connects, reports, classifies failures by exit code.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 use pgwarden_testkit::{SslSetup, TempCluster};
 
 fn pgwarden(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let mut cmd = Command::new(dir.join("examples").join("pgwarden"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PG")) {
-        cmd.env_remove(k);
-    }
+    let mut cmd = common::example("pgwarden");
     cmd.args(args).envs(env.iter().copied()).output().unwrap()
 }
 

@@ -5,22 +5,13 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pgwarden_testkit::TempCluster;
+
+mod common;
 use serde_json::Value;
 
 /// The example binary, built by `cargo test` next to this test's own executable.
 fn pgwarden() -> Command {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("examples").join("pgwarden");
-    assert!(
-        bin.exists(),
-        "{} missing: run through `cargo test`, which builds examples",
-        bin.display()
-    );
-    let mut command = Command::new(bin);
+    let mut command = common::example("pgwarden");
     for var in [
         "PGUSER",
         "PGPASSWORD",

@@ -6,7 +6,7 @@
 //! not installed, unless `PGWARDEN_REQUIRE_SECRET_SERVERS=1`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pgwarden_secrets::aws::AwsStore;
 use pgwarden_secrets::aws::aws_config::{self, BehaviorVersion, Region};
@@ -16,20 +16,16 @@ use pgwarden_secrets::{PutOptions, SecretKey, SecretStore};
 use pgwarden_testkit::moto::{MOTO_ACCESS_KEY_ID, MOTO_REGION, MOTO_SECRET_ACCESS_KEY};
 use pgwarden_testkit::secret_conformance::unique_key;
 use pgwarden_testkit::{Moto, OpenBao, TempCluster};
+
+mod common;
 use secrecy::SecretString;
 
 /// A value that must never show in any output.
 const DECOY: &str = "decoy-hunter2-value";
 
 fn pgwarden(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let mut cmd = Command::new(dir.join("examples").join("pgwarden"));
-    for (k, _) in std::env::vars()
-        .filter(|(k, _)| k.starts_with("PG") || k.starts_with("VAULT_") || k.starts_with("AWS_"))
+    let mut cmd = common::example("pgwarden");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("VAULT_") || k.starts_with("AWS_"))
     {
         cmd.env_remove(k);
     }

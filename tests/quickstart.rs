@@ -1,17 +1,10 @@
 //! `cargo run --example quickstart` exits 0 on a machine with PostgreSQL's server binaries.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn quickstart_runs_end_to_end() {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let out = Command::new(dir.join("examples").join("quickstart"))
-        .output()
-        .unwrap();
+    let out = common::example("quickstart").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

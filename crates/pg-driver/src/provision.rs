@@ -37,7 +37,7 @@ use crate::pool::{Pool, PoolError, PoolOptions};
 use crate::privilege::{PrivilegeError, grant_statements, privilege_role_name};
 use crate::retry::{is_transient, with_retry};
 use crate::scram::{ScramIterations, generate_password, random_string, verifier};
-use crate::sql::{Ident, advisory_key, literal};
+use crate::sql::{Ident, advisory_key, literal, xact_lock};
 
 /// The advisory lock (in the connector's default database) guarding privilege roles'
 /// lifecycle: exclusive while one is created, re-granted or dropped; shared while a
@@ -604,22 +604,12 @@ impl Provisioner {
         let mut conn = self.admin.get().await?;
         let tx = conn.transaction().await.map_err(db("starting the grant"))?;
         if explicit_id {
-            tx.execute(
-                "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-                &[&advisory_key(&format!("pgwarden:grant:{}", entry.grant_id))],
-            )
-            .await
-            .map_err(db("locking the grant id"))?;
+            xact_lock(&*tx, &format!("pgwarden:grant:{}", entry.grant_id))
+                .await
+                .map_err(db("locking the grant id"))?;
             let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
             if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
-                return Ok(Grant {
-                    grant_id: g.grant_id.clone(),
-                    username: role.username.clone(),
-                    password: None,
-                    expires_at: g.expires_at,
-                    access: g.access.clone(),
-                    created: false,
-                });
+                return Ok(existing_grant(role, g));
             }
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
@@ -658,11 +648,7 @@ impl Provisioner {
             password_set_at: None,
             grants: vec![entry.clone()],
         };
-        let in_roles = std::iter::once(MARKER_ROLE.to_owned())
-            .chain(entry.privilege_roles.iter().cloned())
-            .map(|r| Ident(&r).to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let in_roles = in_role_list(&entry.privilege_roles);
         let sql = format!(
             "CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
             u = Ident(&username),
@@ -758,22 +744,12 @@ impl Provisioner {
         let username = self.persistent_name(&entry.requester);
         let mut conn = self.admin.get().await?;
         let tx = conn.transaction().await.map_err(db("starting the grant"))?;
-        tx.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-            &[&advisory_key(&format!("pgwarden:role:{username}"))],
-        )
-        .await
-        .map_err(db("locking the persistent role"))?;
+        xact_lock(&*tx, &format!("pgwarden:role:{username}"))
+            .await
+            .map_err(db("locking the persistent role"))?;
         let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
-            return Ok(Grant {
-                grant_id: g.grant_id.clone(),
-                username: role.username.clone(),
-                password: None,
-                expires_at: g.expires_at,
-                access: g.access.clone(),
-                created: false,
-            });
+            return Ok(existing_grant(role, g));
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
             .await?;
@@ -792,11 +768,7 @@ impl Provisioner {
                     password_set_at: Some(now),
                     grants: vec![entry.clone()],
                 };
-                let in_roles = std::iter::once(MARKER_ROLE.to_owned())
-                    .chain(entry.privilege_roles.iter().cloned())
-                    .map(|r| Ident(&r).to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let in_roles = in_role_list(&entry.privilege_roles);
                 (
                     format!(
                         "CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
@@ -948,11 +920,7 @@ impl Provisioner {
             .transaction()
             .await
             .map_err(db("starting privilege setup"))?;
-        lock_tx
-            .execute(
-                "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-                &[&advisory_key(PRIVILEGES_LOCK)],
-            )
+        xact_lock(&*lock_tx, PRIVILEGES_LOCK)
             .await
             .map_err(db("locking privilege setup"))?;
         if database == self.connector.database() {
@@ -1048,12 +1016,9 @@ impl Provisioner {
             .transaction()
             .await
             .map_err(db("starting the extension"))?;
-        tx.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-            &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))],
-        )
-        .await
-        .map_err(db("locking the grant id"))?;
+        xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
+            .await
+            .map_err(db("locking the grant id"))?;
         let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
         let Some((role, _)) =
             find_grant(&ledger, grant_id).filter(|(_, g)| g.state == GrantState::Active)
@@ -1153,6 +1118,27 @@ fn listed(username: &str, mode: RoleMode, g: &GrantEntry, now: OffsetDateTime) -
         },
         mode,
     }
+}
+
+/// A grant found in the ledger, returned again (without a password).
+fn existing_grant(role: &LedgerRole, g: &GrantEntry) -> Grant {
+    Grant {
+        grant_id: g.grant_id.clone(),
+        username: role.username.clone(),
+        password: None,
+        expires_at: g.expires_at,
+        access: g.access.clone(),
+        created: false,
+    }
+}
+
+/// `"pgwarden_managed", "pgwarden_p_…", …`: the roles a login role is created in.
+fn in_role_list(privilege_roles: &[String]) -> String {
+    std::iter::once(MARKER_ROLE)
+        .chain(privilege_roles.iter().map(String::as_str))
+        .map(|r| Ident(r).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The role holding a grant, and the grant.

@@ -17,7 +17,7 @@ use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_
 use crate::privilege::{privilege_role_name, staleness_query};
 use crate::provision::{PRIVILEGES_LOCK, ProvisionError, Provisioner, db, timestamp};
 use crate::revoke::RevocationReport;
-use crate::sql::{Ident, advisory_key, literal};
+use crate::sql::{Ident, literal, xact_lock};
 
 /// One difference between a managed role and its ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -299,12 +299,9 @@ impl Provisioner {
                 .transaction()
                 .await
                 .map_err(db("starting privilege cleanup"))?;
-            tx.execute(
-                "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-                &[&advisory_key(PRIVILEGES_LOCK)],
-            )
-            .await
-            .map_err(db("locking privilege roles"))?;
+            xact_lock(&*tx, PRIVILEGES_LOCK)
+                .await
+                .map_err(db("locking privilege roles"))?;
             let members: i64 = tx
                 .query_one(members_sql, &[&name])
                 .await
@@ -332,12 +329,9 @@ impl Provisioner {
             .transaction()
             .await
             .map_err(db("starting privilege cleanup"))?;
-        tx.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-            &[&advisory_key(PRIVILEGES_LOCK)],
-        )
-        .await
-        .map_err(db("locking privilege roles"))?;
+        xact_lock(&*tx, PRIVILEGES_LOCK)
+            .await
+            .map_err(db("locking privilege roles"))?;
         let row = tx
             .query_opt(
                 "SELECT d.description, (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)

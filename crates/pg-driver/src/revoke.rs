@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use crate::ledger::{GrantState, RoleMode, read_ledger};
 use crate::provision::{ProvisionError, Provisioner, Step, db, find_grant, timestamp, transient};
 use crate::retry::with_retry;
-use crate::sql::{Ident, advisory_key, literal};
+use crate::sql::{Ident, advisory_key, literal, xact_lock};
 
 /// What one database's cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -279,12 +279,9 @@ impl Provisioner {
                     .transaction()
                     .await
                     .map_err(db("starting the revocation"))?;
-                tx.execute(
-                    "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-                    &[&advisory_key(&format!("pgwarden:grant:{grant_id}"))],
-                )
-                .await
-                .map_err(db("locking the grant id"))?;
+                xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
+                    .await
+                    .map_err(db("locking the grant id"))?;
                 let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
                 let Some(role) = ledger.iter().find(|r| r.username == username) else {
                     return Ok(false);
@@ -382,12 +379,9 @@ impl Provisioner {
                     .transaction()
                     .await
                     .map_err(db("starting the revocation"))?;
-                tx.execute(
-                    "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-                    &[&advisory_key(&format!("pgwarden:role:{username}"))],
-                )
-                .await
-                .map_err(db("locking the persistent role"))?;
+                xact_lock(&*tx, &format!("pgwarden:role:{username}"))
+                    .await
+                    .map_err(db("locking the persistent role"))?;
                 let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
                 let Some(mut record) = ledger
                     .iter()

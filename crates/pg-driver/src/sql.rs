@@ -44,6 +44,20 @@ pub fn advisory_key(scope: &str) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
+/// Takes a transaction-level advisory lock on `scope`'s key. Advisory locks are per
+/// database: the lock lives in the transaction's database.
+pub async fn xact_lock<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    scope: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+        &[&advisory_key(scope)],
+    )
+    .await
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
