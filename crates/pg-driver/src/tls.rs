@@ -500,6 +500,20 @@ mod tests {
     }
 
     #[test]
+    fn system_roots_load_the_platform_store_for_verify_full() {
+        let s = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_cert: Some(RootCertSource::System),
+            ..TlsSettings::default()
+        };
+        match s.client_config(&default_provider()) {
+            Ok(config) => assert_eq!(config.alpn_protocols, vec![b"postgresql".to_vec()]),
+            // A machine without a CA bundle: the error says what is missing.
+            Err(e) => assert!(e.to_string().contains("sslrootcert=system"), "{e}"),
+        }
+    }
+
+    #[test]
     fn inline_pem_is_never_printed() {
         let s = PemSource::parse("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----");
         assert_eq!(format!("{s:?}"), "Inline(_)");

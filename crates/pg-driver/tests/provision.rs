@@ -870,3 +870,93 @@ async fn killed_connections_mid_revocation_are_recovered() {
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_passwords_are_renewed_when_older_than_the_period() {
+    let info: ConnInfo = cluster().dsn().parse().unwrap();
+    let mut settings = config(UserMode::Persistent);
+    settings.password_max_age = Some(time::Duration::ZERO);
+    let p = Provisioner::new(
+        Connector::new(&info, &ConnectOptions::default()).unwrap(),
+        settings,
+    )
+    .unwrap();
+    setup_database("renew");
+    let g1 = p
+        .grant(request("olga", &["postgresql-schema:renew/s1=read-only"]))
+        .await
+        .unwrap();
+    let g2 = p
+        .grant(request("olga", &["postgresql-schema:renew/s2=read-only"]))
+        .await
+        .unwrap();
+    let (old, new) = (
+        g1.password.unwrap(),
+        g2.password.expect("a renewed password"),
+    );
+    assert_ne!(old.expose_secret(), new.expose_secret());
+    assert!(as_user(&g2.username, old.expose_secret(), "renew", "SELECT 1").is_err());
+    assert!(
+        as_user(
+            &g2.username,
+            new.expose_secret(),
+            "renew",
+            "SELECT count(*) FROM s1.t1"
+        )
+        .is_ok()
+    );
+    p.revoke(&g1.grant_id).await.unwrap();
+    p.revoke(&g2.grant_id).await.unwrap();
+}
+
+/// A CREATEROLE connector without superuser on PostgreSQL 15: it can create roles but
+/// cannot grant on objects it does not own. The grant fails with a clear error and
+/// leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_createrole_connector_fails_cleanly_where_it_lacks_rights() {
+    setup_database("managed");
+    cluster()
+        .psql("DROP ROLE IF EXISTS cloud_admin; CREATE ROLE cloud_admin LOGIN CREATEROLE PASSWORD 'cloud-pw';")
+        .unwrap();
+    let info: ConnInfo = cluster()
+        .conninfo("cloud_admin", "cloud-pw", "postgres")
+        .parse()
+        .unwrap();
+    let p = Provisioner::new(
+        Connector::new(&info, &ConnectOptions::default()).unwrap(),
+        config(UserMode::Ephemeral),
+    )
+    .unwrap();
+    let e = p
+        .grant(request("pat", &["postgresql-schema:managed/s1=read-only"]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("permission denied"), "{e}");
+    assert_eq!(
+        q("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgw_pat%'").trim(),
+        "0"
+    );
+    // No half-made privilege role either: its transaction rolled back whole.
+    let name = pgwarden_pg_driver::privilege::privilege_role_name(&entry(
+        "postgresql-schema:managed/s1=read-only",
+    ));
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
+        ))
+        .trim(),
+        "0"
+    );
+    // Where it owns the objects, it can grant.
+    cluster()
+        .psql_in("managed", "CREATE SCHEMA cloudy AUTHORIZATION cloud_admin;")
+        .unwrap();
+    let g = p
+        .grant(request(
+            "pat",
+            &["postgresql-schema:managed/cloudy=read-only"],
+        ))
+        .await
+        .unwrap();
+    p.revoke(&g.grant_id).await.unwrap();
+}
