@@ -419,15 +419,20 @@ impl Integration {
         Ok(result?)
     }
 
-    /// Every grant recorded in the instance.
+    /// Every grant this integration recorded in the instance.
     pub async fn list(&self) -> Result<Vec<ListedGrant>, IntegrationError> {
-        Ok(self.connected().await.provisioner.list().await?)
+        let mut grants = self.connected().await.provisioner.list().await?;
+        grants.retain(|g| g.integration == self.config.name);
+        Ok(grants)
     }
 
     /// Reconciles the instance with its ledger.
     pub async fn reconcile(&self) -> Result<ReconcileReport, IntegrationError> {
         let connected = self.connected().await;
-        let result = connected.provisioner.reconcile().await;
+        let result = connected
+            .provisioner
+            .reconcile_integration(Some(&self.config.name))
+            .await;
         self.audit(AuditAction::Reconcile, |e| match &result {
             Ok(r) => {
                 e.detail = format!(

@@ -158,6 +158,8 @@ pub enum ListedState {
 pub struct ListedGrant {
     /// The grant's id.
     pub grant_id: String,
+    /// The integration that made it.
+    pub integration: String,
     /// The login role.
     pub username: String,
     /// Who asked.
@@ -1056,7 +1058,7 @@ impl Provisioner {
             .cloned()
             .unwrap_or_else(|| record.grants[0].clone());
         tracing::info!(grant_id, username = %role.username, expires_at = %expires_at, "extended");
-        Ok(listed(&role.username, record.mode, &g, now))
+        Ok(listed(&role.username, &record, &g, now))
     }
 
     /// Every grant recorded in the instance.
@@ -1072,7 +1074,7 @@ impl Provisioner {
             .flat_map(|(r, rec)| {
                 rec.grants
                     .iter()
-                    .map(move |g| listed(&r.username, rec.mode, g, now))
+                    .map(move |g| listed(&r.username, rec, g, now))
             })
             .collect())
     }
@@ -1103,9 +1105,10 @@ fn unreachable_record() -> RoleRecord {
     }
 }
 
-fn listed(username: &str, mode: RoleMode, g: &GrantEntry, now: OffsetDateTime) -> ListedGrant {
+fn listed(username: &str, record: &RoleRecord, g: &GrantEntry, now: OffsetDateTime) -> ListedGrant {
     ListedGrant {
         grant_id: g.grant_id.clone(),
+        integration: record.integration.clone(),
         username: username.to_owned(),
         requester: g.requester.clone(),
         access: g.access.clone(),
@@ -1116,7 +1119,7 @@ fn listed(username: &str, mode: RoleMode, g: &GrantEntry, now: OffsetDateTime) -
             GrantState::Active if g.expires_at <= now => ListedState::Expired,
             GrantState::Active => ListedState::Active,
         },
-        mode,
+        mode: record.mode,
     }
 }
 

@@ -54,11 +54,21 @@ WHERE r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1";
 
 impl Provisioner {
     /// Reconciles the instance with its ledger (see the module documentation).
+    pub async fn reconcile(&self) -> Result<ReconcileReport, ProvisionError> {
+        self.reconcile_integration(None).await
+    }
+
+    /// [`Provisioner::reconcile`] limited to the grants one integration made (other
+    /// integrations' login roles are left to them). Privilege roles are shared by
+    /// every integration of the instance and are always reconciled.
     #[allow(
         clippy::too_many_lines,
         reason = "one pass over the ledger, case by case"
     )]
-    pub async fn reconcile(&self) -> Result<ReconcileReport, ProvisionError> {
+    pub async fn reconcile_integration(
+        &self,
+        only: Option<&str>,
+    ) -> Result<ReconcileReport, ProvisionError> {
         let mut report = ReconcileReport::default();
         let now = OffsetDateTime::now_utc();
         let ledger = {
@@ -68,6 +78,11 @@ impl Provisioner {
                 .map_err(db("reading the ledger"))?
         };
         for role in &ledger {
+            if let (Some(only), Some(record)) = (only, &role.record)
+                && record.integration != only
+            {
+                continue;
+            }
             let Some(record) = &role.record else {
                 report.drift.push(Drift {
                     username: role.username.clone(),
