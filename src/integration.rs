@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgwarden_core::access_details::AccessDetailsValues;
-use pgwarden_core::config::{IntegrationConfig, SecretRef};
+use pgwarden_core::config::IntegrationConfig;
 use pgwarden_core::credentials::Credentials;
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::owners::{Directory, OwnerResolver, Resolution};
@@ -20,7 +20,7 @@ use pgwarden_pg_driver::provision::{
 use pgwarden_pg_driver::reconcile::ReconcileReport;
 use pgwarden_pg_driver::revoke::RevocationReport;
 use pgwarden_pg_driver::scram::ScramIterations;
-use pgwarden_secrets::{DynSecretStore, EnvStore, FileStore, SecretKey, SecretStoreExt};
+use pgwarden_secrets::{DynSecretStore, SecretKey, SecretStoreExt};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, RwLock};
@@ -145,28 +145,6 @@ impl std::fmt::Debug for Integration {
     }
 }
 
-/// The key of the credentials a `[secret]` section names (as the secrets factory
-/// derives it), for a store the host builds itself.
-#[must_use]
-pub fn secret_key_for(secret: &SecretRef) -> SecretKey {
-    match secret {
-        SecretRef::Vault { path, .. } => SecretKey::new(path.as_str()),
-        SecretRef::Aws { secret_id, .. } => SecretKey::new(secret_id.as_str()),
-        SecretRef::Gcp { secret, .. } => SecretKey::new(secret.as_str()),
-        SecretRef::Azure { name, .. } | SecretRef::Kubernetes { name, .. } => {
-            SecretKey::new(name.as_str())
-        }
-        SecretRef::Env {
-            username_var,
-            password_var,
-        } => EnvStore::pair_key(username_var, password_var),
-        SecretRef::File { path } => {
-            FileStore::for_file(path).map_or_else(|_| SecretKey::new(path.as_str()), |(_, k)| k)
-        }
-        _ => SecretKey::new(""),
-    }
-}
-
 impl Integration {
     /// Validates the setup, reads the connector's credentials through the store
     /// (finishing an interrupted rotation if one is found), builds the pools and runs
@@ -178,7 +156,7 @@ impl Integration {
     ) -> Result<Arc<Self>, IntegrationError> {
         let key = match (&options.secret_key, &config.secret) {
             (Some(k), _) => k.clone(),
-            (None, Some(s)) => secret_key_for(s),
+            (None, Some(s)) => pgwarden_secrets::key_for(s)?,
             (None, None) => {
                 return Err(IntegrationError::Config(
                     "no secret key: set [secret] in the config or IntegrationOptions::secret_key"

@@ -61,9 +61,7 @@ use std::path::Path;
 
 pub use audit::{AuditAction, AuditEvent, AuditSink, RecordingAuditSink, TracingAuditSink};
 pub use error::IntegrationError;
-pub use integration::{
-    AccessGrant, AccessRequest, Integration, IntegrationOptions, secret_key_for,
-};
+pub use integration::{AccessGrant, AccessRequest, Integration, IntegrationOptions};
 pub use pgwarden_core as core;
 pub use pgwarden_core::config::IntegrationConfig;
 pub use pgwarden_pg_driver as pg_driver;

@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::fmt::Write as _;
 
 use crate::tls::TlsSetupError;
 
@@ -346,46 +347,15 @@ pub(crate) fn most_relevant(mut errors: Vec<(String, ConnectError)>) -> ConnectE
     if notes.is_empty() {
         return first;
     }
-    let suffix = format!(" [also tried: {}]", notes.join("; "));
-    match first {
-        ConnectError::Network {
-            target,
-            kind,
-            detail,
-        } => ConnectError::Network {
-            target,
-            kind,
-            detail: detail + &suffix,
-        },
-        ConnectError::Tls {
-            target,
-            kind,
-            detail,
-        } => ConnectError::Tls {
-            target,
-            kind,
-            detail: detail + &suffix,
-        },
-        ConnectError::Auth {
-            target,
-            kind,
-            detail,
-        } => ConnectError::Auth {
-            target,
-            kind,
-            detail: detail + &suffix,
-        },
-        ConnectError::Server {
-            target,
-            code,
-            detail,
-        } => ConnectError::Server {
-            target,
-            code,
-            detail: detail + &suffix,
-        },
-        other => other,
+    let mut first = first;
+    if let ConnectError::Network { detail, .. }
+    | ConnectError::Tls { detail, .. }
+    | ConnectError::Auth { detail, .. }
+    | ConnectError::Server { detail, .. } = &mut first
+    {
+        let _ = write!(detail, " [also tried: {}]", notes.join("; "));
     }
+    first
 }
 
 impl fmt::Display for NetworkFailure {

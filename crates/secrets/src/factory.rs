@@ -26,72 +26,86 @@ pub async fn from_config_with(
     Ok((store, key))
 }
 
+/// The key of the credentials a `[secret]` section names, without opening the store
+/// (for a host that builds the store itself and hands it to the runtime).
+pub fn key_for(secret: &SecretRef) -> Result<SecretKey, Error> {
+    Ok(match secret {
+        SecretRef::Vault { path, .. } => SecretKey::new(path.as_str()),
+        SecretRef::Aws { secret_id, .. } => SecretKey::new(secret_id.as_str()),
+        SecretRef::Gcp { secret, .. } => SecretKey::new(secret.as_str()),
+        SecretRef::Azure { name, .. } | SecretRef::Kubernetes { name, .. } => {
+            SecretKey::new(name.as_str())
+        }
+        SecretRef::Env {
+            username_var,
+            password_var,
+        } => EnvStore::pair_key(username_var, password_var),
+        SecretRef::File { path } => FileStore::for_file(path)?.1,
+        other => {
+            let backend = other.backend().as_str();
+            return Err(Error::FeatureDisabled {
+                backend,
+                feature: backend,
+            });
+        }
+    })
+}
+
 #[allow(
     clippy::unused_async,
     reason = "async when the vault, aws, gcp or kubernetes feature is on"
 )]
 async fn build(secret: &SecretRef) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
-    match secret {
-        SecretRef::Env {
-            username_var,
-            password_var,
-        } => Ok((
-            Arc::new(EnvStore::from_process()),
-            EnvStore::pair_key(username_var, password_var),
-        )),
-        SecretRef::File { path } => {
-            let (store, key) = FileStore::for_file(path)?;
-            Ok((Arc::new(store), key))
-        }
+    let key = key_for(secret)?;
+    let store: Arc<DynSecretStore> = match secret {
+        SecretRef::Env { .. } => Arc::new(EnvStore::from_process()),
+        SecretRef::File { path } => Arc::new(FileStore::for_file(path)?.0),
         #[cfg(feature = "vault")]
         SecretRef::Vault {
             address,
             mount,
-            path,
             namespace,
+            ..
         } => {
             let store =
                 crate::vault::VaultStore::from_env(address.as_deref(), mount, namespace.as_deref())
                     .await?;
-            Ok((Arc::new(store), SecretKey::new(path.as_str())))
+            Arc::new(store)
         }
         #[cfg(feature = "aws")]
         SecretRef::Aws {
-            secret_id,
-            region,
-            endpoint,
+            region, endpoint, ..
         } => {
             let store =
                 crate::aws::AwsStore::from_env(region.as_deref(), endpoint.as_deref()).await;
-            Ok((Arc::new(store), SecretKey::new(secret_id.as_str())))
+            Arc::new(store)
         }
         #[cfg(feature = "gcp")]
         SecretRef::Gcp {
-            project,
-            secret,
-            version,
+            project, version, ..
         } => {
             let store = crate::gcp::GcpStore::from_env(project, version).await?;
-            Ok((Arc::new(store), SecretKey::new(secret.as_str())))
+            Arc::new(store)
         }
         #[cfg(feature = "azure")]
-        SecretRef::Azure { vault_url, name } => {
+        SecretRef::Azure { vault_url, .. } => {
             let store = crate::azure::AzureStore::from_env(vault_url)?;
-            Ok((Arc::new(store), SecretKey::new(name.as_str())))
+            Arc::new(store)
         }
         #[cfg(feature = "kubernetes")]
-        SecretRef::Kubernetes { namespace, name } => {
+        SecretRef::Kubernetes { namespace, .. } => {
             let store = crate::kubernetes::KubernetesStore::from_env(namespace).await?;
-            Ok((Arc::new(store), SecretKey::new(name.as_str())))
+            Arc::new(store)
         }
         other => {
             let backend = other.backend().as_str();
-            Err(Error::FeatureDisabled {
+            return Err(Error::FeatureDisabled {
                 backend,
                 feature: backend,
-            })
+            });
         }
-    }
+    };
+    Ok((store, key))
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ pub use pgwarden_core as core;
 pub use credentials::{PendingPassword, SecretDocument, SecretStoreExt, StoredCredentials};
 pub use env::EnvStore;
 pub use error::{Error, Operation};
-pub use factory::{from_config, from_config_with};
+pub use factory::{from_config, from_config_with, key_for};
 pub use file::FileStore;
 pub use layers::{CachingStore, RetryConfig, RetryStore};
 pub use memory::{FailureTiming, InMemory};
