@@ -409,14 +409,6 @@ impl Provisioner {
             .copied()
     }
 
-    /// `SET LOCAL log_statement = 'none'` where the connector may set it (superuser),
-    /// so statements carrying verifiers stay out of the server log.
-    /// Must run before the transaction it applies to takes its connection: the first
-    /// call needs a connection of its own.
-    async fn quiet_log(&self) -> Result<bool, ProvisionError> {
-        self.is_superuser().await
-    }
-
     async fn ensure_marker(&self) -> Result<(), ProvisionError> {
         self.marker_ready
             .get_or_try_init(|| async {
@@ -512,7 +504,10 @@ impl Provisioner {
         });
         let mode = req.user_mode.unwrap_or(self.config.user_mode);
         let explicit_id = req.grant_id.is_some();
-        let quiet = self.quiet_log().await?;
+        // Superusers silence the statement log around verifiers (`SET LOCAL
+        // log_statement`). Asked before any transaction takes its connection: the
+        // first call needs a connection of its own.
+        let quiet = self.is_superuser().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -895,7 +890,7 @@ impl Provisioner {
         }
         for (database, entries) in by_database {
             with_retry(
-                || self.create_privilege_roles(&database, &entries),
+                || self.create_privilege_roles(&database, &entries, false),
                 transient,
             )
             .await?;
@@ -909,11 +904,13 @@ impl Provisioner {
     }
 
     /// Creates (or re-grants) privilege roles of one database in one transaction, under
-    /// that database's privilege lock.
+    /// the exclusive privileges lock. With `refresh`, roles that are ready are re-granted
+    /// too (their scope may have gained objects).
     pub(crate) async fn create_privilege_roles(
         &self,
         database: &str,
         entries: &[&AccessEntry],
+        refresh: bool,
     ) -> Result<(), ProvisionError> {
         // The exclusive lock lives in the default database and is held until the
         // work in the resource's database has committed.
@@ -926,7 +923,8 @@ impl Provisioner {
             .await
             .map_err(db("locking privilege setup"))?;
         if database == self.connector.database() {
-            self.setup_privilege_roles(&*lock_tx, entries).await?;
+            self.setup_privilege_roles(&*lock_tx, entries, refresh)
+                .await?;
         } else {
             let pool = self.pool(database).await?;
             let mut conn = pool.get().await?;
@@ -934,7 +932,7 @@ impl Provisioner {
                 .transaction()
                 .await
                 .map_err(db(format!("starting privilege setup in {database}")))?;
-            self.setup_privilege_roles(&*tx, entries).await?;
+            self.setup_privilege_roles(&*tx, entries, refresh).await?;
             tx.commit()
                 .await
                 .map_err(db("committing privilege setup"))?;
@@ -951,6 +949,7 @@ impl Provisioner {
         &self,
         tx: &C,
         entries: &[&AccessEntry],
+        refresh: bool,
     ) -> Result<(), ProvisionError> {
         for entry in entries {
             let name = privilege_role_name(entry);
@@ -969,7 +968,7 @@ impl Provisioner {
                     .and_then(PrivilegeRecord::from_comment)
                     .map(|p| p.state)
             });
-            if state == Some(Some(PrivilegeState::Ready)) {
+            if !refresh && state == Some(Some(PrivilegeState::Ready)) {
                 continue;
             }
             let mut sql = String::new();

@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger};
 use crate::privilege::{privilege_role_name, staleness_query};
-use crate::provision::{PRIVILEGES_LOCK, ProvisionError, Provisioner, db, timestamp};
+use crate::provision::{PRIVILEGES_LOCK, ProvisionError, Provisioner, db, timestamp, transient};
+use crate::retry::with_retry;
 use crate::revoke::RevocationReport;
 use crate::sql::{Ident, literal, xact_lock};
 
@@ -219,9 +220,12 @@ impl Provisioner {
                 .to_owned();
             if members > 0 && record.state == PrivilegeState::Retiring {
                 // A retirement was interrupted after a grant used the role: re-grant it.
-                match self
-                    .create_privilege_roles(&database, &[&record.access])
-                    .await
+                let entries = [&record.access];
+                match with_retry(
+                    || self.create_privilege_roles(&database, &entries, false),
+                    transient,
+                )
+                .await
                 {
                     Ok(()) => report.privilege_roles_refreshed.push(name),
                     Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
@@ -229,7 +233,12 @@ impl Provisioner {
                 continue;
             }
             if members == 0 {
-                match self.drop_privilege_role(&name, &record, &database).await {
+                match with_retry(
+                    || self.drop_privilege_role(&name, &record, &database),
+                    transient,
+                )
+                .await
+                {
                     Ok(true) => report.privilege_roles_dropped.push(name),
                     Ok(false) => {}
                     Err(e) => report.errors.push(format!("dropping {name}: {e}")),
@@ -257,10 +266,7 @@ impl Provisioner {
                     Ok(0) => {}
                     Ok(_) => {
                         // Re-running the idempotent grants covers the new objects.
-                        match self
-                            .create_privilege_roles_refresh(&database, &record)
-                            .await
-                        {
+                        match self.refresh_privilege_role(&database, &record).await {
                             Ok(()) => report.privilege_roles_refreshed.push(name),
                             Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
                         }
@@ -272,26 +278,19 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn create_privilege_roles_refresh(
+    /// Re-grants a privilege role whose scope gained objects, under the same lock and
+    /// transient-error retry as its creation.
+    async fn refresh_privilege_role(
         &self,
         database: &str,
         record: &PrivilegeRecord,
     ) -> Result<(), ProvisionError> {
-        // Marking it retiring first makes create_privilege_roles re-run every grant.
-        let conn = self.admin.get().await?;
-        let mut retiring = record.clone();
-        retiring.state = PrivilegeState::Retiring;
-        let name = privilege_role_name(&record.access);
-        conn.batch_execute(&format!(
-            "COMMENT ON ROLE {} IS {}",
-            Ident(&name),
-            literal(&retiring.to_comment())
-        ))
+        let entries = [&record.access];
+        with_retry(
+            || self.create_privilege_roles(database, &entries, true),
+            transient,
+        )
         .await
-        .map_err(db("marking a privilege role for refresh"))?;
-        drop(conn);
-        self.create_privilege_roles(database, &[&record.access])
-            .await
     }
 
     /// Drops an unused privilege role, in two steps so that a crash never leaves a
