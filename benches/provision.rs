@@ -42,6 +42,7 @@ fn provisioner(cluster: &TempCluster, iterations: u32) -> Arc<Provisioner> {
         password_max_age: None,
         successor: None,
         pool_size: CONCURRENCY + 2,
+        connector_mode: pgwarden::core::config::ConnectorMode::Superuser,
     };
     Arc::new(
         Provisioner::new(

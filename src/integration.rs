@@ -167,13 +167,12 @@ impl Integration {
         let credentials = recover_credentials(&config, &secrets, &key, &options).await?;
         let connected = Arc::new(build_connected(&config, &options, &credentials)?);
         let conn = connected.connector.connect().await?;
-        let preflight =
-            Preflight::run(&conn.client)
-                .await
-                .map_err(|e| IntegrationError::Database {
-                    action: "reading the connector's capabilities",
-                    message: e.to_string(),
-                })?;
+        let preflight = Preflight::run(&conn.client, config.connector_mode)
+            .await
+            .map_err(|e| IntegrationError::Database {
+                action: "reading the connector's capabilities",
+                message: e.to_string(),
+            })?;
         for c in preflight.capabilities.iter().filter(|c| !c.ok) {
             tracing::warn!(integration = %config.name, capability = c.key, "{}", c.detail);
         }

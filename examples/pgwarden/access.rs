@@ -87,7 +87,7 @@ async fn session(target: &Target) -> Result<Session, Failure> {
     let (info, config) = target.resolve_async().await?;
     let connector =
         Connector::new(&info, &ConnectOptions::default()).map_err(Failure::from_connect)?;
-    let settings = match &config {
+    let mut settings = match &config {
         Some(c) => ProvisionerConfig::from_integration(c),
         None => ProvisionerConfig {
             integration: "cli".into(),
@@ -99,8 +99,10 @@ async fn session(target: &Target) -> Result<Session, Failure> {
             password_max_age: None,
             successor: None,
             pool_size: 4,
+            connector_mode: pgwarden::core::config::ConnectorMode::Superuser,
         },
     };
+    settings.connector_mode = target.connector_mode(config.as_ref());
     let first = info.hosts().ok().and_then(|h| h.into_iter().next());
     let host = first
         .as_ref()

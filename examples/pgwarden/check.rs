@@ -14,8 +14,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args, format: Format) -> Result<(), Failure> {
-    let (conn, _) = args.target.connect().await?;
-    let report = Preflight::run(&conn.client).await.map_err(|e| {
+    let (conn, config) = args.target.connect().await?;
+    let mode = args.target.connector_mode(config.as_ref());
+    let report = Preflight::run(&conn.client, mode).await.map_err(|e| {
         Failure::failed(format!(
             "connected to {} but could not read the server's state: {e}",
             conn.target
@@ -27,6 +28,7 @@ pub(crate) async fn run(args: &Args, format: Format) -> Result<(), Failure> {
             "target": conn.target,
             "server_version": report.server_version,
             "server_version_num": report.server_version_num,
+            "connector_mode": report.mode,
             "tls": report.tls,
             "role": report.role,
             "preflight": report.capabilities,
@@ -59,11 +61,15 @@ pub(crate) async fn run(args: &Args, format: Format) -> Result<(), Failure> {
             if !r.member_of.is_empty() {
                 println!("member of: {}", r.member_of.join(", "));
             }
-            println!("preflight:");
+            println!("preflight (connector_mode {}):", report.mode);
             for c in &report.capabilities {
                 println!(
                     "  {} {}: {}",
-                    if c.ok { "ok  " } else { "FAIL" },
+                    match (c.ok, c.limited) {
+                        (false, _) => "FAIL",
+                        (true, true) => "LIMIT",
+                        (true, false) => "ok  ",
+                    },
                     c.key,
                     c.detail
                 );

@@ -26,9 +26,23 @@ pub(crate) struct Target {
     /// A libpq connection string; the password comes from it or from PGPASSWORD.
     #[arg(long, value_name = "CONNINFO")]
     dsn: Option<String>,
+    /// `superuser` or `createrole` (managed clouds); overrides the config's
+    /// `connector_mode` (default: the config's, else superuser).
+    #[arg(long, value_name = "MODE")]
+    connector_mode: Option<pgwarden::core::config::ConnectorMode>,
 }
 
 impl Target {
+    /// The connector mode: `--connector-mode`, else the config's, else superuser.
+    pub(crate) fn connector_mode(
+        &self,
+        config: Option<&IntegrationConfig>,
+    ) -> pgwarden::core::config::ConnectorMode {
+        self.connector_mode
+            .or_else(|| config.map(|c| c.connector_mode))
+            .unwrap_or_default()
+    }
+
     /// The connection string (libpq's PG* variables fill what it leaves out) and the
     /// integration config when one was given.
     ///
@@ -158,6 +172,8 @@ impl Target {
                 .map_err(|e| Failure::failed(format!("cannot open the secret store: {e}")))?;
             (config, store, key)
         };
+        let mut config = config;
+        config.connector_mode = self.connector_mode(Some(&config));
         options.secret_key = Some(key);
         pgwarden::Integration::connect(config, store, options)
             .await

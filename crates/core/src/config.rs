@@ -53,6 +53,53 @@ pub enum UserMode {
     Persistent,
 }
 
+/// What the connector role may do, and so how pgwarden provisions with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorMode {
+    /// The connector is a superuser (self-hosted instances): every step of granting
+    /// and revoking is available.
+    #[default]
+    Superuser,
+    /// The connector has `CREATEROLE` but not `SUPERUSER` (managed clouds: RDS, Cloud
+    /// SQL, Azure). pgwarden makes itself a member of the roles it creates (on
+    /// PostgreSQL 16+ through `createrole_self_grant = 'set, inherit'`, which also
+    /// leaves it ADMIN OPTION), grants only on objects whose owner it can act as, and
+    /// refuses, with an error naming the objects and owners, what it cannot do.
+    Createrole,
+}
+
+impl ConnectorMode {
+    /// The name used in configuration files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorMode::Superuser => "superuser",
+            ConnectorMode::Createrole => "createrole",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectorMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ConnectorMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "superuser" => Ok(ConnectorMode::Superuser),
+            "createrole" => Ok(ConnectorMode::Createrole),
+            other => Err(format!(
+                "\"{other}\" is not a connector mode (valid: superuser, createrole)"
+            )),
+        }
+    }
+}
+
 /// The secret-store backends a `[secret]` section can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -223,6 +270,9 @@ pub struct IntegrationConfig {
     pub discovery: Vec<ResourceType>,
     /// Ephemeral or persistent login roles.
     pub user_mode: UserMode,
+    /// Whether the connector is a superuser or a `CREATEROLE` role (default
+    /// `superuser`; `createrole` on managed clouds).
+    pub connector_mode: ConnectorMode,
     /// Prefix of generated login role names (default `pgw_`).
     pub username_prefix: String,
     /// The longest grant allowed (default 7d).
@@ -357,6 +407,7 @@ const TOP_FIELDS: &[&str] = &[
     "custom_access_details",
     "discovery",
     "user_mode",
+    "connector_mode",
     "username_prefix",
     "max_ttl",
     "secret",
@@ -705,6 +756,20 @@ impl Validator {
                 None
             }
         };
+        let connector_mode = match self
+            .string("connector_mode", f.get("connector_mode"), false)
+            .as_deref()
+        {
+            None if f.get("connector_mode").is_some() => None,
+            None => Some(ConnectorMode::Superuser),
+            Some(other) => match other.parse() {
+                Ok(mode) => Some(mode),
+                Err(message) => {
+                    self.problem("connector_mode", message);
+                    None
+                }
+            },
+        };
         let username_prefix = match f.get("username_prefix") {
             None => Some("pgw_".to_owned()),
             Some(v) => self.username_prefix(v),
@@ -747,6 +812,7 @@ impl Validator {
             custom_access_details: custom_access_details?,
             discovery: discovery?,
             user_mode: user_mode?,
+            connector_mode: connector_mode?,
             username_prefix: username_prefix?,
             max_ttl: max_ttl?,
             secret: secret?,

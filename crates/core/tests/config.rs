@@ -1,6 +1,6 @@
 //! Integration config: every field, every validation rule, every format, the aliases.
 
-use pgwarden_core::config::{ConfigFormat, IntegrationConfig, SecretRef, UserMode};
+use pgwarden_core::config::{ConfigFormat, ConnectorMode, IntegrationConfig, SecretRef, UserMode};
 use pgwarden_core::owners::OwnerAttribute;
 use pgwarden_core::resource::ResourceType;
 use pgwarden_core::ssl::SslMode;
@@ -18,6 +18,7 @@ credential_rotation_days = 90
 custom_access_details = "psql \"host={hostname} port={port} dbname={database} user={username}\""
 discovery = ["database", "schema", "table", "role"]
 user_mode = "persistent"
+connector_mode = "createrole"
 username_prefix = "jit_"
 max_ttl = "12h"
 
@@ -57,6 +58,7 @@ credential_rotation_days: 90
 custom_access_details: 'psql "host={hostname} port={port} dbname={database} user={username}"'
 discovery: [database, schema, table, role]
 user_mode: persistent
+connector_mode: createrole
 username_prefix: jit_
 max_ttl: 12h
 secret:
@@ -83,7 +85,7 @@ const FULL_JSON: &str = r#"{
   "ssl_mode": "verify-full", "ssl_root_cert": "ca.pem", "ssl_cert": "client.pem", "ssl_key": "client.key",
   "credential_rotation_days": 90,
   "custom_access_details": "psql \"host={hostname} port={port} dbname={database} user={username}\"",
-  "discovery": ["database", "schema", "table", "role"], "user_mode": "persistent",
+  "discovery": ["database", "schema", "table", "role"], "user_mode": "persistent", "connector_mode": "createrole",
   "username_prefix": "jit_", "max_ttl": "12h",
   "secret": {"backend": "vault", "address": "http://127.0.0.1:8200", "mount": "kv", "path": "pgwarden/orders", "namespace": "team-a"},
   "integration_owners": [
@@ -125,6 +127,7 @@ fn every_field_in_every_format() {
     );
     assert_eq!(a.discovery, ResourceType::ALL.to_vec());
     assert_eq!(a.user_mode, UserMode::Persistent);
+    assert_eq!(a.connector_mode, ConnectorMode::Createrole);
     assert_eq!(a.username_prefix, "jit_");
     assert_eq!(a.max_ttl.as_secs(), 12 * 3600);
     assert_eq!(
@@ -153,6 +156,7 @@ fn defaults() {
     assert_eq!(c.ssl_mode, SslMode::Prefer);
     assert_eq!(c.discovery, ResourceType::ALL.to_vec());
     assert_eq!(c.user_mode, UserMode::Ephemeral);
+    assert_eq!(c.connector_mode, ConnectorMode::Superuser);
     assert_eq!(c.username_prefix, "pgw_");
     assert_eq!(c.max_ttl.to_string(), "7d");
     assert_eq!(c.credential_rotation_days, None);
@@ -359,6 +363,10 @@ fn validation_rules_each_name_the_field() {
         (
             &format!("{MIN}user_mode = \"shared\""),
             &[("user_mode", "valid: ephemeral, persistent")],
+        ),
+        (
+            &format!("{MIN}connector_mode = \"rds\""),
+            &[("connector_mode", "valid: superuser, createrole")],
         ),
         (
             &format!("{MIN}username_prefix = \"pg_\""),

@@ -154,7 +154,7 @@ SELECT r.rolname::text, d.description, r.rolcanlogin,
        r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
 FROM pg_catalog.pg_roles r
 JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
-JOIN pg_catalog.pg_roles k ON k.oid = m.roleid AND k.rolname = $1
+JOIN pg_catalog.pg_roles k ON k.oid = m.roleid AND k.rolname = $1 AND NOT m.admin_option
 LEFT JOIN pg_catalog.pg_shdescription d
        ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
 ORDER BY 1";

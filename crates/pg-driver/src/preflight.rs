@@ -8,6 +8,7 @@
 //! connector's role attributes and memberships, and turns them into a list of
 //! [`Capability`] checks with a plain sentence each.
 
+use pgwarden_core::config::ConnectorMode;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -58,6 +59,8 @@ pub struct Capability {
     pub key: &'static str,
     /// Whether the connector can do it.
     pub ok: bool,
+    /// It works, within limits the detail states (createrole mode).
+    pub limited: bool,
     /// What that means, in a sentence.
     pub detail: String,
 }
@@ -69,6 +72,8 @@ pub struct Preflight {
     pub server_version: String,
     /// `server_version_num`, e.g. 150018.
     pub server_version_num: i32,
+    /// The mode the checks were made for.
+    pub mode: ConnectorMode,
     /// The session's TLS state.
     pub tls: SessionTls,
     /// The connector role.
@@ -96,8 +101,11 @@ LEFT JOIN pg_catalog.pg_stat_ssl s ON s.pid = pg_catalog.pg_backend_pid()
 WHERE r.rolname = current_user";
 
 impl Preflight {
-    /// Reads the session and role, and evaluates every capability.
-    pub async fn run(client: &Client) -> Result<Preflight, tokio_postgres::Error> {
+    /// Reads the session and role, and evaluates every capability for `mode`.
+    pub async fn run(
+        client: &Client,
+        mode: ConnectorMode,
+    ) -> Result<Preflight, tokio_postgres::Error> {
         let row = client.query_one(SESSION_SQL, &[]).await?;
         let role = RoleAttributes {
             name: row.get(6),
@@ -113,10 +121,17 @@ impl Preflight {
         let version_num: i32 = row.get(1);
         let password_encryption: String = row.get(15);
         let unreachable_dbs: Vec<String> = row.get(16);
-        let capabilities = capabilities(&role, version_num, &password_encryption, &unreachable_dbs);
+        let capabilities = capabilities(
+            &role,
+            version_num,
+            &password_encryption,
+            &unreachable_dbs,
+            mode,
+        );
         Ok(Preflight {
             server_version: row.get(0),
             server_version_num: version_num,
+            mode,
             tls: SessionTls {
                 enabled: row.get::<_, Option<bool>>(2).unwrap_or(false),
                 version: row.get(3),
@@ -147,8 +162,106 @@ fn cap(key: &'static str, ok: bool, detail: impl Into<String>) -> Capability {
     Capability {
         key,
         ok,
+        limited: false,
         detail: detail.into(),
     }
+}
+
+fn limited(key: &'static str, detail: impl Into<String>) -> Capability {
+    Capability {
+        key,
+        ok: true,
+        limited: true,
+        detail: detail.into(),
+    }
+}
+
+/// The checks of createrole mode: what the connector can do, and plainly what not.
+fn createrole_capabilities(role: &RoleAttributes, version_num: i32) -> Vec<Capability> {
+    let name = &role.name;
+    let pg16 = version_num >= 160_000;
+    let signal = role.superuser || role.member_of.iter().any(|r| r == "pg_signal_backend");
+    let mut out = vec![
+        cap(
+            "mode",
+            role.superuser || role.createrole,
+            if role.superuser {
+                format!(
+                    "connector_mode createrole: {name} is a superuser; createrole mode works, but superuser mode has no limits"
+                )
+            } else if role.createrole {
+                format!(
+                    "connector_mode createrole: {name} has CREATEROLE and no SUPERUSER (the managed-cloud shape)"
+                )
+            } else {
+                format!("connector_mode createrole needs CREATEROLE: ALTER ROLE {name} CREATEROLE")
+            },
+        ),
+        if pg16 {
+            limited(
+                "provision",
+                format!(
+                    "PostgreSQL 16+: creates login and privilege roles with createrole_self_grant = 'set, inherit' (set per transaction), so {name} holds ADMIN OPTION and membership on each; it cannot alter, drop or add members to roles created by others (for pgwarden's marker role that is a clear error naming the GRANT that fixes it)"
+                ),
+            )
+        } else {
+            limited(
+                "provision",
+                format!(
+                    "before PostgreSQL 16: CREATEROLE creates and drops any non-superuser role; {name} grants itself membership in the roles it creates so it can remove what they own"
+                ),
+            )
+        },
+        limited(
+            "grant_on_objects",
+            format!(
+                "grants only on objects whose owner {name} can act as (itself, or a role it is an INHERIT member of); a grant whose scope holds other objects is refused before anything changes, naming the objects and owners"
+            ),
+        ),
+        if pg16 {
+            limited(
+                "grant_role_membership",
+                format!(
+                    "PostgreSQL 16+: grants membership only in roles {name} holds ADMIN OPTION on (those it created, or granted WITH ADMIN OPTION)"
+                ),
+            )
+        } else {
+            limited(
+                "grant_role_membership",
+                "before PostgreSQL 16: CREATEROLE grants membership in any non-superuser role (pgwarden refuses predefined pg_* roles)",
+            )
+        },
+        if signal {
+            limited(
+                "terminate_sessions",
+                "ends sessions of the login roles it created (pg_signal_backend or membership); never a superuser's session",
+            )
+        } else {
+            limited(
+                "terminate_sessions",
+                format!(
+                    "ends sessions only of roles {name} is a member of (the login roles it creates); grant pg_signal_backend for others; never a superuser's session"
+                ),
+            )
+        },
+        limited(
+            "reassign_and_drop_owned",
+            format!(
+                "REASSIGN/DROP OWNED for roles {name} is a member of: every role pgwarden creates in this mode; in databases it cannot connect to, a departing role's objects are left and the revocation stays open"
+            ),
+        ),
+    ];
+    if role
+        .member_of
+        .iter()
+        .any(|r| r == "pg_read_all_data" || r == "pg_write_all_data")
+    {
+        out.push(limited(
+            "predefined_data_roles",
+            format!("{name} is a member of pg_read_all_data or pg_write_all_data; pgwarden never passes these on"),
+        ));
+    }
+    out
 }
 
 /// The checks, from facts already read (pure, so every branch is unit-tested).
@@ -158,11 +271,63 @@ pub fn capabilities(
     version_num: i32,
     password_encryption: &str,
     unreachable_databases: &[String],
+    mode: ConnectorMode,
 ) -> Vec<Capability> {
+    let mut out = match mode {
+        ConnectorMode::Superuser => superuser_capabilities(role, version_num),
+        ConnectorMode::Createrole => createrole_capabilities(role, version_num),
+    };
+    out.push(cap(
+        "connect_all_databases",
+        unreachable_databases.is_empty(),
+        if unreachable_databases.is_empty() {
+            "can connect to every database that allows connections".to_owned()
+        } else {
+            format!(
+                "no CONNECT on {}: discovery and grants skip them — GRANT CONNECT to the connector",
+                unreachable_databases.join(", ")
+            )
+        },
+    ));
+    out.push(cap(
+        "scram_passwords",
+        password_encryption == "scram-sha-256",
+        if password_encryption == "scram-sha-256" {
+            "password_encryption is scram-sha-256: pgwarden sends only SCRAM verifiers".to_owned()
+        } else {
+            format!(
+                "password_encryption is {password_encryption}: pgwarden still sends SCRAM verifiers, but set scram-sha-256 so other clients do too"
+            )
+        },
+    ));
+    if !role.login {
+        out.push(cap(
+            "login",
+            false,
+            "the connector role has NOLOGIN: it cannot connect again after this session",
+        ));
+    }
+    out
+}
+
+/// The checks of superuser mode (the default).
+fn superuser_capabilities(role: &RoleAttributes, version_num: i32) -> Vec<Capability> {
     let su = role.superuser;
     let pg16 = version_num >= 160_000;
     let signal = su || role.member_of.iter().any(|r| r == "pg_signal_backend");
-    let mut out = vec![
+    vec![
+        cap(
+            "mode",
+            su,
+            if su {
+                format!("connector_mode superuser: {} is a superuser", role.name)
+            } else {
+                format!(
+                    "connector_mode superuser, but {} is not a superuser: grants and revocations are refused — set connector_mode = \"createrole\" (managed clouds) or use a superuser",
+                    role.name
+                )
+            },
+        ),
         cap(
             "provision",
             su || role.createrole,
@@ -208,39 +373,7 @@ pub fn capabilities(
                 "cannot REASSIGN/DROP OWNED BY another role (needs superuser, or membership in that role): objects a user created may block its removal".to_owned()
             },
         ),
-        cap(
-            "connect_all_databases",
-            unreachable_databases.is_empty(),
-            if unreachable_databases.is_empty() {
-                "can connect to every database that allows connections".to_owned()
-            } else {
-                format!(
-                    "no CONNECT on {}: discovery and grants skip them — GRANT CONNECT to the connector",
-                    unreachable_databases.join(", ")
-                )
-            },
-        ),
-        cap(
-            "scram_passwords",
-            password_encryption == "scram-sha-256",
-            if password_encryption == "scram-sha-256" {
-                "password_encryption is scram-sha-256: pgwarden sends only SCRAM verifiers"
-                    .to_owned()
-            } else {
-                format!(
-                    "password_encryption is {password_encryption}: pgwarden still sends SCRAM verifiers, but set scram-sha-256 so other clients do too"
-                )
-            },
-        ),
-    ];
-    if !role.login {
-        out.push(cap(
-            "login",
-            false,
-            "the connector role has NOLOGIN: it cannot connect again after this session",
-        ));
-    }
-    out
+    ]
 }
 
 #[cfg(test)]
@@ -261,40 +394,96 @@ mod tests {
         }
     }
 
-    fn ok(caps: &[Capability], key: &str) -> bool {
-        caps.iter().find(|c| c.key == key).unwrap().ok
+    fn find<'a>(caps: &'a [Capability], key: &str) -> &'a Capability {
+        caps.iter().find(|c| c.key == key).unwrap()
     }
+
+    fn ok(caps: &[Capability], key: &str) -> bool {
+        find(caps, key).ok
+    }
+
+    const SU: ConnectorMode = ConnectorMode::Superuser;
+    const CR: ConnectorMode = ConnectorMode::Createrole;
 
     #[test]
     fn superuser_can_do_everything() {
-        let caps = capabilities(&role(true, false, &[]), 150_000, "scram-sha-256", &[]);
-        assert!(caps.iter().all(|c| c.ok), "{caps:#?}");
+        let caps = capabilities(&role(true, false, &[]), 150_000, "scram-sha-256", &[], SU);
+        assert!(caps.iter().all(|c| c.ok && !c.limited), "{caps:#?}");
+    }
+
+    #[test]
+    fn superuser_mode_needs_a_superuser() {
+        let caps = capabilities(&role(false, true, &[]), 160_000, "scram-sha-256", &[], SU);
+        let mode = find(&caps, "mode");
+        assert!(!mode.ok);
+        assert!(
+            mode.detail.contains("connector_mode = \"createrole\""),
+            "{}",
+            mode.detail
+        );
     }
 
     #[test]
     fn nothing_without_createrole() {
-        let caps = capabilities(&role(false, false, &[]), 150_000, "scram-sha-256", &[]);
-        assert!(!ok(&caps, "provision"));
-        let p = caps.iter().find(|c| c.key == "provision").unwrap();
-        assert!(p.detail.contains("cannot provision"), "{}", p.detail);
+        for mode in [SU, CR] {
+            let caps = capabilities(
+                &role(false, false, &[]),
+                150_000,
+                "scram-sha-256",
+                &[],
+                mode,
+            );
+            assert!(!ok(&caps, "mode"), "{mode}");
+        }
+        let caps = capabilities(&role(false, false, &[]), 150_000, "scram-sha-256", &[], SU);
+        assert!(find(&caps, "provision").detail.contains("cannot provision"));
     }
 
     #[test]
-    fn createrole_differs_before_and_after_16() {
-        let r = role(false, true, &["pg_signal_backend"]);
-        let v15 = capabilities(&r, 150_018, "scram-sha-256", &[]);
-        let v16 = capabilities(&r, 160_000, "scram-sha-256", &[]);
-        assert!(ok(&v15, "provision") && ok(&v16, "provision"));
-        assert!(!ok(&v15, "reassign_and_drop_owned"));
-        assert!(ok(&v16, "reassign_and_drop_owned"));
-        assert!(ok(&v15, "terminate_sessions"));
-        assert!(!ok(&v15, "grant_on_objects"));
-        assert!(v16[0].detail.contains("ADMIN OPTION"));
+    fn createrole_mode_states_its_limits_before_and_after_16() {
+        let r = role(false, true, &["provider_admin", "pg_signal_backend"]);
+        let v15 = capabilities(&r, 150_018, "scram-sha-256", &[], CR);
+        let v16 = capabilities(&r, 160_000, "scram-sha-256", &[], CR);
+        for caps in [&v15, &v16] {
+            assert!(caps.iter().all(|c| c.ok), "{caps:#?}");
+            assert!(find(caps, "grant_on_objects").limited);
+            assert!(
+                find(caps, "grant_on_objects")
+                    .detail
+                    .contains("refused before anything changes")
+            );
+            assert!(
+                find(caps, "terminate_sessions")
+                    .detail
+                    .contains("never a superuser's session")
+            );
+        }
+        assert!(
+            find(&v16, "provision")
+                .detail
+                .contains("createrole_self_grant")
+        );
+        assert!(
+            find(&v16, "grant_role_membership")
+                .detail
+                .contains("ADMIN OPTION")
+        );
+        assert!(
+            find(&v15, "grant_role_membership")
+                .detail
+                .contains("any non-superuser role")
+        );
     }
 
     #[test]
     fn unreachable_databases_and_md5_are_named() {
-        let caps = capabilities(&role(true, false, &[]), 150_000, "md5", &["locked".into()]);
+        let caps = capabilities(
+            &role(true, false, &[]),
+            150_000,
+            "md5",
+            &["locked".into()],
+            SU,
+        );
         assert!(!ok(&caps, "connect_all_databases"));
         assert!(
             caps.iter()

@@ -52,6 +52,21 @@ pub enum PrivilegeError {
     /// The request would open more than it names.
     #[error("{0}")]
     Refused(String),
+    /// In createrole mode, the connector cannot grant on some objects of the scope:
+    /// nothing was granted.
+    #[error(
+        "connector {connector} (connector_mode createrole) cannot grant {level} on {resource}: it can grant only on objects whose owner it can act as (itself, or a role it is a member of with INHERIT), and {objects}. Make {connector} a member of the owner (GRANT <owner> TO {connector}), change the owner, or use a superuser connector"
+    )]
+    NotGrantable {
+        /// The resource id.
+        resource: String,
+        /// The level asked for.
+        level: String,
+        /// The connector role.
+        connector: String,
+        /// The objects and their owners, e.g. `table s2.u (owner app_owner)`.
+        objects: String,
+    },
     /// A catalog query failed.
     #[error("reading the catalog for {resource} failed: {source}")]
     Catalog {
@@ -73,14 +88,14 @@ SELECT r.rolname::text FROM pg_catalog.pg_roles r
 WHERE r.rolname !~ '^pg_' AND r.rolname NOT LIKE 'pgwarden\\_p\\_%' AND r.rolname <> $2
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
                   JOIN pg_catalog.pg_roles k ON k.oid = m.roleid
-                  WHERE m.member = r.oid AND k.rolname = $2)
+                  WHERE m.member = r.oid AND k.rolname = $2 AND NOT m.admin_option)
   AND CASE WHEN $1::text IS NULL
            THEN pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(), 'CREATE')
            ELSE pg_catalog.has_schema_privilege(r.oid, (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1), 'CREATE')
       END
   AND (r.rolname = current_user
        OR (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
-       OR pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
+       OR pg_catalog.pg_has_role(current_user, r.oid, 'USAGE'))
 ORDER BY 1";
 
 const TABLE_SQL: &str = "
@@ -98,8 +113,198 @@ ORDER BY 1, 2";
 const ROLE_SQL: &str = "
 SELECT r.rolsuper, EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
                            JOIN pg_catalog.pg_roles k ON k.oid = m.roleid
-                           WHERE m.member = r.oid AND k.rolname = $2)
+                           WHERE m.member = r.oid AND k.rolname = $2 AND NOT m.admin_option),
+       pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER WITH ADMIN OPTION')
 FROM pg_catalog.pg_roles r WHERE r.rolname = $1";
+
+/// Objects in a scope whose owner the connector cannot act as (and, for a schema or
+/// database, whose needed privileges PUBLIC does not hold anyway). `$1` schema (NULL:
+/// every schema), `$2` table oid (NULL: every relation), `$3` privileges needed on
+/// schemas, `$4` whether routines are in scope, `$5` privileges needed on the
+/// database, `$6` whether schemas and what they hold are in scope at all. At most 21
+/// rows: enough to name 20 and say there are more.
+const UNGRANTABLE_SQL: &str = "
+WITH s AS (
+  SELECT n.oid, n.nspname, n.nspowner,
+         COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner)) AS acl
+  FROM pg_catalog.pg_namespace n
+  WHERE $6 AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+    AND ($1::text IS NULL OR n.nspname = $1)
+)
+SELECT kind, name, owner FROM (
+  SELECT 0 AS ord, 'database' AS kind, d.datname::text AS name,
+         pg_catalog.pg_get_userbyid(d.datdba)::text AS owner
+  FROM pg_catalog.pg_database d
+  WHERE d.datname = pg_catalog.current_database()
+    AND NOT pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE')
+    AND (SELECT count(DISTINCT a.privilege_type)
+         FROM pg_catalog.aclexplode(COALESCE(d.datacl, pg_catalog.acldefault('d', d.datdba))) a
+         WHERE a.grantee = 0 AND a.privilege_type = ANY ($5::text[]))
+        < pg_catalog.cardinality($5::text[])
+  UNION ALL
+  SELECT 1, 'schema', s.nspname::text, pg_catalog.pg_get_userbyid(s.nspowner)::text
+  FROM s
+  WHERE NOT pg_catalog.pg_has_role(current_user, s.nspowner, 'USAGE')
+    AND (SELECT count(DISTINCT a.privilege_type) FROM pg_catalog.aclexplode(s.acl) a
+         WHERE a.grantee = 0 AND a.privilege_type = ANY ($3::text[]))
+        < pg_catalog.cardinality($3::text[])
+  UNION ALL
+  SELECT 2, CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END,
+         pg_catalog.quote_ident(s.nspname) || '.' || pg_catalog.quote_ident(c.relname),
+         pg_catalog.pg_get_userbyid(c.relowner)::text
+  FROM pg_catalog.pg_class c JOIN s ON s.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+    AND ($2::oid IS NULL OR c.oid = $2 OR c.oid IN (
+           SELECT d.objid FROM pg_catalog.pg_depend d
+           WHERE d.refobjid = $2 AND d.classid = 'pg_catalog.pg_class'::regclass
+             AND d.deptype IN ('a', 'i')))
+    AND NOT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
+  UNION ALL
+  SELECT 3, 'routine', pg_catalog.quote_ident(s.nspname) || '.' || pg_catalog.quote_ident(p.proname),
+         pg_catalog.pg_get_userbyid(p.proowner)::text
+  FROM pg_catalog.pg_proc p JOIN s ON s.oid = p.pronamespace
+  WHERE $4 AND NOT pg_catalog.pg_has_role(current_user, p.proowner, 'USAGE')
+) x
+ORDER BY ord, name LIMIT 21";
+
+/// In createrole mode, refuses an entry whose scope holds objects the connector
+/// cannot grant on, naming up to 20 of them with their owners. A superuser passes
+/// every check; so does a connector that owns (or is an INHERIT member of the owner
+/// of) everything in scope.
+pub async fn check_grantable<C: GenericClient>(
+    client: &C,
+    entry: &AccessEntry,
+    connector: &str,
+    version_num: i32,
+) -> Result<(), PrivilegeError> {
+    let res = &entry.resource;
+    let err = catalog(res);
+    let level = entry.level;
+    let schema_privs: Vec<String> = match level {
+        L::Admin => vec!["USAGE".into(), "CREATE".into()],
+        _ => vec!["USAGE".into()],
+    };
+    let mut db_privs: Vec<String> = vec!["CONNECT".into()];
+    if level == L::Admin && matches!(res, ResourceId::Database { .. }) {
+        db_privs.extend(["CREATE".into(), "TEMPORARY".into()]);
+    }
+    let rows = match res {
+        ResourceId::Role { role } => {
+            return check_role_grantable(client, entry, role, connector, version_num).await;
+        }
+        ResourceId::Database { .. } => {
+            let every_schema: Option<&str> = None;
+            let every_table: Option<u32> = None;
+            client
+                .query(
+                    UNGRANTABLE_SQL,
+                    &[
+                        &every_schema,
+                        &every_table,
+                        &schema_privs,
+                        &(level == L::Admin),
+                        &db_privs,
+                        &(level != L::Connect),
+                    ],
+                )
+                .await
+        }
+        ResourceId::Schema { schema, .. } => {
+            let every_table: Option<u32> = None;
+            client
+                .query(
+                    UNGRANTABLE_SQL,
+                    &[
+                        schema,
+                        &every_table,
+                        &schema_privs,
+                        &(level == L::Admin),
+                        &db_privs,
+                        &true,
+                    ],
+                )
+                .await
+        }
+        ResourceId::Table { schema, table, .. } => {
+            let Some(row) = client
+                .query_opt(TABLE_SQL, &[schema, table])
+                .await
+                .map_err(&err)?
+            else {
+                return Err(PrivilegeError::UnknownResource {
+                    resource: res.to_string(),
+                });
+            };
+            let oid: Option<u32> = Some(row.get(0));
+            client
+                .query(
+                    UNGRANTABLE_SQL,
+                    &[schema, &oid, &schema_privs, &false, &db_privs, &true],
+                )
+                .await
+        }
+    }
+    .map_err(&err)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    Err(PrivilegeError::NotGrantable {
+        resource: res.to_string(),
+        level: level.to_string(),
+        connector: connector.to_owned(),
+        objects: format!("these belong to other roles: {}", name_objects(&rows)),
+    })
+}
+
+/// `table s.t (owner o), …`: up to 20 rows of [`UNGRANTABLE_SQL`], then "more".
+fn name_objects(rows: &[tokio_postgres::Row]) -> String {
+    let mut named: Vec<String> = rows
+        .iter()
+        .take(20)
+        .map(|r| {
+            format!(
+                "{} {} (owner {})",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2)
+            )
+        })
+        .collect();
+    if rows.len() > 20 {
+        named.push("more".into());
+    }
+    named.join(", ")
+}
+
+/// Membership: before 16, CREATEROLE may grant any non-superuser role; from 16 on
+/// only roles the connector holds ADMIN OPTION on.
+async fn check_role_grantable<C: GenericClient>(
+    client: &C,
+    entry: &AccessEntry,
+    role: &str,
+    connector: &str,
+    version_num: i32,
+) -> Result<(), PrivilegeError> {
+    if version_num < 160_000 {
+        return Ok(());
+    }
+    let res = &entry.resource;
+    let row = client
+        .query_opt(ROLE_SQL, &[&role, &MARKER_ROLE])
+        .await
+        .map_err(catalog(res))?;
+    match row {
+        Some(row) if !row.get::<_, bool>(2) => Err(PrivilegeError::NotGrantable {
+            resource: res.to_string(),
+            level: entry.level.to_string(),
+            connector: connector.to_owned(),
+            objects: format!(
+                "on PostgreSQL 16+ it needs ADMIN OPTION on role {role}, which it holds only on roles it created (GRANT {role} TO {connector} WITH ADMIN OPTION)"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
 
 fn catalog(resource: &ResourceId) -> impl Fn(tokio_postgres::Error) -> PrivilegeError + '_ {
     move |source| PrivilegeError::Catalog {

@@ -18,7 +18,7 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use pgwarden_core::config::{IntegrationConfig, UserMode};
+use pgwarden_core::config::{ConnectorMode, IntegrationConfig, UserMode};
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::naming::MARKER_ROLE;
 use pgwarden_core::resource::AccessEntry;
@@ -34,7 +34,7 @@ use crate::ledger::{
     RoleRecord, read_ledger,
 };
 use crate::pool::{Pool, PoolError, PoolOptions};
-use crate::privilege::{PrivilegeError, grant_statements, privilege_role_name};
+use crate::privilege::{PrivilegeError, check_grantable, grant_statements, privilege_role_name};
 use crate::retry::{is_transient, with_retry};
 use crate::scram::{ScramIterations, generate_password, random_string, verifier};
 use crate::sql::{Ident, advisory_key, literal, xact_lock};
@@ -65,6 +65,9 @@ pub struct ProvisionerConfig {
     pub successor: Option<String>,
     /// Connections per database.
     pub pool_size: usize,
+    /// Whether the connector is a superuser or a `CREATEROLE` role (see
+    /// [`ConnectorMode`]).
+    pub connector_mode: ConnectorMode,
 }
 
 impl ProvisionerConfig {
@@ -82,6 +85,7 @@ impl ProvisionerConfig {
                 .map(|d| time::Duration::days(i64::from(d))),
             successor: None,
             pool_size: 4,
+            connector_mode: config.connector_mode,
         }
     }
 }
@@ -250,6 +254,10 @@ pub enum ProvisionError {
         /// The grant.
         grant_id: String,
     },
+    /// The connector role does not fit the configured [`ConnectorMode`]; nothing was
+    /// changed.
+    #[error("{0}")]
+    ConnectorMode(String),
     /// A test hook stopped the operation at a step.
     #[error("stopped at {step:?}: {message}")]
     Injected {
@@ -294,8 +302,46 @@ pub struct Provisioner {
     pools: tokio::sync::Mutex<HashMap<String, Pool>>,
     ready_privilege_roles: Mutex<HashSet<String>>,
     marker_ready: OnceCell<()>,
-    superuser: OnceCell<bool>,
+    facts: OnceCell<ConnectorFacts>,
     hook: Option<StepHook>,
+}
+
+/// What pgwarden needs to know about the connector role and the server, read once.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectorFacts {
+    /// `current_user`.
+    pub name: String,
+    /// `rolsuper`.
+    pub superuser: bool,
+    /// `server_version_num`.
+    pub version_num: i32,
+    /// The configured mode is `createrole`.
+    pub createrole_mode: bool,
+}
+
+impl ConnectorFacts {
+    /// Prefix of a transaction that creates roles: on PostgreSQL 16+ in createrole
+    /// mode, the connector becomes a member (SET, INHERIT) of each role it creates, on
+    /// top of the ADMIN OPTION the server gives the creator. REASSIGN/DROP OWNED and
+    /// ending sessions need that membership.
+    pub(crate) fn role_creation_prefix(&self) -> &'static str {
+        if self.createrole_mode && self.version_num >= 160_000 {
+            "SET LOCAL createrole_self_grant = 'set, inherit'; "
+        } else {
+            ""
+        }
+    }
+
+    /// What follows `CREATE ROLE role` so the connector can later act as the role:
+    /// before PostgreSQL 16 a `CREATEROLE` connector grants itself the membership
+    /// explicitly (16+ has [`role_creation_prefix`](Self::role_creation_prefix)).
+    pub(crate) fn self_membership(&self, role: &str) -> String {
+        if self.createrole_mode && self.version_num < 160_000 {
+            format!("; GRANT {} TO {}", Ident(role), Ident(&self.name))
+        } else {
+            String::new()
+        }
+    }
 }
 
 impl fmt::Debug for Provisioner {
@@ -347,7 +393,7 @@ impl Provisioner {
             pools: tokio::sync::Mutex::new(HashMap::new()),
             ready_privilege_roles: Mutex::new(HashSet::new()),
             marker_ready: OnceCell::new(),
-            superuser: OnceCell::new(),
+            facts: OnceCell::new(),
             hook: None,
         })
     }
@@ -392,35 +438,68 @@ impl Provisioner {
         Ok(pool)
     }
 
-    pub(crate) async fn is_superuser(&self) -> Result<bool, ProvisionError> {
-        self.superuser
+    /// The connector's attributes and the server version, read on first use and
+    /// checked against the configured [`ConnectorMode`].
+    pub(crate) async fn facts(&self) -> Result<&ConnectorFacts, ProvisionError> {
+        self.facts
             .get_or_try_init(|| async {
                 let conn = self.admin.get().await?;
                 let row = conn
                     .query_one(
-                        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                        "SELECT current_user::text, rolsuper, rolcreaterole,
+                                pg_catalog.current_setting('server_version_num')::int
+                         FROM pg_catalog.pg_roles WHERE rolname = current_user",
                         &[],
                     )
                     .await
                     .map_err(db("reading the connector's attributes"))?;
-                Ok::<bool, ProvisionError>(row.get(0))
+                let facts = ConnectorFacts {
+                    name: row.get(0),
+                    superuser: row.get(1),
+                    version_num: row.get(3),
+                    createrole_mode: self.config.connector_mode == ConnectorMode::Createrole,
+                };
+                let createrole: bool = row.get(2);
+                check_mode(&facts, createrole, self.config.connector_mode)?;
+                Ok::<ConnectorFacts, ProvisionError>(facts)
             })
             .await
-            .copied()
     }
 
     async fn ensure_marker(&self) -> Result<(), ProvisionError> {
         self.marker_ready
             .get_or_try_init(|| async {
+                let facts = self.facts().await?;
                 let conn = self.admin.get().await?;
+                // Commented only when created here: on PostgreSQL 16+ a CREATEROLE
+                // connector may comment only on roles it holds ADMIN OPTION on.
                 let sql = format!(
-                    "DO $pgw$ BEGIN CREATE ROLE {m} NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $pgw$; \
-                     COMMENT ON ROLE {m} IS {c}",
+                    "DO $pgw$ BEGIN CREATE ROLE {m} NOLOGIN; COMMENT ON ROLE {m} IS {c}; \
+                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $pgw$",
                     m = Ident(MARKER_ROLE),
                     c = literal("pgwarden: every login role pgwarden manages is a member of this role")
                 );
                 with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("creating the marker role")) }, transient)
-                    .await
+                    .await?;
+                if facts.createrole_mode && facts.version_num >= 160_000 {
+                    // A CREATEROLE connector adds members only to roles it holds ADMIN
+                    // OPTION on: the marker may have been made by another role.
+                    let admin: bool = conn
+                        .query_one(
+                            "SELECT pg_catalog.pg_has_role(current_user, $1::text::regrole, 'MEMBER WITH ADMIN OPTION')",
+                            &[&MARKER_ROLE],
+                        )
+                        .await
+                        .map_err(db("checking the marker role"))?
+                        .get(0);
+                    if !admin {
+                        return Err(ProvisionError::ConnectorMode(format!(
+                            "role {MARKER_ROLE} was created by another role and connector {n} holds no ADMIN OPTION on it, so it cannot add login roles to it: as a superuser (or the provider's admin) run GRANT {MARKER_ROLE} TO {n} WITH ADMIN OPTION",
+                            n = facts.name
+                        )));
+                    }
+                }
+                Ok(())
             })
             .await?;
         Ok(())
@@ -507,7 +586,7 @@ impl Provisioner {
         // Superusers silence the statement log around verifiers (`SET LOCAL
         // log_statement`). Asked before any transaction takes its connection: the
         // first call needs a connection of its own.
-        let quiet = self.is_superuser().await?;
+        let facts = self.facts().await?.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -527,9 +606,9 @@ impl Provisioner {
                 || async {
                     match mode {
                         UserMode::Ephemeral => {
-                            self.create_ephemeral(&entry, explicit_id, quiet).await
+                            self.create_ephemeral(&entry, explicit_id, &facts).await
                         }
-                        UserMode::Persistent => self.grant_persistent(&entry, now, quiet).await,
+                        UserMode::Persistent => self.grant_persistent(&entry, now, &facts).await,
                     }
                 },
                 transient,
@@ -593,10 +672,10 @@ impl Provisioner {
         &self,
         entry: &GrantEntry,
         explicit_id: bool,
-        quiet: bool,
+        facts: &ConnectorFacts,
     ) -> Result<Grant, ProvisionError> {
         if !explicit_id {
-            return self.create_ephemeral_fast(entry, quiet).await;
+            return self.create_ephemeral_fast(entry, facts).await;
         }
         let mut conn = self.admin.get().await?;
         let tx = conn.transaction().await.map_err(db("starting the grant"))?;
@@ -611,8 +690,8 @@ impl Provisioner {
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
             .await?;
-        let (username, password, sql) = self.ephemeral_role_sql(entry);
-        silence_statement_log(&*tx, quiet).await?;
+        let (username, password, sql) = self.ephemeral_role_sql(entry, facts);
+        silence_statement_log(&*tx, facts.superuser).await?;
         tx.batch_execute(&sql)
             .await
             .map_err(db("creating the login role"))?;
@@ -629,7 +708,11 @@ impl Provisioner {
     }
 
     /// The login role's name, password and `CREATE ROLE … ; COMMENT …` text.
-    fn ephemeral_role_sql(&self, entry: &GrantEntry) -> (String, SecretString, String) {
+    fn ephemeral_role_sql(
+        &self,
+        entry: &GrantEntry,
+        facts: &ConnectorFacts,
+    ) -> (String, SecretString, String) {
         let max = 63 - self.config.username_prefix.len() - 7;
         let username = format!(
             "{}{}_{}",
@@ -647,7 +730,9 @@ impl Provisioner {
         };
         let in_roles = in_role_list(&entry.privilege_roles);
         let sql = format!(
-            "CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
+            "{prefix}CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}{own}; COMMENT ON ROLE {u} IS {c}",
+            prefix = facts.role_creation_prefix(),
+            own = facts.self_membership(&username),
             u = Ident(&username),
             v = literal(verifier(&password, self.config.scram_iterations).as_str()),
             until = literal(&timestamp(entry.expires_at)),
@@ -662,7 +747,7 @@ impl Provisioner {
     async fn create_ephemeral_fast(
         &self,
         entry: &GrantEntry,
-        quiet: bool,
+        facts: &ConnectorFacts,
     ) -> Result<Grant, ProvisionError> {
         let conn = self.admin.get().await?;
         let names = entry
@@ -682,8 +767,8 @@ impl Provisioner {
             key = advisory_key(PRIVILEGES_LOCK),
             n = entry.privilege_roles.len(),
         );
-        let (username, password, create) = self.ephemeral_role_sql(entry);
-        let result = if quiet {
+        let (username, password, create) = self.ephemeral_role_sql(entry, facts);
+        let result = if facts.superuser {
             // The log line is written when a query string arrives: silence first.
             match conn
                 .batch_execute(&format!("BEGIN; SET LOCAL log_statement = 'none'; {check}"))
@@ -736,7 +821,7 @@ impl Provisioner {
         &self,
         entry: &GrantEntry,
         now: OffsetDateTime,
-        quiet: bool,
+        facts: &ConnectorFacts,
     ) -> Result<Grant, ProvisionError> {
         let username = self.persistent_name(&entry.requester);
         let mut conn = self.admin.get().await?;
@@ -768,7 +853,9 @@ impl Provisioner {
                 let in_roles = in_role_list(&entry.privilege_roles);
                 (
                     format!(
-                        "CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}; COMMENT ON ROLE {u} IS {c}",
+                        "{prefix}CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}{own}; COMMENT ON ROLE {u} IS {c}",
+                        prefix = facts.role_creation_prefix(),
+                        own = facts.self_membership(&username),
                         v = literal(verifier(&password, self.config.scram_iterations).as_str()),
                         until = literal(&timestamp(entry.expires_at)),
                         c = literal(&record.to_comment()),
@@ -818,7 +905,7 @@ impl Provisioner {
                 (sql, password)
             }
         };
-        silence_statement_log(&*tx, quiet).await?;
+        silence_statement_log(&*tx, facts.superuser).await?;
         tx.batch_execute(&sql)
             .await
             .map_err(db("granting to the persistent role"))?;
@@ -951,6 +1038,7 @@ impl Provisioner {
         entries: &[&AccessEntry],
         refresh: bool,
     ) -> Result<(), ProvisionError> {
+        let facts = self.facts().await?;
         for entry in entries {
             let name = privilege_role_name(entry);
             let row = tx
@@ -971,9 +1059,21 @@ impl Provisioner {
             if !refresh && state == Some(Some(PrivilegeState::Ready)) {
                 continue;
             }
+            if facts.createrole_mode {
+                // Refuse up front, naming the objects, rather than half-grant: GRANT
+                // by a non-owner without grant options is an error or, where PUBLIC
+                // holds something, only a warning.
+                check_grantable(tx, entry, &facts.name, facts.version_num).await?;
+            }
             let mut sql = String::new();
             if row.is_none() {
-                let _ = write!(sql, "CREATE ROLE {} NOLOGIN INHERIT; ", Ident(&name));
+                let _ = write!(
+                    sql,
+                    "{}CREATE ROLE {n} NOLOGIN INHERIT{}; ",
+                    facts.role_creation_prefix(),
+                    facts.self_membership(&name),
+                    n = Ident(&name)
+                );
             }
             for s in grant_statements(tx, entry, &name).await? {
                 sql.push_str(&s);
@@ -1076,6 +1176,28 @@ impl Provisioner {
                     .map(move |g| listed(&r.username, rec, g, now))
             })
             .collect())
+    }
+}
+
+/// Refuses a connector whose role does not match the configured mode.
+fn check_mode(
+    facts: &ConnectorFacts,
+    createrole: bool,
+    mode: ConnectorMode,
+) -> Result<(), ProvisionError> {
+    let name = &facts.name;
+    match mode {
+        ConnectorMode::Superuser if !facts.superuser => {
+            Err(ProvisionError::ConnectorMode(format!(
+                "connector role {name} is not a superuser, but connector_mode is \"superuser\": set connector_mode = \"createrole\" (managed clouds such as RDS, Cloud SQL, Azure) or connect as a superuser"
+            )))
+        }
+        ConnectorMode::Createrole if !facts.superuser && !createrole => {
+            Err(ProvisionError::ConnectorMode(format!(
+                "connector role {name} has neither CREATEROLE nor SUPERUSER: pgwarden cannot create roles — ALTER ROLE {name} CREATEROLE"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

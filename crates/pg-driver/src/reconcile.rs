@@ -48,7 +48,8 @@ pub struct ReconcileReport {
 
 const PRIVILEGE_ROLES_SQL: &str = "
 SELECT r.rolname::text, d.description,
-       (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+       (SELECT count(*) FROM pg_catalog.pg_auth_members m
+        WHERE m.roleid = r.oid AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))
 FROM pg_catalog.pg_roles r
 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
 WHERE r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1";
@@ -175,8 +176,12 @@ impl Provisioner {
                         let sql = format!("ALTER ROLE {} NOLOGIN", Ident(&role.username));
                         if let Err(e) = conn.batch_execute(&sql).await {
                             report.errors.push(format!("{}: {e}", role.username));
-                        } else if let Err(e) =
-                            crate::revoke::terminate_sessions(&conn, &role.username).await
+                        } else if let Err(e) = crate::revoke::terminate_sessions(
+                            &conn,
+                            &role.username,
+                            self.facts().await?.version_num,
+                        )
+                        .await
                         {
                             report.errors.push(format!("{}: {e}", role.username));
                         }
@@ -305,7 +310,9 @@ impl Provisioner {
         database: &str,
     ) -> Result<bool, ProvisionError> {
         let n = Ident(name);
-        let members_sql = "SELECT count(*) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid WHERE r.rolname = $1";
+        // The connector's own membership (createrole mode) does not count.
+        let members_sql = "SELECT count(*) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+                           WHERE r.rolname = $1 AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)";
         // Step 1.
         {
             let mut conn = self.admin.get().await?;
@@ -348,7 +355,8 @@ impl Provisioner {
             .map_err(db("locking privilege roles"))?;
         let row = tx
             .query_opt(
-                "SELECT d.description, (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+                "SELECT d.description, (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid
+                                          AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))
                  FROM pg_catalog.pg_roles r
                  LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
                  WHERE r.rolname = $1",

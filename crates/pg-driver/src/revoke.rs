@@ -65,8 +65,15 @@ pub struct RevocationReport {
     pub login_disabled: bool,
 }
 
+/// Ends a role's sessions, waiting up to 5 s for each to exit (the timeout argument
+/// exists from PostgreSQL 14; [`SESSIONS_SQL_13`] polls instead).
 const SESSIONS_SQL: &str = "
 SELECT count(*), count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))
+FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()";
+
+/// [`SESSIONS_SQL`] for PostgreSQL 13: signal only; the caller's loop waits.
+const SESSIONS_SQL_13: &str = "
+SELECT count(*), count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))
 FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()";
 
 const DATABASES_SQL: &str = "
@@ -156,6 +163,7 @@ impl Provisioner {
             ..RevocationReport::default()
         };
         let u = Ident(username);
+        let facts = self.facts().await?.clone();
 
         self.step(Step::RevokeMark)?;
         if !self.mark_revoking(conn, grant_id, username).await? {
@@ -165,10 +173,16 @@ impl Provisioner {
         report.login_disabled = true;
 
         self.step(Step::RevokeTerminateSessions)?;
-        report.sessions_terminated = terminate_sessions(conn, username).await?;
+        report.sessions_terminated = terminate_sessions(conn, username, facts.version_num).await?;
 
         self.step(Step::RevokeMemberships)?;
         report.memberships_removed = remove_memberships(conn, username, &BTreeSet::new()).await?;
+
+        if facts.createrole_mode {
+            // Access has ended by now; what is left needs the connector to act as the
+            // role (REASSIGN/DROP OWNED require its privileges).
+            act_as(conn, &facts, username).await?;
+        }
 
         let successor = match &self.config.successor {
             Some(s) => s.clone(),
@@ -234,7 +248,8 @@ impl Provisioner {
                 }
                 Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55006") => {
                     // Still connected (a session slipped in before NOLOGIN): end it and retry.
-                    report.sessions_terminated += terminate_sessions(conn, username).await?;
+                    report.sessions_terminated +=
+                        terminate_sessions(conn, username, facts.version_num).await?;
                 }
                 Err(e) => return Err(db("dropping the role")(e)),
             }
@@ -437,8 +452,9 @@ impl Provisioner {
         if record.grants.is_empty() {
             report.login_disabled = true;
             self.step(Step::RevokeTerminateSessions)?;
+            let version_num = self.facts().await?.version_num;
             let conn = self.admin.get().await?;
-            report.sessions_terminated = terminate_sessions(&conn, username).await?;
+            report.sessions_terminated = terminate_sessions(&conn, username, version_num).await?;
         }
         self.step(Step::RevokeMemberships)?;
         let conn = self.admin.get().await?;
@@ -452,11 +468,17 @@ impl Provisioner {
 pub(crate) async fn terminate_sessions(
     conn: &tokio_postgres::Client,
     username: &str,
+    version_num: i32,
 ) -> Result<i64, ProvisionError> {
+    let sql = if version_num >= 140_000 {
+        SESSIONS_SQL
+    } else {
+        SESSIONS_SQL_13
+    };
     let mut ended = 0;
     for _ in 0..50 {
         let row = conn
-            .query_one(SESSIONS_SQL, &[&username])
+            .query_one(sql, &[&username])
             .await
             .map_err(db("ending sessions"))?;
         let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
@@ -469,6 +491,50 @@ pub(crate) async fn terminate_sessions(
     Err(ProvisionError::RevocationIncomplete {
         username: username.to_owned(),
         reason: "sessions keep running (a superuser's session cannot be ended by a non-superuser connector)".into(),
+    })
+}
+
+/// In createrole mode, makes sure the connector holds the privileges of `username`
+/// (REASSIGN OWNED and DROP OWNED need them). Roles pgwarden created in this mode
+/// already have the connector as a member; one created otherwise (by a superuser
+/// connector earlier) gets the membership now, which a CREATEROLE connector may
+/// grant before PostgreSQL 16 and, from 16, only with ADMIN OPTION on the role.
+async fn act_as(
+    conn: &tokio_postgres::Client,
+    facts: &crate::provision::ConnectorFacts,
+    username: &str,
+) -> Result<(), ProvisionError> {
+    let can: bool = conn
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)
+                 OR pg_catalog.pg_has_role(current_user, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1), 'USAGE')",
+            &[&username],
+        )
+        .await
+        .map_err(db("checking the connector's membership"))?
+        .get(0);
+    if can {
+        return Ok(());
+    }
+    let options = if facts.version_num >= 160_000 {
+        " WITH INHERIT TRUE, SET TRUE"
+    } else {
+        ""
+    };
+    conn.batch_execute(&format!(
+        "GRANT {} TO {}{options}",
+        Ident(username),
+        Ident(&facts.name)
+    ))
+    .await
+    .map_err(|e| ProvisionError::RevocationIncomplete {
+        username: username.to_owned(),
+        reason: format!(
+            "login is disabled, sessions ended and memberships removed, but connector {c} cannot act as the role to remove what it owns ({}); as a superuser run GRANT {u} TO {c} WITH ADMIN OPTION, then reconcile",
+            crate::provision::describe_db_error(&e),
+            c = facts.name,
+            u = username,
+        ),
     })
 }
 

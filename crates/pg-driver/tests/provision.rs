@@ -20,6 +20,8 @@ use pgwarden_pg_driver::provision::{
 };
 use pgwarden_pg_driver::scram::ScramIterations;
 use pgwarden_testkit::TempCluster;
+
+mod common;
 use secrecy::ExposeSecret;
 
 fn cluster() -> &'static TempCluster {
@@ -43,6 +45,7 @@ fn config(mode: UserMode) -> ProvisionerConfig {
         password_max_age: None,
         successor: None,
         pool_size: 4,
+        connector_mode: pgwarden_core::config::ConnectorMode::Superuser,
     }
 }
 
@@ -71,9 +74,7 @@ fn request(requester: &str, access: &[&str]) -> GrantRequest {
 
 /// Runs SQL as a user through psql (libpq); Ok(output) or Err(stderr).
 fn as_user(user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
-    cluster()
-        .psql_with(&cluster().conninfo(user, password, db), sql)
-        .map_err(|e| e.to_string())
+    common::as_user(cluster(), user, password, db, sql)
 }
 
 fn q(sql: &str) -> String {
@@ -82,143 +83,18 @@ fn q(sql: &str) -> String {
 
 fn setup_database(name: &str) {
     cluster().create_database(name).unwrap();
-    cluster()
-        .psql_in(
-            name,
-            "CREATE SCHEMA s1; CREATE SCHEMA s2;
-             CREATE TABLE s1.t1 (id serial PRIMARY KEY, v text); INSERT INTO s1.t1 (v) VALUES ('a');
-             CREATE TABLE s1.t2 (id int); INSERT INTO s1.t2 VALUES (1);
-             CREATE TABLE s2.u1 (id int); INSERT INTO s2.u1 VALUES (1);",
-        )
-        .unwrap();
+    cluster().psql_in(name, common::PROBE_SCHEMA_SQL).unwrap();
 }
 
-/// The probes, each run in its own psql call so one failure does not hide another.
 fn probes(user: &str, password: &str, db: &str) -> BTreeMap<&'static str, bool> {
-    let ops: [(&str, &str); 10] = [
-        ("connect", "SELECT 1"),
-        ("select", "SELECT count(*) FROM s1.t1"),
-        ("insert", "INSERT INTO s1.t1 (v) VALUES ('x')"),
-        ("update", "UPDATE s1.t1 SET v = 'y' WHERE id = 1"),
-        ("delete", "DELETE FROM s1.t1 WHERE id = -1"),
-        ("truncate", "BEGIN; TRUNCATE s1.t1; ROLLBACK"),
-        ("select_other_table", "SELECT count(*) FROM s1.t2"),
-        ("select_other_schema", "SELECT count(*) FROM s2.u1"),
-        (
-            "create",
-            "CREATE TABLE s1.probe_made (id int); DROP TABLE s1.probe_made",
-        ),
-        ("select_late", "SELECT count(*) FROM s1.late"),
-    ];
-    ops.iter()
-        .map(|(name, sql)| (*name, as_user(user, password, db, sql).is_ok()))
-        .collect()
+    common::probes(cluster(), user, password, db)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_level_allows_exactly_what_it_should() {
     let p = provisioner(UserMode::Ephemeral);
     cluster().psql("CREATE ROLE analysts NOLOGIN").unwrap();
-    // (access, expected probes that succeed)
-    let cases: &[(&str, &[&str])] = &[
-        ("postgresql-database:{db}=connect", &["connect"]),
-        (
-            "postgresql-database:{db}=read-only",
-            &[
-                "connect",
-                "select",
-                "select_other_table",
-                "select_other_schema",
-                "select_late",
-            ],
-        ),
-        (
-            "postgresql-database:{db}=read-write",
-            &[
-                "connect",
-                "select",
-                "insert",
-                "update",
-                "delete",
-                "select_other_table",
-                "select_other_schema",
-                "select_late",
-            ],
-        ),
-        (
-            "postgresql-database:{db}=admin",
-            &[
-                "connect",
-                "select",
-                "insert",
-                "update",
-                "delete",
-                "truncate",
-                "select_other_table",
-                "select_other_schema",
-                "create",
-                "select_late",
-            ],
-        ),
-        (
-            "postgresql-schema:{db}/s1=read-only",
-            &["connect", "select", "select_other_table", "select_late"],
-        ),
-        (
-            "postgresql-schema:{db}/s1=read-write",
-            &[
-                "connect",
-                "select",
-                "insert",
-                "update",
-                "delete",
-                "select_other_table",
-                "select_late",
-            ],
-        ),
-        (
-            "postgresql-schema:{db}/s1=admin",
-            &[
-                "connect",
-                "select",
-                "insert",
-                "update",
-                "delete",
-                "truncate",
-                "select_other_table",
-                "create",
-                "select_late",
-            ],
-        ),
-        ("postgresql-table:{db}/s1/t1=select", &["connect", "select"]),
-        ("postgresql-table:{db}/s1/t1=insert", &["connect", "insert"]),
-        (
-            "postgresql-table:{db}/s1/t1=update",
-            &["connect", "select", "update"],
-        ),
-        (
-            "postgresql-table:{db}/s1/t1=delete",
-            &["connect", "select", "delete"],
-        ),
-        (
-            "postgresql-table:{db}/s1/t1=read-only",
-            &["connect", "select"],
-        ),
-        (
-            "postgresql-table:{db}/s1/t1=read-write",
-            &["connect", "select", "insert", "update", "delete"],
-        ),
-        (
-            "postgresql-table:{db}/s1/t1=admin",
-            &[
-                "connect", "select", "insert", "update", "delete", "truncate",
-            ],
-        ),
-        (
-            "postgresql-role:analysts=member",
-            &["connect", "select_other_schema"],
-        ),
-    ];
+    let cases = common::LEVEL_CASES;
     for (i, (access, allowed)) in cases.iter().enumerate() {
         let db = format!("levels_{i}");
         setup_database(&db);
@@ -247,6 +123,21 @@ async fn every_level_allows_exactly_what_it_should() {
         );
         let want: BTreeMap<&str, bool> = got.keys().map(|k| (*k, allowed.contains(k))).collect();
         assert_eq!(got, want, "{access}");
+        if common::major(cluster()) >= 17
+            && !access.contains("=connect")
+            && !access.contains("role:")
+        {
+            // PostgreSQL 17's MAINTAIN comes with admin ("ALL"), and only with it.
+            let maintain = as_user(
+                &g.username,
+                g.password.as_ref().unwrap().expose_secret(),
+                &db,
+                "SELECT has_table_privilege('s1.t1', 'MAINTAIN')",
+            )
+            .unwrap();
+            let want = if access.ends_with("=admin") { "t" } else { "f" };
+            assert_eq!(maintain.trim(), want, "MAINTAIN with {access}");
+        }
         p.revoke(&g.grant_id).await.unwrap();
         assert!(
             as_user(
@@ -305,6 +196,17 @@ async fn revocation_is_complete_across_databases_and_sessions() {
              ALTER DEFAULT PRIVILEGES IN SCHEMA scratch GRANT SELECT ON TABLES TO PUBLIC;",
         )
         .unwrap();
+        if common::major(cluster()) >= 17 {
+            // An ACL entry with PostgreSQL 17's MAINTAIN, granted by the user.
+            as_user(
+                &g.username,
+                &pw,
+                db,
+                "GRANT MAINTAIN ON scratch.mine TO PUBLIC;
+                 ALTER DEFAULT PRIVILEGES IN SCHEMA scratch GRANT MAINTAIN ON TABLES TO PUBLIC;",
+            )
+            .unwrap();
+        }
     }
     // Open sessions that would outlive a VALID UNTIL.
     let info: ConnInfo = cluster()
@@ -919,56 +821,4 @@ async fn persistent_passwords_are_renewed_when_older_than_the_period() {
     );
     p.revoke(&g1.grant_id).await.unwrap();
     p.revoke(&g2.grant_id).await.unwrap();
-}
-
-/// A CREATEROLE connector without superuser on PostgreSQL 15: it can create roles but
-/// cannot grant on objects it does not own. The grant fails with a clear error and
-/// leaves nothing behind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_createrole_connector_fails_cleanly_where_it_lacks_rights() {
-    setup_database("managed");
-    cluster()
-        .psql("DROP ROLE IF EXISTS cloud_admin; CREATE ROLE cloud_admin LOGIN CREATEROLE PASSWORD 'cloud-pw';")
-        .unwrap();
-    let info: ConnInfo = cluster()
-        .conninfo("cloud_admin", "cloud-pw", "postgres")
-        .parse()
-        .unwrap();
-    let p = Provisioner::new(
-        Connector::new(&info, &ConnectOptions::default()).unwrap(),
-        config(UserMode::Ephemeral),
-    )
-    .unwrap();
-    let e = p
-        .grant(request("pat", &["postgresql-schema:managed/s1=read-only"]))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("permission denied"), "{e}");
-    assert_eq!(
-        q("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgw_pat%'").trim(),
-        "0"
-    );
-    // No half-made privilege role either: its transaction rolled back whole.
-    let name = pgwarden_pg_driver::privilege::privilege_role_name(&entry(
-        "postgresql-schema:managed/s1=read-only",
-    ));
-    assert_eq!(
-        q(&format!(
-            "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
-        ))
-        .trim(),
-        "0"
-    );
-    // Where it owns the objects, it can grant.
-    cluster()
-        .psql_in("managed", "CREATE SCHEMA cloudy AUTHORIZATION cloud_admin;")
-        .unwrap();
-    let g = p
-        .grant(request(
-            "pat",
-            &["postgresql-schema:managed/cloudy=read-only"],
-        ))
-        .await
-        .unwrap();
-    p.revoke(&g.grant_id).await.unwrap();
 }

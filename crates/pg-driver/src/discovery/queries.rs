@@ -60,7 +60,7 @@ WHERE r.rolname !~ '^pg_'
   AND NOT EXISTS (SELECT
                   FROM pg_catalog.pg_auth_members m
                   JOIN pg_catalog.pg_roles marker ON marker.oid = m.roleid
-                  WHERE m.member = r.oid AND marker.rolname = $1)
+                  WHERE m.member = r.oid AND marker.rolname = $1 AND NOT m.admin_option)
 ORDER BY r.rolname";
 
 /// The schemas of the current database, without `pg_catalog`, `information_schema`,
