@@ -282,7 +282,7 @@ impl Connector {
     /// telling error, with the other attempts noted.
     pub async fn connect(&self) -> Result<Connection, ConnectError> {
         self.connect_raw().await.map_err(|failures| {
-            most_relevant(
+            let mut error = most_relevant(
                 failures
                     .into_iter()
                     .map(|f| match f {
@@ -294,7 +294,13 @@ impl Connector {
                         }
                     })
                     .collect(),
-            )
+            );
+            if self.negotiation == SslNegotiation::Direct && error.is_early_hangup() {
+                error.append_detail(
+                    " (sslnegotiation=direct needs PostgreSQL 17 or later: older servers close the connection when the first bytes are a TLS handshake; use sslnegotiation=postgres with them)",
+                );
+            }
+            error
         })
     }
 

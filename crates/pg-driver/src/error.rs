@@ -2,7 +2,6 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::fmt::Write as _;
 
 use crate::tls::TlsSetupError;
 
@@ -348,14 +347,36 @@ pub(crate) fn most_relevant(mut errors: Vec<(String, ConnectError)>) -> ConnectE
         return first;
     }
     let mut first = first;
-    if let ConnectError::Network { detail, .. }
-    | ConnectError::Tls { detail, .. }
-    | ConnectError::Auth { detail, .. }
-    | ConnectError::Server { detail, .. } = &mut first
-    {
-        let _ = write!(detail, " [also tried: {}]", notes.join("; "));
-    }
+    first.append_detail(&format!(" [also tried: {}]", notes.join("; ")));
     first
+}
+
+impl ConnectError {
+    /// Appends to the detail of an error that has one (network, TLS, auth, server).
+    pub(crate) fn append_detail(&mut self, note: &str) {
+        if let ConnectError::Network { detail, .. }
+        | ConnectError::Tls { detail, .. }
+        | ConnectError::Auth { detail, .. }
+        | ConnectError::Server { detail, .. } = self
+        {
+            detail.push_str(note);
+        }
+    }
+
+    /// Whether the server hung up during start-up or the TLS handshake: what a server
+    /// before PostgreSQL 17 does when the first bytes are a TLS handshake.
+    pub(crate) fn is_early_hangup(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Network {
+                kind: NetworkFailure::Closed,
+                ..
+            } | ConnectError::Tls {
+                kind: TlsFailure::Handshake,
+                ..
+            }
+        )
+    }
 }
 
 impl fmt::Display for NetworkFailure {
