@@ -120,3 +120,65 @@ fn grant_list_extend_revoke_reconcile() {
     let out = pgwarden(&["extend", "--dsn", &dsn, "--grant", "nope", "--ttl", "1h"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A managed-cloud connector (CREATEROLE, no SUPERUSER) through the CLI: refused in the
+/// default superuser mode with the setting to change, working with
+/// `--connector-mode createrole` on what it owns.
+#[test]
+fn grant_and_revoke_with_a_createrole_connector() {
+    let c = TempCluster::builder().start().unwrap();
+    c.psql("CREATE ROLE cloud LOGIN CREATEROLE CREATEDB PASSWORD 'cloud-pw'")
+        .unwrap();
+    let dsn = c.conninfo("cloud", "cloud-pw", "postgres");
+    c.psql_with(&dsn, "CREATE DATABASE shop").unwrap();
+    c.psql_with(
+        &c.conninfo("cloud", "cloud-pw", "shop"),
+        "CREATE SCHEMA s1; CREATE TABLE s1.t (id int); INSERT INTO s1.t VALUES (3);",
+    )
+    .unwrap();
+    let grant = |mode: Option<&str>| {
+        let mut args = vec!["--format", "json", "grant", "--dsn", &dsn];
+        if let Some(mode) = mode {
+            args.extend(["--connector-mode", mode]);
+        }
+        args.extend([
+            "--requester",
+            "bo",
+            "--access",
+            "postgresql-schema:shop/s1=read-only",
+            "--ttl",
+            "1h",
+        ]);
+        pgwarden(&args)
+    };
+    let out = grant(None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connector_mode = \"createrole\""), "{err}");
+
+    let g = json(&grant(Some("createrole")));
+    let (user, password) = (
+        g["username"].as_str().unwrap(),
+        g["password"].as_str().unwrap(),
+    );
+    let out = c
+        .psql_with(&c.conninfo(user, password, "shop"), "SELECT id FROM s1.t")
+        .unwrap();
+    assert_eq!(out.trim(), "3");
+    let r = json(&pgwarden(&[
+        "--format",
+        "json",
+        "revoke",
+        "--dsn",
+        &dsn,
+        "--connector-mode",
+        "createrole",
+        "--grant",
+        g["grant_id"].as_str().unwrap(),
+    ]));
+    assert_eq!(r["role_dropped"], true, "{r}");
+    assert!(
+        c.psql_with(&c.conninfo(user, password, "shop"), "SELECT 1")
+            .is_err()
+    );
+}
