@@ -369,14 +369,7 @@ async fn direct_negotiation_settings() {
         c.dsn()
     ))
     .unwrap();
-    let major = c
-        .psql("SHOW server_version_num")
-        .unwrap()
-        .trim()
-        .parse::<u32>()
-        .unwrap()
-        / 10_000;
-    if major >= 17 {
+    if c.server_major() >= 17 {
         assert!(direct.connect().await.unwrap().tls);
     } else {
         let e = direct.connect().await.unwrap_err();

@@ -10,15 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pgwarden_core::config::UserMode;
+use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
-use pgwarden_core::resource::{AccessEntry, PermissionLevel, ResourceId};
+use pgwarden_core::resource::{PermissionLevel, ResourceId};
 use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::provision::{
-    Expiry, GrantRequest, ListedState, Provisioner, ProvisionerConfig, Step,
-};
-use pgwarden_pg_driver::scram::ScramIterations;
+use pgwarden_pg_driver::provision::{Expiry, ListedState, Provisioner, ProvisionerConfig, Step};
 use pgwarden_testkit::TempCluster;
 
 mod common;
@@ -36,17 +33,7 @@ fn cluster() -> &'static TempCluster {
 }
 
 fn config(mode: UserMode) -> ProvisionerConfig {
-    ProvisionerConfig {
-        integration: "test".into(),
-        username_prefix: "pgw_".into(),
-        user_mode: mode,
-        max_ttl: "7d".parse().unwrap(),
-        scram_iterations: ScramIterations::new(16).unwrap(),
-        password_max_age: None,
-        successor: None,
-        pool_size: 4,
-        connector_mode: pgwarden_core::config::ConnectorMode::Superuser,
-    }
+    common::provisioner_config("test", mode, ConnectorMode::Superuser)
 }
 
 fn provisioner(mode: UserMode) -> Provisioner {
@@ -58,19 +45,7 @@ fn provisioner(mode: UserMode) -> Provisioner {
     .unwrap()
 }
 
-fn entry(s: &str) -> AccessEntry {
-    s.parse().unwrap()
-}
-
-fn request(requester: &str, access: &[&str]) -> GrantRequest {
-    GrantRequest {
-        grant_id: None,
-        requester: requester.into(),
-        access: access.iter().map(|s| entry(s)).collect(),
-        expiry: Expiry::After(Ttl::from_secs(3600).unwrap()),
-        user_mode: None,
-    }
-}
+use common::{entry, request};
 
 /// Runs SQL as a user through psql (libpq); Ok(output) or Err(stderr).
 fn as_user(user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
@@ -123,7 +98,7 @@ async fn every_level_allows_exactly_what_it_should() {
         );
         let want: BTreeMap<&str, bool> = got.keys().map(|k| (*k, allowed.contains(k))).collect();
         assert_eq!(got, want, "{access}");
-        if common::major(cluster()) >= 17
+        if cluster().server_major() >= 17
             && !access.contains("=connect")
             && !access.contains("role:")
         {
@@ -196,7 +171,7 @@ async fn revocation_is_complete_across_databases_and_sessions() {
              ALTER DEFAULT PRIVILEGES IN SCHEMA scratch GRANT SELECT ON TABLES TO PUBLIC;",
         )
         .unwrap();
-        if common::major(cluster()) >= 17 {
+        if cluster().server_major() >= 17 {
             // An ACL entry with PostgreSQL 17's MAINTAIN, granted by the user.
             as_user(
                 &g.username,

@@ -761,12 +761,7 @@ fn check(output: std::io::Result<Output>, step: &'static str) -> Result<(), Erro
     if output.status.success() {
         return Ok(());
     }
-    let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    if stderr.is_empty() {
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .clone_into(&mut stderr);
-    }
+    let stderr = crate::files::output_text(&output);
     Err(Error::Command {
         step,
         status: output.status.to_string(),

@@ -348,12 +348,7 @@ fn checked(output: &Output) -> Result<(), String> {
     if output.status.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    if text.is_empty() {
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .clone_into(&mut text);
-    }
+    let text = crate::files::output_text(output);
     Err(format!("{} ({text})", output.status))
 }
 

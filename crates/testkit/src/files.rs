@@ -30,3 +30,14 @@ pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<(), Error> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(step(), e))
 }
+
+/// What a finished command said: its stderr, or its stdout when stderr is empty
+/// (trimmed), for error messages.
+pub(crate) fn output_text(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if stderr.is_empty() {
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    } else {
+        stderr
+    }
+}

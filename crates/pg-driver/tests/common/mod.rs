@@ -6,7 +6,47 @@
 
 use std::collections::BTreeMap;
 
+use pgwarden_core::config::{ConnectorMode, UserMode};
+use pgwarden_core::duration::Ttl;
+use pgwarden_core::resource::AccessEntry;
+use pgwarden_pg_driver::provision::{Expiry, GrantRequest, ProvisionerConfig};
+use pgwarden_pg_driver::scram::ScramIterations;
 use pgwarden_testkit::TempCluster;
+
+/// An access entry from its text form.
+pub(crate) fn entry(s: &str) -> AccessEntry {
+    s.parse().unwrap()
+}
+
+/// An hour of `access` for `requester`, with a generated grant id.
+pub(crate) fn request(requester: &str, access: &[&str]) -> GrantRequest {
+    GrantRequest {
+        grant_id: None,
+        requester: requester.into(),
+        access: access.iter().map(|s| entry(s)).collect(),
+        expiry: Expiry::After(Ttl::from_secs(3600).unwrap()),
+        user_mode: None,
+    }
+}
+
+/// Test settings: prefix `pgw_`, 7 days at most, cheap verifiers (16 iterations).
+pub(crate) fn provisioner_config(
+    integration: &str,
+    user_mode: UserMode,
+    connector_mode: ConnectorMode,
+) -> ProvisionerConfig {
+    ProvisionerConfig {
+        integration: integration.into(),
+        username_prefix: "pgw_".into(),
+        user_mode,
+        max_ttl: "7d".parse().unwrap(),
+        scram_iterations: ScramIterations::new(16).unwrap(),
+        password_max_age: None,
+        successor: None,
+        pool_size: 4,
+        connector_mode,
+    }
+}
 
 /// The schema every probe database has: `s1.t1` (serial), `s1.t2`, `s2.u1`.
 pub(crate) const PROBE_SCHEMA_SQL: &str = "CREATE SCHEMA s1; CREATE SCHEMA s2;
@@ -189,15 +229,4 @@ pub(crate) fn leftovers(cluster: &TempCluster, username: &str, databases: &[&str
         );
     }
     total
-}
-
-/// The server's major version (`server_version_num / 10000`).
-pub(crate) fn major(cluster: &TempCluster) -> u32 {
-    cluster
-        .psql("SHOW server_version_num")
-        .unwrap()
-        .trim()
-        .parse::<u32>()
-        .unwrap()
-        / 10_000
 }
