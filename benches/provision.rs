@@ -9,7 +9,11 @@
 //! cost of hashing is measured on its own (`scram_verifier`), so the goal reads:
 //! pgwarden grant ≤ 1.5 × (floor grant + verifier), independent of the table count.
 //!
-//! Run: `cargo bench --bench provision`.
+//! Run: `cargo bench --bench provision`. Other servers and connectors:
+//! `PGWARDEN_TEST_PG=17` picks the PostgreSQL major (see the README), and
+//! `PGWARDEN_BENCH_CONNECTOR_MODE=createrole` runs everything — pgwarden and the floor
+//! alike — as a managed-cloud connector (CREATEROLE, no SUPERUSER) that owns the
+//! bench database, with `connector_mode = createrole`.
 
 #![allow(clippy::too_many_lines, reason = "scenario code reads top to bottom")]
 
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pgwarden::core::config::UserMode;
+use pgwarden::core::config::{ConnectorMode, UserMode};
 use pgwarden::core::conninfo::ConnInfo;
 use pgwarden::core::duration::Ttl;
 use pgwarden::core::resource::AccessEntry;
@@ -31,8 +35,14 @@ use tokio::runtime::Runtime;
 
 const CONCURRENCY: usize = 16;
 
-fn provisioner(cluster: &TempCluster, iterations: u32) -> Arc<Provisioner> {
-    let info: ConnInfo = cluster.dsn().parse().unwrap();
+/// Who connects: the cluster's superuser, or a CREATEROLE connector.
+struct As {
+    dsn: String,
+    mode: ConnectorMode,
+}
+
+fn provisioner(who: &As, iterations: u32) -> Arc<Provisioner> {
+    let info: ConnInfo = who.dsn.parse().unwrap();
     let config = ProvisionerConfig {
         integration: "bench".into(),
         username_prefix: "pgw_".into(),
@@ -42,7 +52,7 @@ fn provisioner(cluster: &TempCluster, iterations: u32) -> Arc<Provisioner> {
         password_max_age: None,
         successor: None,
         pool_size: CONCURRENCY + 2,
-        connector_mode: pgwarden::core::config::ConnectorMode::Superuser,
+        connector_mode: who.mode,
     };
     Arc::new(
         Provisioner::new(
@@ -98,10 +108,10 @@ where
 
 /// Plain clients for the floor, one per worker.
 async fn floor_clients(
-    cluster: &TempCluster,
+    who: &As,
     n: usize,
 ) -> Vec<Arc<pgwarden::pg_driver::tokio_postgres::Client>> {
-    let info: ConnInfo = cluster.dsn().parse().unwrap();
+    let info: ConnInfo = who.dsn.parse().unwrap();
     let connector = Connector::new(&info, &ConnectOptions::default()).unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
@@ -111,14 +121,8 @@ async fn floor_clients(
     out
 }
 
-fn bench_setting(
-    c: &mut Criterion,
-    rt: &Runtime,
-    cluster: &TempCluster,
-    schema: &str,
-    iterations: u32,
-) {
-    let p = provisioner(cluster, iterations);
+fn bench_setting(c: &mut Criterion, rt: &Runtime, who: &As, schema: &str, iterations: u32) {
+    let p = provisioner(who, iterations);
     // Create the privilege role once, as a first grant would.
     let first = rt.block_on(p.grant(request(schema))).unwrap();
     rt.block_on(p.revoke(&first.grant_id)).unwrap();
@@ -127,9 +131,13 @@ fn bench_setting(
         .parse()
         .unwrap();
     let privilege_role = privilege_role_name(&entry);
-    let clients = rt.block_on(floor_clients(cluster, CONCURRENCY));
+    let clients = rt.block_on(floor_clients(who, CONCURRENCY));
 
-    let mut group = c.benchmark_group(format!("provision/{schema}/scram{iterations}"));
+    let mode = match who.mode {
+        ConnectorMode::Superuser => String::new(),
+        ConnectorMode::Createrole => "createrole/".to_owned(),
+    };
+    let mut group = c.benchmark_group(format!("provision/{mode}{schema}/scram{iterations}"));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -273,10 +281,31 @@ fn bench_setting(
 fn provision(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let cluster = TempCluster::builder().max_connections(200).start().unwrap();
-    cluster.create_database("bench").unwrap();
+    let mode: ConnectorMode = std::env::var("PGWARDEN_BENCH_CONNECTOR_MODE")
+        .map_or(Ok(ConnectorMode::Superuser), |v| v.parse())
+        .unwrap();
+    let who = match mode {
+        ConnectorMode::Superuser => As {
+            dsn: cluster.dsn(),
+            mode,
+        },
+        ConnectorMode::Createrole => {
+            cluster
+                .psql("CREATE ROLE bench_cloud LOGIN CREATEROLE CREATEDB PASSWORD 'bench-cloud'")
+                .unwrap();
+            As {
+                dsn: cluster.conninfo("bench_cloud", "bench-cloud", "postgres"),
+                mode,
+            }
+        }
+    };
+    let owner_dsn = who.dsn.replace("dbname=postgres", "dbname=bench");
     cluster
-        .psql_in(
-            "bench",
+        .psql_with(&who.dsn, "CREATE DATABASE bench")
+        .unwrap();
+    cluster
+        .psql_with(
+            &owner_dsn,
             "CREATE SCHEMA small; CREATE SCHEMA big;
              DO $$ BEGIN
                FOR i IN 1..100 LOOP EXECUTE format('CREATE TABLE small.t%s (id serial, v text)', i); END LOOP;
@@ -285,9 +314,9 @@ fn provision(c: &mut Criterion) {
         )
         .unwrap();
     for iterations in [4096, 1] {
-        bench_setting(c, &rt, &cluster, "small", iterations);
+        bench_setting(c, &rt, &who, "small", iterations);
     }
-    bench_setting(c, &rt, &cluster, "big", 1);
+    bench_setting(c, &rt, &who, "big", 1);
 }
 
 criterion_group!(benches, provision);
