@@ -225,15 +225,7 @@ async fn revocation_is_complete_with_objects_and_open_sessions() {
             "t"
         );
     }
-    let session_a = cluster()
-        .conninfo(&g.username, &pw, "m_rev_a")
-        .parse::<ConnInfo>()
-        .unwrap();
-    let session_a = Connector::new(&session_a, &ConnectOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let session_a = common::session(cluster(), &g.username, &pw, "m_rev_a").await;
 
     let report = p.revoke(&g.grant_id).await.unwrap();
     assert!(report.role_dropped && report.login_disabled, "{report:?}");

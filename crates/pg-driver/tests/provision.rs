@@ -184,24 +184,8 @@ async fn revocation_is_complete_across_databases_and_sessions() {
         }
     }
     // Open sessions that would outlive a VALID UNTIL.
-    let info: ConnInfo = cluster()
-        .conninfo(&g.username, &pw, "rev_a")
-        .parse()
-        .unwrap();
-    let session = Connector::new(&info, &ConnectOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let info_b: ConnInfo = cluster()
-        .conninfo(&g.username, &pw, "rev_b")
-        .parse()
-        .unwrap();
-    let session_b = Connector::new(&info_b, &ConnectOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let session = common::session(cluster(), &g.username, &pw, "rev_a").await;
+    let session_b = common::session(cluster(), &g.username, &pw, "rev_b").await;
 
     let report = p.revoke(&g.grant_id).await.unwrap();
     assert!(report.role_dropped && report.login_disabled, "{report:?}");

@@ -7,11 +7,28 @@
 use std::collections::BTreeMap;
 
 use pgwarden_core::config::{ConnectorMode, UserMode};
+use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::resource::AccessEntry;
+use pgwarden_pg_driver::connect::{ConnectOptions, Connection, Connector};
 use pgwarden_pg_driver::provision::{Expiry, GrantRequest, ProvisionerConfig};
 use pgwarden_pg_driver::scram::ScramIterations;
 use pgwarden_testkit::TempCluster;
+
+/// A session of `user` in `db`, held open (as a user's client would) until dropped.
+pub(crate) async fn session(
+    cluster: &TempCluster,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Connection {
+    let info: ConnInfo = cluster.conninfo(user, password, db).parse().unwrap();
+    Connector::new(&info, &ConnectOptions::default())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
 
 /// An access entry from its text form.
 pub(crate) fn entry(s: &str) -> AccessEntry {
