@@ -164,8 +164,19 @@ pub async fn read_ledger<C: GenericClient>(
     client: &C,
 ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
     let rows = client.query(LEDGER_SQL, &[&MARKER_ROLE]).await?;
-    Ok(rows
-        .iter()
+    Ok(ledger_roles(&rows))
+}
+
+/// [`read_ledger`] through the connection's statement cache (the hot paths).
+pub(crate) async fn read_ledger_cached<C: crate::sql::CachedQuery>(
+    client: &C,
+) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+    let rows = client.query_cached(LEDGER_SQL, &[&MARKER_ROLE]).await?;
+    Ok(ledger_roles(&rows))
+}
+
+fn ledger_roles(rows: &[tokio_postgres::Row]) -> Vec<LedgerRole> {
+    rows.iter()
         .map(|row| LedgerRole {
             username: row.get(0),
             record: row
@@ -177,7 +188,7 @@ pub async fn read_ledger<C: GenericClient>(
             member_of: row.get(4),
             elevated: row.get(5),
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -24,10 +24,10 @@ use pgwarden_core::naming::MARKER_ROLE;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ledger::{GrantState, RoleMode, read_ledger};
+use crate::ledger::{GrantState, RoleMode, read_ledger, read_ledger_cached};
 use crate::provision::{ProvisionError, Provisioner, Step, db, find_grant, timestamp, transient};
 use crate::retry::with_retry;
-use crate::sql::{Ident, advisory_key, literal, xact_lock};
+use crate::sql::{CachedQuery, Ident, advisory_key, literal, xact_lock};
 
 /// What one database's cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,7 +95,7 @@ impl Provisioner {
     pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger(&**conn)
+            read_ledger_cached(&*conn)
                 .await
                 .map_err(db("reading the ledger"))?
         };
@@ -128,12 +128,12 @@ impl Provisioner {
         let mut conn = self.admin.get().await?;
         let key = advisory_key(&format!("pgwarden:revoking:{grant_id}"));
         let locked: bool = if wait {
-            conn.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+            conn.batch_execute(&format!("SELECT pg_catalog.pg_advisory_lock({key})"))
                 .await
                 .map_err(db("waiting for another revocation"))?;
             true
         } else {
-            conn.query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
+            conn.query_one_cached("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
                 .await
                 .map_err(db("locking the revocation"))?
                 .get(0)
@@ -146,7 +146,7 @@ impl Provisioner {
         let result = self.revoke_role_locked(&mut conn, grant_id, username).await;
         // A pooled connection must not keep the lock; if it broke, the lock died with it.
         let _ = conn
-            .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key])
+            .batch_execute(&format!("SELECT pg_catalog.pg_advisory_unlock({key})"))
             .await;
         result
     }
@@ -184,18 +184,15 @@ impl Provisioner {
             act_as(conn, &facts, username).await?;
         }
 
-        let successor = match &self.config.successor {
-            Some(s) => s.clone(),
-            None => conn
-                .query_one("SELECT current_user::text", &[])
-                .await
-                .map_err(db("reading the connector's name"))?
-                .get(0),
-        };
+        let successor = self
+            .config
+            .successor
+            .clone()
+            .unwrap_or_else(|| facts.name.clone());
         for _round in 0..3 {
             // Databases it owns: DROP OWNED never drops a database.
             let owned: Vec<String> = conn
-                .query(
+                .query_cached(
                     "SELECT datname::text FROM pg_catalog.pg_database WHERE datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)",
                     &[&username],
                 )
@@ -215,7 +212,7 @@ impl Provisioner {
                 report.databases_reassigned.push(d);
             }
             let databases: Vec<String> = conn
-                .query(DATABASES_SQL, &[&username])
+                .query_cached(DATABASES_SQL, &[&username])
                 .await
                 .map_err(db("finding databases that reference the role"))?
                 .iter()
@@ -297,7 +294,9 @@ impl Provisioner {
                 xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
                     .await
                     .map_err(db("locking the grant id"))?;
-                let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+                let ledger = read_ledger_cached(&tx)
+                    .await
+                    .map_err(db("reading the ledger"))?;
                 let Some(role) = ledger.iter().find(|r| r.username == username) else {
                     return Ok(false);
                 };
@@ -335,7 +334,7 @@ impl Provisioner {
         username: &str,
     ) -> Result<DatabaseCleanup, ProvisionError> {
         let other;
-        let conn: &tokio_postgres::Client = if database == self.connector.database() {
+        let conn: &deadpool_postgres::ClientWrapper = if database == self.connector.database() {
             admin
         } else {
             let pool = self.pool(database).await?;
@@ -346,7 +345,7 @@ impl Provisioner {
             &other
         };
         let row = conn
-            .query_one(DEPENDENCIES_SQL, &[&username])
+            .query_one_cached(DEPENDENCIES_SQL, &[&username])
             .await
             .map_err(db(format!("counting objects in {database}")))?;
         let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
@@ -466,7 +465,7 @@ impl Provisioner {
 
 /// Step 2: end sessions until none remain (bounded).
 pub(crate) async fn terminate_sessions(
-    conn: &tokio_postgres::Client,
+    conn: &deadpool_postgres::ClientWrapper,
     username: &str,
     version_num: i32,
 ) -> Result<i64, ProvisionError> {
@@ -478,7 +477,7 @@ pub(crate) async fn terminate_sessions(
     let mut ended = 0;
     for _ in 0..50 {
         let row = conn
-            .query_one(sql, &[&username])
+            .query_one_cached(sql, &[&username])
             .await
             .map_err(db("ending sessions"))?;
         let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
@@ -540,12 +539,12 @@ async fn act_as(
 
 /// Step 3: removes memberships other than the marker and `keep`.
 pub(crate) async fn remove_memberships(
-    conn: &tokio_postgres::Client,
+    conn: &deadpool_postgres::ClientWrapper,
     username: &str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>, ProvisionError> {
     let rows = conn
-        .query(
+        .query_cached(
             "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
              JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
              JOIN pg_catalog.pg_roles u ON u.oid = m.member
@@ -579,9 +578,12 @@ pub(crate) async fn remove_memberships(
 }
 
 /// Step 7.
-async fn verify_gone(conn: &tokio_postgres::Client, username: &str) -> Result<(), ProvisionError> {
+async fn verify_gone(
+    conn: &deadpool_postgres::ClientWrapper,
+    username: &str,
+) -> Result<(), ProvisionError> {
     let row = conn
-        .query_one(
+        .query_one_cached(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
                     (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1)",
             &[&username],

@@ -50,12 +50,72 @@ pub async fn xact_lock<C: tokio_postgres::GenericClient>(
     tx: &C,
     scope: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-        &[&advisory_key(scope)],
-    )
+    // The key is a number we computed: sent inline over the simple protocol, one round
+    // trip and nothing to parse, bind or plan.
+    tx.batch_execute(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({})",
+        advisory_key(scope)
+    ))
     .await
-    .map(drop)
+}
+
+/// Queries through deadpool's per-connection statement cache: a catalog query that
+/// runs on every grant or revocation is parsed once per connection, and after a few
+/// runs the server reuses its plan, instead of parsing and planning it every time.
+pub(crate) trait CachedQuery {
+    /// Runs `sql` (prepared once per connection) with `params`.
+    async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
+
+    /// [`query_cached`](Self::query_cached) for exactly one row.
+    async fn query_one_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error>;
+}
+
+impl CachedQuery for deadpool_postgres::ClientWrapper {
+    async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn query_one_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+}
+
+impl CachedQuery for deadpool_postgres::Transaction<'_> {
+    async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn query_one_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
 }
 
 #[cfg(test)]
