@@ -78,45 +78,36 @@ pub(crate) trait CachedQuery {
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error>;
 }
 
-impl CachedQuery for deadpool_postgres::ClientWrapper {
-    async fn query_cached(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query(&statement, params).await
-    }
+/// The same two methods for deadpool's client and its transaction, which have
+/// `prepare_cached` but no trait in common.
+macro_rules! cached_query {
+    ($($client:ty),+) => {$(
+        impl CachedQuery for $client {
+            async fn query_cached(
+                &self,
+                sql: &str,
+                params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+            ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+                let statement = self.prepare_cached(sql).await?;
+                self.query(&statement, params).await
+            }
 
-    async fn query_one_cached(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query_one(&statement, params).await
-    }
+            async fn query_one_cached(
+                &self,
+                sql: &str,
+                params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+            ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+                let statement = self.prepare_cached(sql).await?;
+                self.query_one(&statement, params).await
+            }
+        }
+    )+};
 }
 
-impl CachedQuery for deadpool_postgres::Transaction<'_> {
-    async fn query_cached(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query(&statement, params).await
-    }
-
-    async fn query_one_cached(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query_one(&statement, params).await
-    }
-}
+cached_query!(
+    deadpool_postgres::ClientWrapper,
+    deadpool_postgres::Transaction<'_>
+);
 
 #[cfg(test)]
 mod tests {
