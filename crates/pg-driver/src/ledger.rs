@@ -145,7 +145,12 @@ pub struct LedgerRole {
     pub elevated: bool,
 }
 
-const LEDGER_SQL: &str = "
+/// The ledger query, all of it or narrowed by a `WHERE` on `r` (the role) or `d` (its
+/// comment); `$1` is the marker role.
+macro_rules! ledger_sql {
+    ($filter:literal) => {
+        concat!(
+            "
 SELECT r.rolname::text, d.description, r.rolcanlogin,
        NULLIF(NULLIF(r.rolvaliduntil, 'infinity'), '-infinity'),
        ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m2
@@ -157,7 +162,19 @@ JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
 JOIN pg_catalog.pg_roles k ON k.oid = m.roleid AND k.rolname = $1 AND NOT m.admin_option
 LEFT JOIN pg_catalog.pg_shdescription d
        ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
-ORDER BY 1";
+",
+            $filter,
+            "
+ORDER BY 1"
+        )
+    };
+}
+
+const LEDGER_SQL: &str = ledger_sql!("");
+/// One role (`$2`).
+const LEDGER_ROLE_SQL: &str = ledger_sql!("WHERE r.rolname = $2");
+/// Roles whose comment matches the LIKE pattern `$2`.
+const LEDGER_LIKE_SQL: &str = ledger_sql!("WHERE d.description LIKE $2");
 
 /// Every managed login role: members of the marker role, with their records.
 pub async fn read_ledger<C: GenericClient>(
@@ -172,6 +189,37 @@ pub(crate) async fn read_ledger_cached<C: crate::sql::CachedQuery>(
     client: &C,
 ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
     let rows = client.query_cached(LEDGER_SQL, &[&MARKER_ROLE]).await?;
+    Ok(ledger_roles(&rows))
+}
+
+/// One managed role's ledger entry, if it is one (through the statement cache).
+pub(crate) async fn read_ledger_role_cached<C: crate::sql::CachedQuery>(
+    client: &C,
+    username: &str,
+) -> Result<Option<LedgerRole>, tokio_postgres::Error> {
+    let rows = client
+        .query_cached(LEDGER_ROLE_SQL, &[&MARKER_ROLE, &username])
+        .await?;
+    Ok(ledger_roles(&rows).into_iter().next())
+}
+
+/// The managed roles whose record may hold `grant_id`: those whose comment contains
+/// `"grant_id":<id as JSON>` (how serde writes it). A superset: callers confirm on the
+/// parsed records. Keeps looking a grant up from reading every record.
+pub(crate) async fn read_ledger_for_grant_cached<C: crate::sql::CachedQuery>(
+    client: &C,
+    grant_id: &str,
+) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+    let json = serde_json::to_string(grant_id).unwrap_or_default();
+    let pattern = format!(
+        "%\"grant_id\":{}%",
+        json.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows = client
+        .query_cached(LEDGER_LIKE_SQL, &[&MARKER_ROLE, &pattern])
+        .await?;
     Ok(ledger_roles(&rows))
 }
 

@@ -13,7 +13,7 @@ use pgwarden_core::naming::PRIVILEGE_ROLE_PREFIX;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger};
+use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger_cached};
 use crate::privilege::{privilege_role_name, staleness_query};
 use crate::provision::{PRIVILEGES_LOCK, ProvisionError, Provisioner, db, timestamp, transient};
 use crate::retry::with_retry;
@@ -75,7 +75,7 @@ impl Provisioner {
         let now = OffsetDateTime::now_utc();
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger(&**conn)
+            read_ledger_cached(&*conn)
                 .await
                 .map_err(db("reading the ledger"))?
         };

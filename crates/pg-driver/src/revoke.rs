@@ -24,7 +24,9 @@ use pgwarden_core::naming::MARKER_ROLE;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ledger::{GrantState, RoleMode, read_ledger, read_ledger_cached};
+use crate::ledger::{
+    GrantState, RoleMode, read_ledger, read_ledger_for_grant_cached, read_ledger_role_cached,
+};
 use crate::provision::{ProvisionError, Provisioner, Step, db, find_grant, timestamp, transient};
 use crate::retry::with_retry;
 use crate::sql::{CachedQuery, Ident, advisory_key, literal, xact_lock};
@@ -95,7 +97,7 @@ impl Provisioner {
     pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger_cached(&*conn)
+            read_ledger_for_grant_cached(&*conn, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?
         };
@@ -294,10 +296,10 @@ impl Provisioner {
                 xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
                     .await
                     .map_err(db("locking the grant id"))?;
-                let ledger = read_ledger_cached(&tx)
+                let Some(role) = read_ledger_role_cached(&tx, username)
                     .await
-                    .map_err(db("reading the ledger"))?;
-                let Some(role) = ledger.iter().find(|r| r.username == username) else {
+                    .map_err(db("reading the ledger"))?
+                else {
                     return Ok(false);
                 };
                 let mut sql = format!("ALTER ROLE {} NOLOGIN", Ident(username));

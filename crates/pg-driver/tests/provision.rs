@@ -429,6 +429,36 @@ async fn hostile_names_inject_nothing() {
         .unwrap();
     assert_eq!(out.trim(), "7");
     p.revoke(&g.grant_id).await.unwrap();
+    // Grant ids with LIKE and JSON metacharacters are found exactly: revoking one never
+    // touches another whose id it matches as a pattern or a prefix.
+    let ids = [r#"T-1%_"\ 'x"#, "T-1__", "T-1", "T-1%"];
+    let mut grants = Vec::new();
+    for id in ids {
+        let mut req = request("ids", &["postgresql-database:postgres=connect"]);
+        req.grant_id = Some(id.to_owned());
+        grants.push(p.grant(req).await.unwrap());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let report = p.revoke(id).await.unwrap();
+        assert!(report.role_dropped, "{id}: {report:?}");
+        assert_eq!(
+            report.username.as_deref(),
+            Some(grants[i].username.as_str())
+        );
+        let left: Vec<String> = p
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.grant_id)
+            .collect();
+        for later in &ids[i + 1..] {
+            assert!(
+                left.iter().any(|l| l == later),
+                "revoking {id} took {later}"
+            );
+        }
+    }
     // The requester's name injected nothing: the superuser is still there.
     let su = cluster().superuser().to_owned();
     assert_eq!(
