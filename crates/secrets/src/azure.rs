@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
-    SecretValue, Stage, Version,
+    SecretValue, Version,
 };
 
 pub use azure_core;
@@ -388,13 +388,7 @@ impl SecretStore for AzureStore {
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
         let name = self.name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         check_name(key, &name)?;
         let secret = self
             .client
@@ -426,13 +420,7 @@ impl SecretStore for AzureStore {
         options: PutOptions,
     ) -> Result<Version, Error> {
         let name = self.name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Put,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Put, options.stage)?;
         check_name(key, &name)?;
         match &options.mode {
             PutMode::Update(_) => {

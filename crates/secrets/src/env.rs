@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use crate::credentials::{PASSWORD_FIELD, SecretDocument, USERNAME_FIELD};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutOptions, SecretKey, SecretStore, SecretValue,
-    Stage, Version,
+    Version,
 };
 
 const BACKEND: &str = "env";
@@ -105,13 +105,7 @@ impl SecretStore for EnvStore {
     }
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         let value = if let Some((user_var, pass_var)) = key.as_str().split_once(',') {
             let mut document = SecretDocument::default();
             let mut username = self.var(key, user_var.trim())?;

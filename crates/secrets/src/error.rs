@@ -189,6 +189,20 @@ impl Error {
         }
     }
 
+    /// Refuses the pending stage where the backend keeps no stages (the
+    /// `NotImplemented` error with hint "no stages"); the current stage passes.
+    pub(crate) fn only_current_stage(
+        backend: &'static str,
+        operation: Operation,
+        stage: crate::Stage,
+    ) -> Result<(), Self> {
+        if stage == crate::Stage::Current {
+            Ok(())
+        } else {
+            Err(Self::not_implemented(backend, operation, Some("no stages")))
+        }
+    }
+
     pub(crate) fn not_implemented(
         backend: &'static str,
         operation: Operation,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::credentials::{SecretDocument, zeroize_json};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
-    SecretValue, Stage, Version,
+    SecretValue, Version,
 };
 
 const BACKEND: &str = "file";
@@ -199,13 +199,7 @@ impl SecretStore for FileStore {
     }
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         let path = self.path(key)?;
         let (value, version) = blocking(key, Operation::Get, move || read_file(&path)).await?;
         Ok(SecretValue {
@@ -220,13 +214,7 @@ impl SecretStore for FileStore {
         value: SecretString,
         options: PutOptions,
     ) -> Result<Version, Error> {
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Put,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Put, options.stage)?;
         let path = self.path(key)?;
         let document = match serde_json::from_str::<Value>(value.expose_secret()) {
             Ok(Value::Object(map)) => SecretDocument::from_fields(map),

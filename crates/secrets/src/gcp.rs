@@ -21,7 +21,7 @@ use zeroize::Zeroize;
 
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
-    SecretValue, Stage, Version,
+    SecretValue, Version,
 };
 
 pub use google_cloud_secretmanager_v1;
@@ -345,13 +345,7 @@ impl SecretStore for GcpStore {
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
         let name = self.secret_name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         let response = self
             .client
             .access_secret_version()
@@ -380,13 +374,7 @@ impl SecretStore for GcpStore {
         options: PutOptions,
     ) -> Result<Version, Error> {
         let name = self.secret_name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Put,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Put, options.stage)?;
         match &options.mode {
             PutMode::Update(_) => {
                 return Err(Error::not_implemented(

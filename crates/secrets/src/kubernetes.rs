@@ -33,7 +33,7 @@ use zeroize::Zeroize;
 use crate::credentials::zeroize_json;
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
-    SecretValue, Stage, Version,
+    SecretValue, Version,
 };
 
 pub use k8s_openapi;
@@ -372,13 +372,7 @@ impl SecretStore for KubernetesStore {
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
         let name = self.name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         let mut secret = self
             .api
             .get(key.as_str())
@@ -410,13 +404,7 @@ impl SecretStore for KubernetesStore {
         options: PutOptions,
     ) -> Result<Version, Error> {
         let name = self.name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Put,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Put, options.stage)?;
         let data = document_to_data(&value, &name)?;
         let post = PostParams::default();
         match &options.mode {

@@ -221,12 +221,8 @@ impl SecretStore for InMemory {
     }
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
-        if options.stage == Stage::Pending && !self.stages {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
+        if !self.stages {
+            Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         }
         self.run(Operation::Get, |state| {
             let secret = state.secrets.get(key).ok_or_else(|| not_found(key))?;
@@ -248,12 +244,8 @@ impl SecretStore for InMemory {
         value: SecretString,
         options: PutOptions,
     ) -> Result<Version, Error> {
-        if options.stage == Stage::Pending && !self.stages {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Put,
-                Some("no stages"),
-            ));
+        if !self.stages {
+            Error::only_current_stage(BACKEND, Operation::Put, options.stage)?;
         }
         self.run(Operation::Put, |state| {
             let current = state

@@ -15,7 +15,7 @@ use vaultrs::error::ClientError;
 use crate::credentials::zeroize_json;
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
-    SecretValue, Stage, Version,
+    SecretValue, Version,
 };
 
 const BACKEND: &str = "vault";
@@ -298,13 +298,7 @@ impl SecretStore for VaultStore {
 
     async fn get(&self, key: &SecretKey, options: GetOptions) -> Result<SecretValue, Error> {
         let name = self.key_name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Get,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Get, options.stage)?;
         let endpoint = ReadSecretRequest::builder()
             .mount(self.mount.as_str())
             .path(key.as_str())
@@ -338,13 +332,7 @@ impl SecretStore for VaultStore {
         options: PutOptions,
     ) -> Result<Version, Error> {
         let name = self.key_name(key);
-        if options.stage != Stage::Current {
-            return Err(Error::not_implemented(
-                BACKEND,
-                Operation::Put,
-                Some("no stages"),
-            ));
-        }
+        Error::only_current_stage(BACKEND, Operation::Put, options.stage)?;
         let data = match serde_json::from_str::<Value>(value.expose_secret()) {
             Ok(v @ Value::Object(_)) => v,
             Ok(mut other) => {
