@@ -45,6 +45,48 @@ use crate::sql::{Ident, advisory_key, literal, xact_lock};
 /// a grant adds a member, and never used half-made.
 pub(crate) const PRIVILEGES_LOCK: &str = "pgwarden:privileges";
 
+/// A transaction on `conn` holding the exclusive [`PRIVILEGES_LOCK`].
+pub(crate) async fn privileges_transaction<'a>(
+    conn: &'a mut deadpool_postgres::Object,
+    action: &str,
+) -> Result<deadpool_postgres::Transaction<'a>, ProvisionError> {
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(db(format!("starting {action}")))?;
+    xact_lock(&*tx, PRIVILEGES_LOCK)
+        .await
+        .map_err(db(format!("locking {action}")))?;
+    Ok(tx)
+}
+
+/// Privilege roles with their comments, by name (`$1`, an array).
+const PRIVILEGE_ROLES_BY_NAME_SQL: &str = "
+SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
+LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+WHERE r.rolname = ANY($1)";
+
+/// Which of `names` are privilege roles whose record says "ready".
+async fn ready_among<C: tokio_postgres::GenericClient>(
+    client: &C,
+    names: &[String],
+) -> Result<HashSet<String>, ProvisionError> {
+    let rows = client
+        .query(PRIVILEGE_ROLES_BY_NAME_SQL, &[&names])
+        .await
+        .map_err(db("reading privilege roles"))?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            r.get::<_, Option<String>>(1)
+                .as_deref()
+                .and_then(PrivilegeRecord::from_comment)
+                .is_some_and(|p| p.state == PrivilegeState::Ready)
+        })
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Settings of a provisioner, usually taken from the integration config.
 #[derive(Debug, Clone)]
 pub struct ProvisionerConfig {
@@ -644,28 +686,11 @@ impl Provisioner {
         )
         .await
         .map_err(db("locking privilege roles"))?;
-        let rows = tx
-            .query(
-                "SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
-                 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
-                 WHERE r.rolname = ANY($1)",
-                &[&names],
-            )
-            .await
-            .map_err(db("reading privilege roles"))?;
-        for name in names {
-            let ready = rows.iter().any(|r| {
-                r.get::<_, String>(0) == *name
-                    && r.get::<_, Option<String>>(1)
-                        .as_deref()
-                        .and_then(PrivilegeRecord::from_comment)
-                        .is_some_and(|p| p.state == PrivilegeState::Ready)
-            });
-            if !ready {
-                return Err(ProvisionError::PrivilegeRoleNotReady(name.clone()));
-            }
+        let ready = ready_among(tx, names).await?;
+        match names.iter().find(|n| !ready.contains(*n)) {
+            Some(name) => Err(ProvisionError::PrivilegeRoleNotReady(name.clone())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn create_ephemeral(
@@ -944,26 +969,8 @@ impl Provisioner {
         }
         let conn = self.admin.get().await?;
         let wanted: Vec<String> = missing.iter().map(|e| privilege_role_name(e)).collect();
-        let rows = conn
-            .query(
-                "SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
-                 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
-                 WHERE r.rolname = ANY($1)",
-                &[&wanted],
-            )
-            .await
-            .map_err(db("reading privilege roles"))?;
+        let ready_now = ready_among(&**conn, &wanted).await?;
         drop(conn);
-        let ready_now: HashSet<String> = rows
-            .iter()
-            .filter(|r| {
-                r.get::<_, Option<String>>(1)
-                    .as_deref()
-                    .and_then(PrivilegeRecord::from_comment)
-                    .is_some_and(|p| p.state == PrivilegeState::Ready)
-            })
-            .map(|r| r.get(0))
-            .collect();
         let mut by_database: BTreeMap<String, Vec<&AccessEntry>> = BTreeMap::new();
         for e in missing {
             if !ready_now.contains(&privilege_role_name(e)) {
@@ -1002,13 +1009,7 @@ impl Provisioner {
         // The exclusive lock lives in the default database and is held until the
         // work in the resource's database has committed.
         let mut lock_conn = self.admin.get().await?;
-        let lock_tx = lock_conn
-            .transaction()
-            .await
-            .map_err(db("starting privilege setup"))?;
-        xact_lock(&*lock_tx, PRIVILEGES_LOCK)
-            .await
-            .map_err(db("locking privilege setup"))?;
+        let lock_tx = privileges_transaction(&mut lock_conn, "privilege setup").await?;
         if database == self.connector.database() {
             self.setup_privilege_roles(&*lock_tx, entries, refresh)
                 .await?;

@@ -15,10 +15,12 @@ use time::OffsetDateTime;
 
 use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger_cached};
 use crate::privilege::{privilege_role_name, staleness_query};
-use crate::provision::{PRIVILEGES_LOCK, ProvisionError, Provisioner, db, timestamp, transient};
+use crate::provision::{
+    ProvisionError, Provisioner, db, privileges_transaction, timestamp, transient,
+};
 use crate::retry::with_retry;
 use crate::revoke::RevocationReport;
-use crate::sql::{Ident, literal, xact_lock};
+use crate::sql::{Ident, literal};
 
 /// One difference between a managed role and its ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,13 +48,28 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
-const PRIVILEGE_ROLES_SQL: &str = "
+/// Privilege roles with their comments and how many members they have; the
+/// connector's own membership (createrole mode) does not count.
+macro_rules! privilege_roles_sql {
+    ($filter:literal) => {
+        concat!(
+            "
 SELECT r.rolname::text, d.description,
        (SELECT count(*) FROM pg_catalog.pg_auth_members m
         WHERE m.roleid = r.oid AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))
 FROM pg_catalog.pg_roles r
 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
-WHERE r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1";
+WHERE ",
+            $filter
+        )
+    };
+}
+
+/// Every privilege role.
+const PRIVILEGE_ROLES_SQL: &str =
+    privilege_roles_sql!("r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1");
+/// One privilege role (`$1`).
+const PRIVILEGE_ROLE_SQL: &str = privilege_roles_sql!("r.rolname = $1");
 
 impl Provisioner {
     /// Reconciles the instance with its ledger (see the module documentation).
@@ -310,24 +327,15 @@ impl Provisioner {
         database: &str,
     ) -> Result<bool, ProvisionError> {
         let n = Ident(name);
-        // The connector's own membership (createrole mode) does not count.
-        let members_sql = "SELECT count(*) FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
-                           WHERE r.rolname = $1 AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)";
         // Step 1.
         {
             let mut conn = self.admin.get().await?;
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(db("starting privilege cleanup"))?;
-            xact_lock(&*tx, PRIVILEGES_LOCK)
-                .await
-                .map_err(db("locking privilege roles"))?;
+            let tx = privileges_transaction(&mut conn, "privilege cleanup").await?;
             let members: i64 = tx
-                .query_one(members_sql, &[&name])
+                .query_opt(PRIVILEGE_ROLE_SQL, &[&name])
                 .await
                 .map_err(db("counting members"))?
-                .get(0);
+                .map_or(0, |row| row.get(2));
             if members > 0 {
                 return Ok(false);
             }
@@ -346,31 +354,18 @@ impl Provisioner {
         self.forget_privilege_role(name);
         // Step 2.
         let mut conn = self.admin.get().await?;
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(db("starting privilege cleanup"))?;
-        xact_lock(&*tx, PRIVILEGES_LOCK)
-            .await
-            .map_err(db("locking privilege roles"))?;
+        let tx = privileges_transaction(&mut conn, "privilege cleanup").await?;
         let row = tx
-            .query_opt(
-                "SELECT d.description, (SELECT count(*) FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid
-                                          AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))
-                 FROM pg_catalog.pg_roles r
-                 LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
-                 WHERE r.rolname = $1",
-                &[&name],
-            )
+            .query_opt(PRIVILEGE_ROLE_SQL, &[&name])
             .await
             .map_err(db("reading a privilege role"))?;
         let Some(row) = row else { return Ok(true) };
         let still_retiring = row
-            .get::<_, Option<String>>(0)
+            .get::<_, Option<String>>(1)
             .as_deref()
             .and_then(PrivilegeRecord::from_comment)
             .is_some_and(|p| p.state == PrivilegeState::Retiring);
-        if !still_retiring || row.get::<_, i64>(1) > 0 {
+        if !still_retiring || row.get::<_, i64>(2) > 0 {
             return Ok(false);
         }
         if database == self.connector.database() {
