@@ -67,6 +67,17 @@ pub struct RevocationReport {
     pub login_disabled: bool,
 }
 
+impl RevocationReport {
+    /// An empty report for `grant_id`, held by login role `username`.
+    fn for_role(grant_id: &str, username: &str) -> Self {
+        RevocationReport {
+            grant_id: grant_id.to_owned(),
+            username: Some(username.to_owned()),
+            ..RevocationReport::default()
+        }
+    }
+}
+
 /// Ends a role's sessions, waiting up to 5 s for each to exit (the timeout argument
 /// exists from PostgreSQL 14; [`SESSIONS_SQL_13`] polls instead).
 const SESSIONS_SQL: &str = "
@@ -159,11 +170,7 @@ impl Provisioner {
         grant_id: &str,
         username: &str,
     ) -> Result<RevocationReport, ProvisionError> {
-        let mut report = RevocationReport {
-            grant_id: grant_id.to_owned(),
-            username: Some(username.to_owned()),
-            ..RevocationReport::default()
-        };
+        let mut report = RevocationReport::for_role(grant_id, username);
         let u = Ident(username);
         let facts = self.facts().await?.clone();
 
@@ -382,11 +389,7 @@ impl Provisioner {
         grant_id: &str,
         username: &str,
     ) -> Result<RevocationReport, ProvisionError> {
-        let mut report = RevocationReport {
-            grant_id: grant_id.to_owned(),
-            username: Some(username.to_owned()),
-            ..RevocationReport::default()
-        };
+        let mut report = RevocationReport::for_role(grant_id, username);
         self.step(Step::RevokeMark)?;
         let remaining = with_retry(
             || async {
