@@ -680,3 +680,243 @@ proptest! {
         let _ = s.parse::<ConnInfo>();
     }
 }
+
+/// A base64 SCRAM key (32 zero bytes): a valid value for `scram_client_key`/`scram_server_key`.
+const SCRAM_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// What `check_supported` does with every keyword of libpq's table, in the table's order:
+/// settings it accepts (honoured by the connector, or without effect as in libpq), and
+/// settings it refuses, naming the keyword. `client_encoding=auto` depends on the locale and
+/// is covered by the unit tests.
+const CLASSIFIED: &[(&str, &[&str], &[&str])] = &[
+    ("service", &[], &["service=prod", "service=''"]),
+    ("user", &["user=u", "user=''"], &[]),
+    ("password", &["password=pw", "password=''"], &[]),
+    ("passfile", &["passfile=/nonexistent/pgpass"], &[]),
+    (
+        "channel_binding",
+        &["channel_binding=disable", "channel_binding=require"],
+        &[],
+    ),
+    ("connect_timeout", &["connect_timeout=5"], &[]),
+    ("dbname", &["dbname=d"], &[]),
+    ("host", &["host=a,b", "host=/tmp"], &[]),
+    (
+        "hostaddr",
+        &["hostaddr=127.0.0.1", "hostaddr=::1", "hostaddr=''"],
+        &[
+            "hostaddr=127.1",
+            "hostaddr=localhost",
+            "hostaddr=fe80::1%lo",
+        ],
+    ),
+    ("port", &["port=5433"], &[]),
+    (
+        "client_encoding",
+        &[
+            "client_encoding=UTF8",
+            "client_encoding=utf-8",
+            "client_encoding=''",
+        ],
+        &["client_encoding=LATIN1", "client_encoding=SQL_ASCII"],
+    ),
+    ("options", &["options='-c work_mem=64MB'"], &[]),
+    ("application_name", &["application_name=app"], &[]),
+    (
+        "fallback_application_name",
+        &["fallback_application_name=app"],
+        &[],
+    ),
+    ("keepalives", &["keepalives=0", "keepalives=1"], &[]),
+    ("keepalives_idle", &["keepalives_idle=30"], &[]),
+    ("keepalives_interval", &["keepalives_interval=5"], &[]),
+    ("keepalives_count", &["keepalives_count=3"], &[]),
+    ("tcp_user_timeout", &["tcp_user_timeout=1500"], &[]),
+    ("sslmode", &["sslmode=disable", "sslmode=verify-full"], &[]),
+    (
+        "sslnegotiation",
+        &["sslnegotiation=direct sslmode=require"],
+        &[],
+    ),
+    (
+        "sslcompression",
+        &["sslcompression=0"],
+        &["sslcompression=1", "sslcompression=''"],
+    ),
+    ("sslcert", &["sslcert=/c.crt"], &[]),
+    ("sslkey", &["sslkey=/c.key"], &[]),
+    ("sslcertmode", &["sslcertmode=require"], &[]),
+    // Refused by the connector when the key is one it cannot read (encrypted).
+    ("sslpassword", &["sslpassword=pw"], &[]),
+    ("sslrootcert", &["sslrootcert=system"], &[]),
+    ("sslcrl", &["sslcrl=/r.crl"], &[]),
+    ("sslcrldir", &["sslcrldir=/crls"], &[]),
+    ("sslsni", &["sslsni=0", "sslsni=1"], &[]),
+    (
+        "requirepeer",
+        &["requirepeer=postgres"],
+        &["host=/tmp requirepeer=postgres"],
+    ),
+    (
+        "require_auth",
+        &["require_auth=scram-sha-256 channel_binding=require"],
+        &["require_auth=scram-sha-256", "require_auth=!md5"],
+    ),
+    (
+        "min_protocol_version",
+        &["min_protocol_version=3.0"],
+        &["min_protocol_version=3.2", "min_protocol_version=latest"],
+    ),
+    (
+        "max_protocol_version",
+        &["max_protocol_version=3.0"],
+        &["max_protocol_version=3.2", "max_protocol_version=latest"],
+    ),
+    (
+        "ssl_min_protocol_version",
+        &["ssl_min_protocol_version=TLSv1.3"],
+        &[],
+    ),
+    (
+        "ssl_max_protocol_version",
+        &["ssl_max_protocol_version=TLSv1.3"],
+        &[],
+    ),
+    (
+        "gssencmode",
+        &["gssencmode=disable", "gssencmode=prefer"],
+        &["gssencmode=require"],
+    ),
+    ("krbsrvname", &["krbsrvname=other"], &[]),
+    ("gsslib", &["gsslib=gssapi"], &[]),
+    (
+        "gssdelegation",
+        &["gssdelegation=0", "gssdelegation=1"],
+        &[],
+    ),
+    (
+        "replication",
+        &["replication=false", "replication=0", "replication=off"],
+        &["replication=true", "replication=database"],
+    ),
+    (
+        "target_session_attrs",
+        &[
+            "target_session_attrs=any",
+            "target_session_attrs=read-write",
+            "target_session_attrs=read-only",
+            "target_session_attrs=primary",
+            "target_session_attrs=standby",
+            "target_session_attrs=prefer-standby",
+        ],
+        &[],
+    ),
+    (
+        "load_balance_hosts",
+        &["load_balance_hosts=disable", "load_balance_hosts=random"],
+        &[],
+    ),
+    (
+        "scram_client_key",
+        &[],
+        &["scram_client_key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
+    ),
+    (
+        "scram_server_key",
+        &[],
+        &["scram_server_key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
+    ),
+    (
+        "oauth_issuer",
+        &["oauth_issuer=''"],
+        &["oauth_issuer=https://idp.example"],
+    ),
+    ("oauth_client_id", &[], &["oauth_client_id=pgwarden"]),
+    (
+        "oauth_client_secret",
+        &[],
+        &["oauth_client_secret=0auth-S3cret"],
+    ),
+    ("oauth_scope", &[], &["oauth_scope=openid"]),
+    (
+        "sslkeylogfile",
+        &["sslkeylogfile=''"],
+        &["sslkeylogfile=/tmp/keys"],
+    ),
+];
+
+/// Every keyword libpq knows is either accepted or refused by name, never skipped: a
+/// keyword added to the table fails this test until it is classified here.
+#[test]
+fn every_keyword_is_classified_and_refusals_name_it() {
+    let names: Vec<&str> = KEYWORDS.iter().map(|k| k.name).collect();
+    let classified: Vec<&str> = CLASSIFIED.iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(classified, names);
+    for (keyword, accepted, refused) in CLASSIFIED {
+        for setting in *accepted {
+            let s = format!("host=h {setting}");
+            let info: ConnInfo = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            info.check_supported()
+                .unwrap_or_else(|e| panic!("{s} is refused: {e}"));
+        }
+        for setting in *refused {
+            let s = format!("host=h {setting}");
+            let info: ConnInfo = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            let e = info.check_supported().expect_err(&s);
+            match &e {
+                ConnInfoError::Unsupported { keyword: k, .. } => assert_eq!(k, keyword, "{s}"),
+                other => panic!("{s}: {other:?}"),
+            }
+            let text = format!("{e} {e:?}");
+            assert!(text.contains(&format!("{keyword}=")), "{text}");
+            for secret in [SCRAM_KEY, "0auth-S3cret"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+    }
+}
+
+/// A refused keyword is refused from the environment too (libpq reads `PGSERVICE`,
+/// `PGCLIENTENCODING`, ...), and libpq's defaults stay accepted.
+#[test]
+fn refusals_apply_to_environment_defaults() {
+    let info: ConnInfo = "host=h".parse().unwrap();
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    for (pairs, keyword) in [
+        (&[("PGSERVICE", "prod")][..], "service"),
+        (&[("PGCLIENTENCODING", "LATIN1")], "client_encoding"),
+        (
+            &[("PGMAXPROTOCOLVERSION", "latest")],
+            "max_protocol_version",
+        ),
+        (&[("PGSSLCOMPRESSION", "1")], "sslcompression"),
+        (&[("PGHOSTADDR", "127.1")], "hostaddr"),
+    ] {
+        let e = info
+            .with_env_defaults(env(pairs))
+            .check_supported()
+            .expect_err(keyword);
+        assert!(
+            matches!(e, ConnInfoError::Unsupported { keyword: k, .. } if k == keyword),
+            "{e}"
+        );
+    }
+    let defaults = info.with_env_defaults(env(&[
+        ("PGTARGETSESSIONATTRS", "any"),
+        ("PGLOADBALANCEHOSTS", "disable"),
+        ("PGSSLCOMPRESSION", "0"),
+        ("PGGSSENCMODE", "prefer"),
+        ("PGCLIENTENCODING", "UTF8"),
+        ("PGKRBSRVNAME", "postgres"),
+        ("PGGSSDELEGATION", "0"),
+        ("PGMINPROTOCOLVERSION", "3.0"),
+    ]));
+    defaults.check_supported().unwrap();
+}

@@ -16,7 +16,31 @@
 //! when the server answers "no TLS": a failed handshake, or a `pg_hba.conf` that rejects
 //! `hostssl`/`hostnossl`, also moves on to the next attempt. Unix-socket hosts ignore
 //! `sslmode`, as in libpq.
+//!
+//! As in libpq, a host name is resolved first and each of its addresses is tried in
+//! turn (each with the transports above), and `connect_timeout` (at least 2 s) bounds the
+//! whole attempt on one address — TCP connect, TLS handshake, start-up and
+//! authentication, for all its transports together; when it expires the next address or
+//! host is tried. The TCP options (`keepalives*`, `tcp_user_timeout`) are applied as libpq
+//! applies them. Settings pgwarden cannot honour (`require_auth` without
+//! `channel_binding=require`, `requirepeer` on a Unix socket, `gssencmode=require`, CRL
+//! setups libpq would mishandle) are refused by [`Connector::new`], never ignored.
+//!
+//! Also as in libpq, for every connection:
+//!
+//! - `load_balance_hosts=random` shuffles the host list, and then each host name's
+//!   addresses, anew;
+//! - `target_session_attrs` is checked once connected — `read-write`/`read-only` with
+//!   `SHOW transaction_read_only`, `primary`/`standby` with `pg_is_in_recovery()` (the
+//!   queries libpq sends to servers that do not report these settings), `prefer-standby` in
+//!   two passes (standbys, then any server); a server of the wrong kind ends the attempts on
+//!   that host (its other addresses and transports are skipped) and the next host is tried;
+//! - without a password (or with an empty one), the password file (`passfile`, default
+//!   `~/.pgpass` under [`ConnectOptions::home_dir`]) is read with libpq's rules: first
+//!   matching `hostname:port:database:username:password` line, `*` wildcards, `\`
+//!   escapes, ignored (with a warning) unless a plain file without group or world access.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +49,17 @@ use pgwarden_core::conninfo::{ConnInfo, HostEntry};
 use pgwarden_core::ssl::{RootCertSource, SslMode, SslNegotiation};
 use rustls::ClientConfig;
 use rustls::crypto::CryptoProvider;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretSlice};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_postgres::config::{ChannelBinding, SslMode as PgSslMode, TargetSessionAttrs};
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{ConnectError, most_relevant};
-use crate::tls::{CertMode, PemSource, TlsSettings, TlsSetupError, TlsVersion, default_provider};
+use crate::tls::{
+    CertMode, CrlSettings, PemSource, TlsSettings, TlsSetupError, TlsVersion, default_provider,
+};
 
 /// The `application_name` sent when the connection string names none.
 pub const DEFAULT_APPLICATION_NAME: &str = "pgwarden";
@@ -43,11 +70,24 @@ pub struct ConnectOptions {
     /// The rustls crypto provider. Always explicit: never the process default.
     pub provider: Arc<CryptoProvider>,
     /// Home directory for libpq's defaults (`~/.postgresql/root.crt`,
-    /// `postgresql.crt`, `postgresql.key`); `None` disables those defaults.
+    /// `postgresql.crt`, `postgresql.key`, and the password file `~/.pgpass`); `None`
+    /// disables those defaults.
     pub home_dir: Option<PathBuf>,
     /// `application_name` when the string sets neither it nor `fallback_application_name`.
     pub application_name: String,
+    /// Whether the startup packet pins `search_path` to [`PINNED_SEARCH_PATH`]. Always
+    /// true outside pgwarden's own adversarial tests, which turn it off to prove that
+    /// its SQL is safe even without the pin (defence in depth).
+    #[doc(hidden)]
+    pub pin_search_path: bool,
 }
+
+/// The `search_path` every pgwarden session runs with, set in the startup packet (so no
+/// `RESET`, pool recycling or role setting can change it): objects that other users
+/// may create — operators and functions in `public`, for instance — are never found
+/// by pgwarden's own SQL. `pg_temp` comes last so that a temporary object never
+/// shadows a catalog one (the server would otherwise search it first).
+pub const PINNED_SEARCH_PATH: &str = "pg_catalog,pg_temp";
 
 impl Default for ConnectOptions {
     fn default() -> Self {
@@ -55,6 +95,7 @@ impl Default for ConnectOptions {
             provider: default_provider(),
             home_dir: std::env::var_os("HOME").map(PathBuf::from),
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
+            pin_search_path: true,
         }
     }
 }
@@ -95,6 +136,109 @@ pub struct Connector {
     mode: SslMode,
     negotiation: SslNegotiation,
     tls: Result<Arc<ClientConfig>, Arc<TlsSetupError>>,
+    /// `connect_timeout` (at least 2 s), for a whole attempt on one address.
+    timeout: Option<Duration>,
+    /// `load_balance_hosts=random`: hosts, then each host's addresses, in a new random
+    /// order for every connection.
+    random_order: bool,
+    /// What `target_session_attrs` asks of the server.
+    server_type: ServerType,
+    /// The password file, read at each connection, when no password is given.
+    passfile: Option<PassFile>,
+}
+
+/// `target_session_attrs`, checked as libpq checks it once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerType {
+    Any,
+    /// tokio-postgres' own check, `SHOW transaction_read_only`: libpq's query for servers
+    /// before 14, and equal to its check of `default_transaction_read_only` and
+    /// `in_hot_standby` on later ones (a session starts read-only exactly when either is on).
+    ReadWrite,
+    ReadOnly,
+    /// Not in hot standby: `pg_is_in_recovery()`, libpq's query for servers before 14,
+    /// equal to the `in_hot_standby` that later ones report.
+    Primary,
+    Standby,
+    /// A standby if any host is one, else any server: libpq's two passes.
+    PreferStandby,
+}
+
+impl ServerType {
+    fn of(info: &ConnInfo) -> Self {
+        match info.get("target_session_attrs") {
+            Some("read-write") => ServerType::ReadWrite,
+            Some("read-only") => ServerType::ReadOnly,
+            Some("primary") => ServerType::Primary,
+            Some("standby") => ServerType::Standby,
+            Some("prefer-standby") => ServerType::PreferStandby,
+            _ => ServerType::Any,
+        }
+    }
+
+    /// The part of the check tokio-postgres makes itself.
+    fn driver_check(self) -> TargetSessionAttrs {
+        match self {
+            ServerType::ReadWrite => TargetSessionAttrs::ReadWrite,
+            ServerType::ReadOnly => TargetSessionAttrs::ReadOnly,
+            _ => TargetSessionAttrs::Any,
+        }
+    }
+}
+
+/// libpq's password file for one connector.
+#[derive(Debug, Clone)]
+struct PassFile {
+    path: PathBuf,
+    /// Each host's port as the file's `port` field is matched against it: the text of
+    /// the host's `port` list entry, `5432` when empty.
+    ports: Vec<String>,
+}
+
+impl PassFile {
+    /// The file libpq reads when no password (or an empty one) is given: `passfile`, else
+    /// `~/.pgpass`.
+    fn of(info: &ConnInfo, options: &ConnectOptions, hosts: usize) -> Option<Self> {
+        if info
+            .password()
+            .is_some_and(|p| !p.expose_secret().is_empty())
+        {
+            return None;
+        }
+        let path = info
+            .get("passfile")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| options.home_dir.as_ref().map(|h| h.join(".pgpass")))?;
+        Some(PassFile {
+            path,
+            ports: port_texts(info, hosts),
+        })
+    }
+}
+
+/// libpq uses `sslpassword` to decrypt an encrypted client key; rustls reads no encrypted
+/// key. Refused when TLS may be used (`setup` is why TLS cannot be set up):
+/// `sslmode=prefer` would otherwise go on without the certificate (and so, usually, without
+/// TLS) where libpq would present it.
+fn refuse_encrypted_key(
+    info: &ConnInfo,
+    mode: SslMode,
+    hosts: &[HostEntry],
+    setup: &TlsSetupError,
+) -> Result<(), ConnectError> {
+    if matches!(setup, TlsSetupError::BadKey { .. })
+        && mode != SslMode::Disable
+        && hosts.iter().any(|h| !h.is_unix_socket())
+        && info
+            .secret("sslpassword")
+            .is_some_and(|p| !p.expose_secret().is_empty())
+    {
+        return Err(config_error(format!(
+            "sslpassword=*** is not supported by pgwarden: encrypted client keys cannot be read ({setup}); decrypt the key (openssl pkey -in key -out plain.key, mode 0600) and remove sslpassword"
+        )));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Connector {
@@ -105,6 +249,10 @@ impl std::fmt::Debug for Connector {
             .field("mode", &self.mode)
             .field("negotiation", &self.negotiation)
             .field("tls_ready", &self.tls.is_ok())
+            .field("timeout", &self.timeout)
+            .field("random_order", &self.random_order)
+            .field("server_type", &self.server_type)
+            .field("passfile", &self.passfile.as_ref().map(|p| &p.path))
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +266,97 @@ fn config_error(message: impl Into<String>) -> ConnectError {
 fn file_if_exists(home: Option<&Path>, name: &str) -> Option<PathBuf> {
     let path = home?.join(".postgresql").join(name);
     path.is_file().then_some(path)
+}
+
+/// libpq's TCP options (seconds, except `tcp_user_timeout` in milliseconds), as libpq sets
+/// them on each TCP socket: nothing at all with `keepalives=0` — not even
+/// `tcp_user_timeout`, which libpq sets only after the keepalive options. `tcp` says whether
+/// any host is reached over TCP (libpq sets none of these on Unix sockets).
+fn apply_tcp_options(
+    base: &mut tokio_postgres::Config,
+    info: &ConnInfo,
+    tcp: bool,
+) -> Result<(), ConnectError> {
+    let int = |keyword| {
+        info.int_option(keyword)
+            .map_err(|e| config_error(e.to_string()))
+    };
+    let on = int("keepalives")?.is_none_or(|v| v != 0);
+    base.keepalives(on);
+    if !on {
+        return Ok(());
+    }
+    // libpq passes these to setsockopt, negative values as 0. Linux accepts only the ranges
+    // below, so with any other value libpq fails every TCP connection ("setsockopt(...)
+    // failed: Invalid argument"): refused here rather than failing each attempt.
+    let ranged = |keyword: &'static str,
+                  option: &str,
+                  max: u32|
+     -> Result<Option<u32>, ConnectError> {
+        let Some(value) = int(keyword)? else {
+            return Ok(None);
+        };
+        match u32::try_from(value) {
+            Ok(v) if (1..=max).contains(&v) => Ok(Some(v)),
+            _ if !tcp => Ok(None),
+            _ => Err(config_error(format!(
+                "{keyword}={value} is out of range: the kernel accepts 1 to {max} for {option}, and libpq fails every TCP connection with other values; use a value in range, or remove {keyword} for the system default"
+            ))),
+        }
+    };
+    if let Some(secs) = ranged("keepalives_idle", "TCP_KEEPIDLE", 32_767)? {
+        base.keepalives_idle(Duration::from_secs(secs.into()));
+    }
+    if let Some(secs) = ranged("keepalives_interval", "TCP_KEEPINTVL", 32_767)? {
+        base.keepalives_interval(Duration::from_secs(secs.into()));
+    }
+    if let Some(count) = ranged("keepalives_count", "TCP_KEEPCNT", 127)? {
+        base.keepalives_retries(count);
+    }
+    if let Some(ms) = int("tcp_user_timeout")? {
+        // Negative means 0 (the system default), as in libpq.
+        base.tcp_user_timeout(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    }
+    Ok(())
+}
+
+/// `sslcrl` and `sslcrldir`; when neither is set, libpq's default `~/.postgresql/root.crl`,
+/// which libpq uses only with a root certificate file (and ignores when missing).
+fn crl_settings(
+    info: &ConnInfo,
+    home: Option<&Path>,
+    root: Option<&RootCertSource>,
+) -> CrlSettings {
+    let setting = |key: &str| info.get(key).filter(|v| !v.is_empty());
+    match (setting("sslcrl"), setting("sslcrldir")) {
+        (None, None) => CrlSettings {
+            file: match root {
+                Some(RootCertSource::File(_) | RootCertSource::InlinePem(_)) => {
+                    home.map(|h| PemSource::File(h.join(".postgresql").join("root.crl")))
+                }
+                _ => None,
+            },
+            dir: None,
+        },
+        (file, dir) => CrlSettings {
+            file: file.map(PemSource::parse),
+            dir: dir.map(PathBuf::from),
+        },
+    }
+}
+
+/// `ssl_min_protocol_version`/`ssl_max_protocol_version` (or `default`), spelled in any
+/// case as libpq accepts them (`tlsv1.3`).
+fn tls_version(
+    info: &ConnInfo,
+    keyword: &str,
+    default: &str,
+) -> Result<Option<TlsVersion>, TlsSetupError> {
+    let value = info.get(keyword).unwrap_or(default);
+    let canonical = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+        .into_iter()
+        .find(|v| v.eq_ignore_ascii_case(value));
+    TlsVersion::parse(canonical.unwrap_or(value))
 }
 
 /// The operating-system user name, which libpq uses when no `user` is given.
@@ -137,6 +376,8 @@ impl Connector {
     /// first to get libpq's behaviour.
     pub fn new(info: &ConnInfo, options: &ConnectOptions) -> Result<Self, ConnectError> {
         info.validate().map_err(|e| config_error(e.to_string()))?;
+        info.check_supported()
+            .map_err(|e| config_error(e.to_string()))?;
         let mode = info.ssl_mode().map_err(|e| config_error(e.to_string()))?;
         let negotiation = info
             .ssl_negotiation()
@@ -156,35 +397,32 @@ impl Connector {
             base.password(password.expose_secret());
         }
         base.application_name(info.application_name().unwrap_or(&options.application_name));
-        if let Some(o) = info.get("options").filter(|o| !o.is_empty()) {
+        let user_options = info.get("options").filter(|o| !o.is_empty());
+        if options.pin_search_path {
+            // Last, so it wins over a search_path in the string's own options; in the
+            // startup packet, so it is the session's reset value too.
+            let pin = format!("-c search_path={PINNED_SEARCH_PATH}");
+            base.options(user_options.map_or(pin.clone(), |o| format!("{o} {pin}")));
+        } else if let Some(o) = user_options {
             base.options(o);
         }
-        if let Some(t) = info
+        // libpq waits at least 2 s per address; unset, 0 or negative means no limit.
+        let timeout = info
             .connect_timeout()
             .map_err(|e| config_error(e.to_string()))?
-        {
-            // libpq waits at least 2 s per host.
-            base.connect_timeout(t.max(Duration::from_secs(2)));
+            .map(|t| t.max(Duration::from_secs(2)));
+        if let Some(t) = timeout {
+            // The driver's own limit covers the TCP connect only; connect_raw bounds the
+            // whole attempt with the same duration.
+            base.connect_timeout(t);
         }
         base.channel_binding(match info.get("channel_binding") {
             Some("disable") => ChannelBinding::Disable,
             Some("require") => ChannelBinding::Require,
             _ => ChannelBinding::Prefer,
         });
-        base.target_session_attrs(match info.get("target_session_attrs") {
-            Some("read-write" | "primary") => TargetSessionAttrs::ReadWrite,
-            Some("read-only" | "standby") => TargetSessionAttrs::ReadOnly,
-            _ => TargetSessionAttrs::Any,
-        });
-        if let Some(v) = info.get("keepalives") {
-            base.keepalives(v != "0");
-        }
-        if let Some(secs) = info
-            .get("keepalives_idle")
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            base.keepalives_idle(Duration::from_secs(secs));
-        }
+        base.target_session_attrs(ServerType::of(info).driver_check());
+        apply_tcp_options(&mut base, info, hosts.iter().any(|h| !h.is_unix_socket()))?;
         base.ssl_negotiation(match negotiation {
             SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
             SslNegotiation::Postgres => tokio_postgres::config::SslNegotiation::Postgres,
@@ -204,6 +442,7 @@ impl Connector {
         let client_cert = source("sslcert", "postgresql.crt")
             .filter(|s| !matches!(s, PemSource::File(p) if !p.exists()));
         let client_key = client_cert.as_ref().and(source("sslkey", "postgresql.key"));
+        let crl = crl_settings(info, home, root_cert.as_ref());
         let settings = TlsSettings {
             mode,
             root_cert,
@@ -214,28 +453,37 @@ impl Connector {
                 Some("require") => CertMode::Require,
                 _ => CertMode::Allow,
             },
-            sni: info.get("sslsni") != Some("0"),
-            min_version: TlsVersion::parse(
-                info.get("ssl_min_protocol_version").unwrap_or("TLSv1.2"),
-            )?,
-            max_version: TlsVersion::parse(info.get("ssl_max_protocol_version").unwrap_or(""))?,
+            // libpq sends SNI only when the value starts with 1 (the default).
+            sni: info.get("sslsni").is_none_or(|v| v.starts_with('1')),
+            min_version: tls_version(info, "ssl_min_protocol_version", "TLSv1.2")?,
+            max_version: tls_version(info, "ssl_max_protocol_version", "")?,
+            crl,
         };
         let tls = settings
             .client_config(&options.provider)
             .map(Arc::new)
             .map_err(Arc::new);
-        // Modes that cannot fall back to plaintext fail now on a TLS setup problem.
-        if mode.requires_tls()
-            && let Err(e) = &tls
+        if let Err(e) = &tls {
+            refuse_encrypted_key(info, mode, &hosts, e)?;
+        }
+        // Modes that cannot fall back to plaintext fail now on a TLS setup problem; so does
+        // every mode on a revocation-list setting pgwarden refuses (falling back to
+        // plaintext would ignore the refusal).
+        if let Err(e) = &tls
+            && (mode.requires_tls() || matches!(**e, TlsSetupError::Crl { .. }))
         {
             return Err(config_error(e.to_string()));
         }
         Ok(Connector {
             base,
-            hosts,
             mode,
             negotiation,
             tls,
+            timeout,
+            random_order: info.get("load_balance_hosts") == Some("random"),
+            server_type: ServerType::of(info),
+            passfile: PassFile::of(info, options, hosts.len()),
+            hosts,
         })
     }
 
@@ -307,58 +555,98 @@ impl Connector {
     /// Like [`Connector::connect`] but keeps tokio-postgres' own errors (for the pool).
     pub(crate) async fn connect_raw(&self) -> Result<Connection, Vec<AttemptFailure>> {
         let mut failures = Vec::new();
-        for host in &self.hosts {
-            let target = describe(host);
-            for &transport in self.transports(host) {
-                let how = format!(
-                    "{target} {}",
-                    if transport == Transport::Tls {
-                        "with TLS"
-                    } else {
-                        "without TLS"
-                    }
-                );
-                let mut config = self.base.clone();
-                apply_host(&mut config, host);
-                let attempt = match transport {
-                    Transport::Plain => {
-                        config.ssl_mode(PgSslMode::Disable);
-                        config.connect(NoTls).await.map(|(client, conn)| {
-                            (client, tokio::spawn(async move { drop(conn.await) }))
-                        })
-                    }
-                    Transport::Tls => {
-                        let tls = match &self.tls {
-                            Ok(t) => t.clone(),
-                            Err(e) => {
+        // libpq shuffles the hosts once per connection (pqConnectOptions2), and each host
+        // name's addresses when it resolves them.
+        let mut order: Vec<usize> = (0..self.hosts.len()).collect();
+        if self.random_order {
+            shuffle(&mut order);
+        }
+        let passwords = self.passwords_from_file();
+        let passes = match self.server_type {
+            ServerType::PreferStandby => vec![ServerType::Standby, ServerType::Any],
+            wanted => vec![wanted],
+        };
+        for wanted in passes {
+            for &index in &order {
+                let host = &self.hosts[index];
+                let target = describe(host);
+                let mut addresses = resolve(host).await;
+                if self.random_order {
+                    shuffle(&mut addresses);
+                }
+                let several = addresses.len() > 1;
+                'addresses: for address in addresses {
+                    // libpq restarts its timer for each address, not for each transport.
+                    let deadline = self.timeout.map(|t| Instant::now() + t);
+                    for &transport in self.transports(host) {
+                        let how = format!(
+                            "{target}{} {}",
+                            match address {
+                                Some(ip) if several => format!(" ({ip})"),
+                                _ => String::new(),
+                            },
+                            if transport == Transport::Tls {
+                                "with TLS"
+                            } else {
+                                "without TLS"
+                            }
+                        );
+                        let mut config = self.base.clone();
+                        apply_host(&mut config, host);
+                        if let Some(password) = &passwords[index] {
+                            config.password(password.expose_secret());
+                        }
+                        if let Some(ip) = address {
+                            config.hostaddr(ip);
+                        }
+                        config.target_session_attrs(wanted.driver_check());
+                        let tls = match (transport, &self.tls) {
+                            (Transport::Plain, _) => None,
+                            (Transport::Tls, Ok(t)) => Some(t.clone()),
+                            (Transport::Tls, Err(e)) => {
                                 failures.push(AttemptFailure::Setup(how, e.clone()));
                                 continue;
                             }
                         };
-                        config.ssl_mode(PgSslMode::Require);
-                        let make = MakeRustlsConnect::new((*tls).clone());
-                        config.connect(make).await.map(|(client, conn)| {
-                            (client, tokio::spawn(async move { drop(conn.await) }))
-                        })
-                    }
-                };
-                match attempt {
-                    Ok((client, task)) => {
-                        tracing::debug!(target = %target, tls = transport == Transport::Tls, "connected");
-                        return Ok(Connection {
-                            client,
-                            tls: transport == Transport::Tls,
-                            target,
-                            task,
-                        });
-                    }
-                    Err(e) => {
-                        let unreachable = is_unreachable(&e);
-                        tracing::debug!(attempt = %how, error = %e, "connection attempt failed");
-                        failures.push(AttemptFailure::Driver(how, target.clone(), e));
-                        // Nothing listens: another transport on the same host cannot help.
-                        if unreachable {
-                            break;
+                        let connected = match attempt(config, tls, deadline).await {
+                            Ok((client, task)) => {
+                                match check_server_type(&client, wanted, deadline).await {
+                                    Ok(()) => Ok((client, task)),
+                                    // A server of the wrong kind: closed (dropping the client
+                                    // terminates the session) and reported like any failure.
+                                    Err((e, timed_out)) => Err((e, timed_out, !timed_out)),
+                                }
+                            }
+                            Err((e, timed_out)) => {
+                                let wrong_kind = is_wrong_session(&e);
+                                Err((e, timed_out, wrong_kind))
+                            }
+                        };
+                        match connected {
+                            Ok((client, task)) => {
+                                tracing::debug!(target = %target, tls = transport == Transport::Tls, "connected");
+                                return Ok(Connection {
+                                    client,
+                                    tls: transport == Transport::Tls,
+                                    target,
+                                    task,
+                                });
+                            }
+                            Err((e, timed_out, wrong_kind)) => {
+                                // Nothing listens, or connect_timeout expired: as libpq, go on
+                                // with the next address rather than another transport. A
+                                // server that does not match target_session_attrs: as libpq,
+                                // go on with the next host.
+                                let give_up = timed_out || is_unreachable(&e);
+                                tracing::debug!(attempt = %how, error = %e, "connection attempt failed");
+                                failures.push(AttemptFailure::Driver(how, target.clone(), e));
+                                if wrong_kind {
+                                    break 'addresses;
+                                }
+                                if give_up {
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
@@ -366,6 +654,280 @@ impl Connector {
         }
         Err(failures)
     }
+
+    /// The password for each host (same order as `self.hosts`) from the password file, read
+    /// now as libpq reads it when it starts a connection; `None` where there is none.
+    fn passwords_from_file(&self) -> Vec<Option<SecretSlice<u8>>> {
+        let Some(file) = &self.passfile else {
+            return self.hosts.iter().map(|_| None).collect();
+        };
+        let user = self.base.get_user().unwrap_or_default();
+        let dbname = self.base.get_dbname().unwrap_or_default();
+        self.hosts
+            .iter()
+            .zip(&file.ports)
+            .map(|(host, port)| {
+                password_from_file(&file.path, pgpass_host(host), port, dbname, user)
+            })
+            .collect()
+    }
+}
+
+/// libpq's `target_session_attrs` check for `primary` and `standby` (and the first pass of
+/// `prefer-standby`), once connected: `SELECT pg_catalog.pg_is_in_recovery()`. The other
+/// kinds need nothing here (tokio-postgres checks `read-write`/`read-only` itself). The
+/// error says whether the deadline expired.
+async fn check_server_type(
+    client: &Client,
+    wanted: ServerType,
+    deadline: Option<Instant>,
+) -> Result<(), (tokio_postgres::Error, bool)> {
+    let want_standby = match wanted {
+        ServerType::Primary => false,
+        ServerType::Standby => true,
+        _ => return Ok(()),
+    };
+    let check = async {
+        let row = client
+            .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+            .await?;
+        if row.try_get::<_, bool>(0)? == want_standby {
+            return Ok(());
+        }
+        // tokio-postgres has no public error constructor, so the error is the server's own
+        // refusal of what only the wanted kind of server allows: "cannot set transaction
+        // read-write mode during recovery" (a standby, primary wanted), "recovery is not in
+        // progress" (a primary, standby wanted). Neither changes anything; should the probe
+        // succeed, the server has just changed kind (a promotion) and is the wanted one.
+        client
+            .batch_execute(if want_standby {
+                "SELECT pg_catalog.pg_is_wal_replay_paused()"
+            } else {
+                "BEGIN READ WRITE; ROLLBACK"
+            })
+            .await
+    };
+    match deadline {
+        None => check.await.map_err(|e| (e, false)),
+        Some(deadline) => match tokio::time::timeout_at(deadline, check).await {
+            Ok(result) => result.map_err(|e| (e, false)),
+            Err(_) => Err((tokio_postgres::Error::__private_api_timeout(), true)),
+        },
+    }
+}
+
+/// Whether tokio-postgres refused the session for `target_session_attrs=read-write` or
+/// `read-only` ("database does not allow writes", "database is not read only").
+fn is_wrong_session(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    e.source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied
+                && matches!(
+                    io.to_string().as_str(),
+                    "database does not allow writes" | "database is not read only"
+                )
+        })
+}
+
+/// Shuffles in place (Fisher-Yates, as libpq), with the operating system's random source.
+fn shuffle<T>(items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, random_below(i + 1));
+    }
+}
+
+/// A uniform random number in `0..n` (multiply-shift: the bias is below 2^-50 for any
+/// list a connection string can hold).
+fn random_below(n: usize) -> usize {
+    let bound = u64::try_from(n).expect("a list length fits in 64 bits");
+    let random = getrandom::u64().expect("the operating system's random source failed");
+    usize::try_from((u128::from(random) * u128::from(bound)) >> 64).expect("the result is below n")
+}
+
+/// Each host's port as text, as libpq keeps it for the password file: the `port` list entry
+/// (the single one for every host), `5432` when empty or unset.
+fn port_texts(info: &ConnInfo, count: usize) -> Vec<String> {
+    let list: Vec<&str> = info
+        .get("port")
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split(',').collect())
+        .unwrap_or_default();
+    (0..count)
+        .map(|i| {
+            let text = if list.len() == 1 {
+                list[0]
+            } else {
+                list.get(i).copied().unwrap_or_default()
+            };
+            if text.is_empty() { "5432" } else { text }.to_owned()
+        })
+        .collect()
+}
+
+/// The `hostname` libpq matches in the password file: `host`, else `hostaddr`; `localhost`
+/// for the default socket directory (which libpq fills in when neither is given).
+fn pgpass_host(host: &HostEntry) -> &str {
+    match host.host.as_deref().or(host.hostaddr.as_deref()) {
+        None => "localhost",
+        Some(name) if name == default_socket_dir() => "localhost",
+        Some(name) => name,
+    }
+}
+
+/// libpq's `passwordFromFile`: the password of the first line of `file` whose first four
+/// fields match (`*` matching anything), or `None`. A file that cannot be read is ignored;
+/// so, with a warning, is one that is not a plain file or that the group or others may
+/// access. Fields and password are raw bytes, as in libpq.
+fn password_from_file(
+    file: &Path,
+    host: &str,
+    port: &str,
+    dbname: &str,
+    user: &str,
+) -> Option<SecretSlice<u8>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if dbname.is_empty() || user.is_empty() {
+        return None;
+    }
+    // stat, not lstat: a symbolic link to a private file is fine, as in libpq.
+    let metadata = std::fs::metadata(file).ok()?;
+    if !metadata.is_file() {
+        tracing::warn!(
+            "password file \"{}\" is not a plain file; it is ignored",
+            file.display()
+        );
+        return None;
+    }
+    if metadata.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "password file \"{}\" has group or world access; permissions should be u=rw (0600) or less; it is ignored",
+            file.display()
+        );
+        return None;
+    }
+    let contents = SecretSlice::from(std::fs::read(file).ok()?);
+    let fields = [host, port, dbname, user];
+    contents
+        .expose_secret()
+        .split(|&b| b == b'\n')
+        .find_map(|line| password_from_line(line, fields))
+}
+
+/// One line of the password file: its password if its first four fields match `fields`.
+fn password_from_line(line: &[u8], fields: [&str; 4]) -> Option<SecretSlice<u8>> {
+    // libpq reads C strings (a NUL ends the line), skips comments, then strips CR/LF.
+    let line = line.split(|&b| b == 0).next().unwrap_or_default();
+    if line.first() == Some(&b'#') {
+        return None;
+    }
+    let end = line
+        .iter()
+        .rposition(|&b| b != b'\r' && b != b'\n')
+        .map_or(0, |i| i + 1);
+    let mut rest = &line[..end];
+    if rest.is_empty() {
+        return None;
+    }
+    for field in fields {
+        rest = match_pgpass_field(rest, field.as_bytes())?;
+    }
+    // The password runs to the next unescaped colon, backslashes removed.
+    let mut password = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while i < rest.len() && rest[i] != b':' {
+        if rest[i] == b'\\' && i + 1 < rest.len() {
+            i += 1;
+        }
+        password.push(rest[i]);
+        i += 1;
+    }
+    Some(SecretSlice::from(password))
+}
+
+/// libpq's `pwdfMatchesString`: whether the field at the start of `line` is `*` or equals
+/// `token` (a backslash escapes the next byte, `:` included); the rest of the line after the
+/// field's colon if so.
+fn match_pgpass_field<'a>(line: &'a [u8], token: &[u8]) -> Option<&'a [u8]> {
+    if line.starts_with(b"*:") {
+        return Some(&line[2..]);
+    }
+    let (mut at, mut matched) = (0, 0);
+    while at < line.len() {
+        let escaped = line[at] == b'\\';
+        if escaped {
+            at += 1;
+        }
+        let byte = line.get(at).copied();
+        if byte == Some(b':') && matched == token.len() && !escaped {
+            return Some(&line[at + 1..]);
+        }
+        if matched == token.len() || byte != Some(token[matched]) {
+            return None;
+        }
+        at += 1;
+        matched += 1;
+    }
+    None
+}
+
+/// One connection attempt, bounded by `deadline` as a whole (TCP, TLS, start-up,
+/// authentication). The error says whether the deadline expired.
+async fn attempt(
+    mut config: tokio_postgres::Config,
+    tls: Option<Arc<ClientConfig>>,
+    deadline: Option<Instant>,
+) -> Result<(Client, JoinHandle<()>), (tokio_postgres::Error, bool)> {
+    let connect =
+        async move {
+            match tls {
+                None => {
+                    config.ssl_mode(PgSslMode::Disable);
+                    config.connect(NoTls).await.map(|(client, conn)| {
+                        (client, tokio::spawn(async move { drop(conn.await) }))
+                    })
+                }
+                Some(tls) => {
+                    config.ssl_mode(PgSslMode::Require);
+                    let make = MakeRustlsConnect::new((*tls).clone());
+                    config.connect(make).await.map(|(client, conn)| {
+                        (client, tokio::spawn(async move { drop(conn.await) }))
+                    })
+                }
+            }
+        };
+    match deadline {
+        None => connect.await.map_err(|e| (e, false)),
+        Some(deadline) => match tokio::time::timeout_at(deadline, connect).await {
+            Ok(result) => result.map_err(|e| (e, false)),
+            // tokio-postgres has no public constructor for errors; this one (made for
+            // deadpool) reads "timeout waiting for server", which classifies as a timeout.
+            Err(_) => Err((tokio_postgres::Error::__private_api_timeout(), true)),
+        },
+    }
+}
+
+/// The addresses to try for `host`, in order, as libpq tries each address of a host
+/// name. `None` leaves the address to the driver: Unix sockets, `hostaddr`, IP literals,
+/// and names that do not resolve (the driver then reports the resolution error itself).
+async fn resolve(host: &HostEntry) -> Vec<Option<IpAddr>> {
+    let name = match (&host.host, &host.hostaddr) {
+        (Some(name), None) if !host.is_unix_socket() && name.parse::<IpAddr>().is_err() => name,
+        _ => return vec![None],
+    };
+    let mut addresses: Vec<Option<IpAddr>> = Vec::new();
+    if let Ok(found) = tokio::net::lookup_host((name.as_str(), host.port)).await {
+        for address in found {
+            if !addresses.contains(&Some(address.ip())) {
+                addresses.push(Some(address.ip()));
+            }
+        }
+    }
+    if addresses.is_empty() {
+        addresses.push(None);
+    }
+    addresses
 }
 
 /// Why one attempt failed.

@@ -27,6 +27,9 @@ pub enum TlsFailure {
     UntrustedCertificate,
     /// The certificate is valid but not for the host name connected to.
     HostnameMismatch,
+    /// A certificate of the server's chain is revoked, or its revocation status is unknown
+    /// (no current CRL from its issuer in `sslcrl`/`sslcrldir`).
+    Revoked,
     /// The server rejected the client certificate, or wanted one and got none.
     ClientCertificateRejected,
     /// Any other handshake failure.
@@ -108,7 +111,7 @@ fn hint_network(kind: NetworkFailure) -> &'static str {
             " — check the host name and port, and that the server listens there (listen_addresses) and no firewall is in the way"
         }
         NetworkFailure::Timeout => {
-            " — the server did not answer within connect_timeout: check the address and firewalls"
+            " — the connection (TCP, TLS handshake, start-up and authentication) did not complete within connect_timeout: check the address, firewalls and the server's load"
         }
         NetworkFailure::Closed => " — the server closed the connection; see its log",
     }
@@ -121,6 +124,9 @@ fn hint_tls(kind: TlsFailure) -> &'static str {
         }
         TlsFailure::UntrustedCertificate => {
             " — the server certificate does not chain to sslrootcert: give the CA that signed it (or check the certificate's dates)"
+        }
+        TlsFailure::Revoked => {
+            " — a certificate of the server's chain is revoked, or sslcrl/sslcrldir lack a current CRL from one of the CAs that issued the chain (libpq needs one from each)"
         }
         TlsFailure::HostnameMismatch => {
             " — the certificate is not valid for this host name: connect with a name in its subjectAltName, or use sslmode=verify-ca"
@@ -317,6 +323,13 @@ fn tls_kind(err: &rustls::Error) -> TlsFailure {
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
             TlsFailure::HostnameMismatch
         }
+        E::InvalidCertificate(
+            C::Revoked
+            | C::UnknownRevocationStatus
+            | C::ExpiredRevocationList
+            | C::ExpiredRevocationListContext { .. },
+        )
+        | E::InvalidCertRevocationList(_) => TlsFailure::Revoked,
         E::InvalidCertificate(_) => TlsFailure::UntrustedCertificate,
         E::AlertReceived(
             A::CertificateRequired

@@ -10,6 +10,10 @@
 //! Only the given roots are trusted — never a public bundle added behind the user's
 //! back (libpq trusts only the file). ALPN is always `postgresql`, as libpq 17+ sends
 //! it, which `sslnegotiation=direct` requires. The crypto provider is always passed in.
+//!
+//! Certificate revocation lists ([`CrlSettings`]) are checked where libpq checks them:
+//! whenever the chain is verified against a root certificate file (so also in
+//! `allow`/`prefer`/`require` with a root certificate), never with `sslrootcert=system`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,8 +22,8 @@ use std::sync::Arc;
 use pgwarden_core::ssl::{RootCertSource, SslMode};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::pem::{PemObject, SectionKind};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::danger::{ChainOnly, NoCertificateCheck};
@@ -108,6 +112,210 @@ impl TlsVersion {
     }
 }
 
+/// Certificate revocation lists, as libpq's `sslcrl` and `sslcrldir` give them.
+///
+/// libpq hands them to OpenSSL with `X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL`:
+/// every certificate of the server's chain (below the root) needs a current CRL from its
+/// issuer, and is rejected if that CRL lists it. pgwarden checks the same with rustls
+/// (expired CRLs included). Where libpq's outcome is an accident of OpenSSL's loading rules,
+/// the setting is refused with a [`TlsSetupError::Crl`] instead of being guessed at:
+///
+/// - a CRL file that does not exist is ignored, as libpq does (unless `sslcrldir` is set
+///   too, which libpq would then silently drop: refused);
+/// - a file, or a directory, that yields no CRL at all is refused (libpq would reject every
+///   server certificate, or ignore an unreadable file);
+/// - certificates in a CRL file or directory are refused (libpq would trust them as roots);
+/// - with `sslrootcert=system` CRLs are refused (libpq ignores them there).
+///
+/// In `sslcrldir`, as in OpenSSL's hashed directories, only files named
+/// `<issuer hash>.r<n>` are read (`openssl rehash` makes them); pgwarden uses all of them
+/// rather than only those whose hash names the issuer. A CRL whose `thisUpdate` lies in the
+/// future is used (OpenSSL rejects it as not yet valid).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CrlSettings {
+    /// `sslcrl` (a file, or inline PEM as pgwarden allows for certificates), or libpq's
+    /// default `~/.postgresql/root.crl` when neither is set.
+    pub file: Option<PemSource>,
+    /// `sslcrldir`.
+    pub dir: Option<PathBuf>,
+}
+
+impl CrlSettings {
+    /// Whether no CRL source is given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.file.is_none() && self.dir.is_none()
+    }
+
+    /// The setting(s) to name in an error about the CRLs as a whole.
+    fn subject(&self) -> (&'static str, String) {
+        match (&self.file, &self.dir) {
+            (Some(f), None) => ("sslcrl", f.describe()),
+            (None, Some(d)) => ("sslcrldir", d.display().to_string()),
+            (Some(f), Some(d)) => (
+                "sslcrl/sslcrldir",
+                format!("{} and {}", f.describe(), d.display()),
+            ),
+            (None, None) => ("sslcrl", String::new()),
+        }
+    }
+
+    /// An error about the CRL settings as a whole.
+    fn whole_error(&self, problem: impl Into<String>) -> TlsSetupError {
+        let (keyword, path) = self.subject();
+        TlsSetupError::Crl {
+            keyword,
+            path,
+            problem: problem.into(),
+        }
+    }
+
+    fn error(keyword: &'static str, path: String, problem: impl Into<String>) -> TlsSetupError {
+        TlsSetupError::Crl {
+            keyword,
+            path,
+            problem: problem.into(),
+        }
+    }
+
+    /// The CRLs in one PEM file; certificates are refused.
+    fn read_file(
+        keyword: &'static str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+        let mut crls = Vec::new();
+        for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes) {
+            match item {
+                Ok((SectionKind::Crl, der)) => crls.push(CertificateRevocationListDer::from(der)),
+                Ok((SectionKind::Certificate, _)) => {
+                    return Err(Self::error(
+                        keyword,
+                        path.to_owned(),
+                        "holds certificates, which libpq would trust as root certificates: keep only CRLs there and put CA certificates in sslrootcert",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Self::error(
+                        keyword,
+                        path.to_owned(),
+                        format!("is not valid PEM ({e})"),
+                    ));
+                }
+            }
+        }
+        Ok(crls)
+    }
+
+    /// The CRLs to check against, or `None` when libpq would check none. `root_pem` is the
+    /// root certificate file: OpenSSL loads the CRLs it holds too.
+    fn load(
+        &self,
+        root_pem: &[u8],
+    ) -> Result<Option<Vec<CertificateRevocationListDer<'static>>>, TlsSetupError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let mut crls = Vec::new();
+        if let Some(file) = &self.file {
+            let name = file.describe();
+            let bytes = match file {
+                PemSource::Inline(text) => Ok(text.as_bytes().to_vec()),
+                PemSource::File(path) => std::fs::read(path),
+            };
+            match bytes {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if self.dir.is_some() {
+                        return Err(Self::error(
+                            "sslcrl",
+                            name,
+                            "does not exist, and libpq then ignores sslcrldir as well: fix the sslcrl path or remove it",
+                        ));
+                    }
+                    // libpq: "if not found, silently ignore; we do not require CRL".
+                    return Ok(None);
+                }
+                Err(e) => {
+                    return Err(Self::error("sslcrl", name, format!("cannot be read: {e}")));
+                }
+                Ok(bytes) => crls.extend(Self::read_file("sslcrl", &name, &bytes)?),
+            }
+        }
+        if let Some(dir) = &self.dir {
+            match std::fs::read_dir(dir) {
+                // OpenSSL looks CRLs up there lazily: a missing directory just has none.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Self::error(
+                        "sslcrldir",
+                        dir.display().to_string(),
+                        format!("cannot be read: {e}"),
+                    ));
+                }
+                Ok(entries) => {
+                    let mut names: Vec<_> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.sort();
+                    for name in names {
+                        let path = dir.join(&name);
+                        let shown = path.display().to_string();
+                        match hashed_name_kind(&name) {
+                            Some(HashedKind::Crl) => {
+                                let bytes = std::fs::read(&path).map_err(|e| {
+                                    Self::error(
+                                        "sslcrldir",
+                                        shown.clone(),
+                                        format!("cannot be read: {e}"),
+                                    )
+                                })?;
+                                crls.extend(Self::read_file("sslcrldir", &shown, &bytes)?);
+                            }
+                            Some(HashedKind::Certificate) => {
+                                return Err(Self::error(
+                                    "sslcrldir",
+                                    shown,
+                                    "is a hashed certificate file, which libpq would trust as a root certificate: keep only CRLs (<hash>.r<n>) in sslcrldir and put CA certificates in sslrootcert",
+                                ));
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        if crls.is_empty() {
+            return Err(self.whole_error(
+                "holds no CRL (or does not exist; CRLs are PEM \"X509 CRL\" sections, in sslcrldir in files named <issuer hash>.r<n> as `openssl rehash` makes them), so libpq would reject every server certificate: give the CRLs of the CAs that issued the server's chain",
+            ));
+        }
+        crls.extend(CertificateRevocationListDer::pem_slice_iter(root_pem).filter_map(Result::ok));
+        Ok(Some(crls))
+    }
+}
+
+/// What an OpenSSL hashed-directory entry holds, judged by its name: `<8 hex>.r<n>` is a
+/// CRL, `<8 hex>.<n>` a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HashedKind {
+    Crl,
+    Certificate,
+}
+
+fn hashed_name_kind(name: &str) -> Option<HashedKind> {
+    let (hash, suffix) = name.split_once('.')?;
+    if hash.len() != 8 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let (kind, number) = match suffix.strip_prefix('r') {
+        Some(n) => (HashedKind::Crl, n),
+        None => (HashedKind::Certificate, suffix),
+    };
+    (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(kind)
+}
+
 /// Everything that decides how a TLS session is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -127,6 +335,9 @@ pub struct TlsSettings {
     pub min_version: Option<TlsVersion>,
     /// Highest TLS version.
     pub max_version: Option<TlsVersion>,
+    /// Revocation lists, used when the chain is verified against a root certificate file
+    /// or inline PEM (as libpq); none by default.
+    pub crl: CrlSettings,
 }
 
 impl Default for TlsSettings {
@@ -140,6 +351,7 @@ impl Default for TlsSettings {
             sni: true,
             min_version: Some(TlsVersion::V1_2),
             max_version: None,
+            crl: CrlSettings::default(),
         }
     }
 }
@@ -210,6 +422,17 @@ pub enum TlsSetupError {
     ProtocolVersion {
         /// The rejected value.
         value: String,
+    },
+    /// A revocation-list setting that cannot be honoured as libpq would (see
+    /// [`CrlSettings`]).
+    #[error("{keyword} {path} {problem}")]
+    Crl {
+        /// `sslcrl` or `sslcrldir`.
+        keyword: &'static str,
+        /// The file or directory.
+        path: String,
+        /// What is wrong and what to do.
+        problem: String,
     },
     /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]
@@ -358,14 +581,28 @@ impl TlsSettings {
                 (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
                     return Err(TlsSetupError::MissingRootCert { mode: self.mode });
                 }
+                // No verification at all, so nothing to check CRLs against (libpq too).
                 (None, _) => Arc::new(NoCertificateCheck::new(provider.clone())),
                 (Some(src), mode) => {
+                    let crls = self.crls(src)?;
                     let roots = Arc::new(root_store(src)?);
-                    let full = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                        .build()
-                        .map_err(|e| {
-                            TlsSetupError::Rustls(rustls::Error::General(e.to_string()))
-                        })?;
+                    let mut builder =
+                        WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+                    if let Some(crls) = crls {
+                        // rustls' defaults are OpenSSL's CRL_CHECK_ALL: every certificate
+                        // below the root, unknown status rejected. OpenSSL also rejects
+                        // an expired CRL.
+                        builder = builder.with_crls(crls).enforce_revocation_expiration();
+                    }
+                    let full = builder.build().map_err(|e| match e {
+                        rustls::client::VerifierBuilderError::InvalidCrl(e) => {
+                            self.crl.whole_error(format!(
+                                "holds a CRL rustls cannot use ({})",
+                                rustls::Error::InvalidCertRevocationList(e)
+                            ))
+                        }
+                        e => TlsSetupError::Rustls(rustls::Error::General(e.to_string())),
+                    })?;
                     if mode == SslMode::VerifyFull {
                         full
                     } else {
@@ -404,6 +641,27 @@ impl TlsSettings {
         config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
         config.enable_sni = self.sni;
         Ok(config)
+    }
+
+    /// The CRLs for a chain verified against `root`, as libpq would load them.
+    fn crls(
+        &self,
+        root: &RootCertSource,
+    ) -> Result<Option<Vec<CertificateRevocationListDer<'static>>>, TlsSetupError> {
+        let root_pem = match root {
+            RootCertSource::System => {
+                if self.crl.is_empty() {
+                    return Ok(None);
+                }
+                return Err(self.crl.whole_error(
+                    "cannot be used with sslrootcert=system: libpq ignores CRLs with the system's roots, so revocation would silently go unchecked; put the CA certificates in a file and give it as sslrootcert",
+                ));
+            }
+            // Read again: root_store has accepted it already.
+            RootCertSource::File(p) => std::fs::read(p).unwrap_or_default(),
+            RootCertSource::InlinePem(t) => t.as_bytes().to_vec(),
+        };
+        self.crl.load(&root_pem)
     }
 
     fn versions(&self) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsSetupError> {
@@ -511,6 +769,136 @@ mod tests {
             // A machine without a CA bundle: the error says what is missing.
             Err(e) => assert!(e.to_string().contains("sslrootcert=system"), "{e}"),
         }
+    }
+
+    #[test]
+    fn hashed_directory_names() {
+        assert_eq!(hashed_name_kind("6b8544ea.r0"), Some(HashedKind::Crl));
+        assert_eq!(hashed_name_kind("6B8544EA.r12"), Some(HashedKind::Crl));
+        assert_eq!(
+            hashed_name_kind("6b8544ea.0"),
+            Some(HashedKind::Certificate)
+        );
+        for other in [
+            "crl.pem",
+            "6b8544ea.r",
+            "6b8544e.r0",
+            "6b8544ea.rx",
+            "6b8544ea",
+        ] {
+            assert_eq!(hashed_name_kind(other), None, "{other}");
+        }
+    }
+
+    const FAKE_CRL: &str = "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
+    const FAKE_CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    fn load(file: Option<&Path>, dir: Option<&Path>) -> Result<Option<usize>, String> {
+        CrlSettings {
+            file: file.map(|f| PemSource::File(f.to_owned())),
+            dir: dir.map(Path::to_owned),
+        }
+        .load(b"")
+        .map(|c| c.map(|c| c.len()))
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn crl_sources_follow_libpq_or_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = |name: &str| tmp.path().join(name);
+        let missing = path("missing.crl");
+        // A missing CRL file is ignored, as libpq does, unless sslcrldir is set too.
+        assert_eq!(load(Some(&missing), None), Ok(None));
+        let e = load(Some(&missing), Some(tmp.path())).unwrap_err();
+        assert!(
+            e.starts_with("sslcrl ") && e.contains("ignores sslcrldir"),
+            "{e}"
+        );
+        // CRLs are found; certificates beside them are refused.
+        std::fs::write(path("one.crl"), FAKE_CRL).unwrap();
+        assert_eq!(load(Some(&path("one.crl")), None), Ok(Some(1)));
+        std::fs::write(path("mixed.pem"), format!("{FAKE_CERT}{FAKE_CRL}")).unwrap();
+        let e = load(Some(&path("mixed.pem")), None).unwrap_err();
+        assert!(e.contains("trust as root certificates"), "{e}");
+        // A file without any CRL is refused.
+        std::fs::write(path("garbage"), "not pem").unwrap();
+        let e = load(Some(&path("garbage")), None).unwrap_err();
+        assert!(
+            e.starts_with("sslcrl ") && e.contains("holds no CRL"),
+            "{e}"
+        );
+        // Directories: only hashed CRL names count; a missing or empty one holds no CRL.
+        let dir = path("crls");
+        let e = load(None, Some(&dir)).unwrap_err();
+        assert!(
+            e.starts_with("sslcrldir ") && e.contains("holds no CRL"),
+            "{e}"
+        );
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("crl.pem"), FAKE_CRL).unwrap();
+        assert!(load(None, Some(&dir)).is_err());
+        // ... but the file's CRLs are enough.
+        assert_eq!(load(Some(&path("one.crl")), Some(&dir)), Ok(Some(1)));
+        std::fs::write(dir.join("0123abcd.r0"), FAKE_CRL).unwrap();
+        std::fs::write(dir.join("0123abcd.r1"), FAKE_CRL).unwrap();
+        assert_eq!(load(None, Some(&dir)), Ok(Some(2)));
+        std::fs::write(dir.join("0123abcd.0"), FAKE_CERT).unwrap();
+        let e = load(None, Some(&dir)).unwrap_err();
+        assert!(e.contains("hashed certificate file"), "{e}");
+    }
+
+    #[test]
+    fn crls_with_system_roots_are_refused_and_bad_crls_named() {
+        let s = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_cert: Some(RootCertSource::System),
+            crl: CrlSettings {
+                file: None,
+                dir: Some("/nonexistent".into()),
+            },
+            ..TlsSettings::default()
+        };
+        let e = s
+            .client_config(&default_provider())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sslcrldir /nonexistent cannot be used with sslrootcert=system"),
+            "{e}"
+        );
+
+        // A self-signed CA made with openssl for these tests (a trust anchor's dates are
+        // not checked).
+        let ca = "-----BEGIN CERTIFICATE-----
+MIIBqDCCAU2gAwIBAgIUcBPM42fG5Ix4AgAmylUslgPni6wwCgYIKoZIzj0EAwIw
+IDEeMBwGA1UEAwwVcGd3YXJkZW4gdW5pdC10ZXN0IENBMCAXDTI2MTEyOTE5MjY0
+NloYDzIxMjYxMTA1MTkyNjQ2WjAgMR4wHAYDVQQDDBVwZ3dhcmRlbiB1bml0LXRl
+c3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR5ESScwUK97/8X7uFeexfo
+KpELZg3sCWLWBF4lkLTpbOKToaSEXxsq8tQS3v2gygQnOO2GgT9kiwpXYLXZkcWk
+o2MwYTAdBgNVHQ4EFgQUJ1q+kPRR29bL721szpoq6gO0WewwHwYDVR0jBBgwFoAU
+J1q+kPRR29bL721szpoq6gO0WewwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8E
+BAMCAQYwCgYIKoZIzj0EAwIDSQAwRgIhAJIMLABMX6BQLm6APtdayLzjyy1CS0is
+j2Btx86JwVHMAiEArUoVsUoo8ivIfpsvmcPPeVIUSCqU6aEajLOX9IEY+Qo=
+-----END CERTIFICATE-----
+";
+        let s = TlsSettings {
+            mode: SslMode::VerifyCa,
+            root_cert: Some(RootCertSource::InlinePem(ca.to_owned())),
+            crl: CrlSettings {
+                file: Some(PemSource::Inline(FAKE_CRL.to_owned())),
+                dir: None,
+            },
+            ..TlsSettings::default()
+        };
+        let e = s
+            .client_config(&default_provider())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sslcrl inline PEM holds a CRL rustls cannot use"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -203,6 +203,18 @@ pub enum ConnInfoError {
         /// `scram_client_key` or `scram_server_key`.
         keyword: &'static str,
     },
+    /// A setting libpq honours but pgwarden cannot, refused rather than silently ignored
+    /// (see [`ConnInfo::check_supported`](super::ConnInfo::check_supported)).
+    #[error("{keyword}={value} is not supported by pgwarden: {reason}")]
+    Unsupported {
+        /// The keyword.
+        keyword: &'static str,
+        /// Its value, or `***` for a secret keyword (`scram_client_key`,
+        /// `oauth_client_secret`, ...): the message never holds a secret.
+        value: String,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
     /// A combination of SSL settings libpq refuses (`sslrootcert=system` with a weak
     /// `sslmode`, `sslnegotiation=direct` with a mode that may fall back to plaintext).
     #[error(transparent)]

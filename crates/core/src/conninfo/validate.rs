@@ -3,6 +3,9 @@
 //! value; these checks are what turns a bad value into an error.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
+
+use secrecy::ExposeSecret;
 
 use super::error::ConnInfoError;
 use super::parse::is_c_space;
@@ -296,7 +299,6 @@ fn base64_decoded_len(value: &str) -> Option<usize> {
 
 /// The SCRAM keys must be base64 of `SCRAM_MAX_KEY_LEN` (32) bytes.
 fn check_scram_keys(info: &ConnInfo) -> Result<(), ConnInfoError> {
-    use secrecy::ExposeSecret;
     for keyword in ["scram_client_key", "scram_server_key"] {
         if let Some(key) = info.secret(keyword)
             && base64_decoded_len(key.expose_secret()) != Some(32)
@@ -378,9 +380,404 @@ pub(super) fn validate(info: &ConnInfo) -> Result<(), ConnInfoError> {
     Ok(())
 }
 
+/// Whether a `require_auth` list (already checked by [`check_require_auth`]) lets the server
+/// use `method`: a plain list allows what it names, a negated list everything else.
+fn require_auth_allows(list: &str, method: &str) -> bool {
+    let negated = list.starts_with('!');
+    let named = list
+        .split(',')
+        .any(|part| part.strip_prefix('!').unwrap_or(part) == method);
+    named != negated
+}
+
+/// PostgreSQL's encoding-name comparison (`clean_encoding_name`): letters and digits only,
+/// case-insensitive. Whether `name` is one of the server's spellings of UTF8.
+fn is_utf8_encoding_name(name: &str) -> bool {
+    let clean: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(clean.as_str(), "utf8" | "unicode")
+}
+
+/// Whether the locale that `psql` adopts (`setlocale(LC_ALL, "")`: `LC_ALL`, else
+/// `LC_CTYPE`, else `LANG`) has the UTF-8 codeset, which is what libpq's
+/// `client_encoding=auto` then picks. Unset, `C` and `POSIX` mean `SQL_ASCII`.
+fn locale_is_utf8(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
+    let Some(locale) = ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .find_map(|name| lookup(name).filter(|v| !v.is_empty()))
+    else {
+        return false;
+    };
+    locale
+        .split_once('.')
+        .map(|(_, rest)| rest.split('@').next().unwrap_or(rest))
+        .is_some_and(is_utf8_encoding_name)
+}
+
+/// Whether PostgreSQL's `parse_bool` reads `value` as false (`f`, `false`, `n`, `no`, `of`,
+/// `off`, `0`, any case; no surrounding spaces), as the server does for `replication`.
+fn is_false_bool(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    match lower.as_bytes().first() {
+        Some(b'f') => "false".starts_with(&lower),
+        Some(b'n') => "no".starts_with(&lower),
+        // A lone `o` is ambiguous between on and off: the server rejects it.
+        Some(b'o') => lower.len() >= 2 && "off".starts_with(&lower),
+        Some(b'0') => lower.len() == 1,
+        _ => false,
+    }
+}
+
+/// Shown instead of a secret keyword's value in [`ConnInfoError::Unsupported`].
+const HIDDEN: &str = "***";
+
+fn refuse(keyword: &'static str, value: &str, reason: &'static str) -> Result<(), ConnInfoError> {
+    Err(ConnInfoError::Unsupported {
+        keyword,
+        value: value.to_owned(),
+        reason,
+    })
+}
+
+/// The settings libpq honours but pgwarden's driver cannot: each is refused, never ignored.
+/// `lookup` reads the process environment (only for `client_encoding=auto`).
+fn check_supported(
+    info: &ConnInfo,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConnInfoError> {
+    check_target(info)?;
+    check_session(info, lookup)
+}
+
+/// Where and how to authenticate: `service`, `require_auth`, `requirepeer`, `hostaddr`,
+/// `gssencmode`.
+fn check_target(info: &ConnInfo) -> Result<(), ConnInfoError> {
+    if let Some(value) = info.get("service") {
+        // libpq reads the service file when it parses the string (an unknown service is an
+        // error there): ignoring the keyword would connect somewhere else.
+        return refuse(
+            "service",
+            value,
+            "pgwarden does not read connection service files (pg_service.conf, ~/.pg_service.conf); write the service's settings into the connection string instead",
+        );
+    }
+    if let Some(value) = non_empty(info.get("require_auth")) {
+        // channel_binding=require already limits authentication to SCRAM-SHA-256-PLUS (the
+        // driver refuses trust, password, md5 and plain SCRAM then, as libpq does), so any
+        // list that allows scram-sha-256 is honoured exactly.
+        if info.get("channel_binding") != Some("require") {
+            return refuse(
+                "require_auth",
+                value,
+                "the driver cannot tell which authentication method the server asks for, so it cannot refuse the methods require_auth excludes (a server could obtain the password in cleartext); remove require_auth, or add channel_binding=require (with sslmode=verify-full), which allows only SCRAM-SHA-256 with channel binding and so honours any require_auth list that allows scram-sha-256",
+            );
+        }
+        if !require_auth_allows(value, "scram-sha-256") {
+            return refuse(
+                "require_auth",
+                value,
+                "with channel_binding=require only SCRAM-SHA-256 can succeed and this list excludes it, so every connection would fail: allow scram-sha-256 in require_auth",
+            );
+        }
+    }
+    let hosts = hosts(info)?;
+    if let Some(value) = non_empty(info.get("requirepeer"))
+        && hosts.iter().any(HostEntry::is_unix_socket)
+    {
+        return refuse(
+            "requirepeer",
+            value,
+            "the driver gives no access to the Unix socket, so the operating-system user of the server process cannot be checked; connect over TCP with sslmode=verify-full, or remove requirepeer",
+        );
+    }
+    // libpq resolves hostaddr with getaddrinfo(AI_NUMERICHOST), which also takes shorthand
+    // IPv4 (`127.1`) and IPv6 zone indexes (`fe80::1%eth0`), and fails the host for a name.
+    if let Some(address) = hosts
+        .iter()
+        .filter_map(|h| h.hostaddr.as_deref())
+        .find(|a| a.parse::<IpAddr>().is_err())
+    {
+        return refuse(
+            "hostaddr",
+            address,
+            "pgwarden takes hostaddr only in standard notation: a dotted-quad IPv4 address (192.0.2.10) or an IPv6 address without zone index (2001:db8::1); put a host name in host instead",
+        );
+    }
+    if let Some(value @ "require") = info.get("gssencmode") {
+        return refuse(
+            "gssencmode",
+            value,
+            "pgwarden has no GSSAPI support (a libpq built without GSSAPI refuses this value too); use gssencmode=prefer or disable, and sslmode=verify-full for an encrypted, authenticated connection",
+        );
+    }
+    Ok(())
+}
+
+/// What the session would be: `client_encoding`, protocol versions, `sslcompression`,
+/// `replication`, SCRAM keys, OAuth, `sslkeylogfile`.
+fn check_session(
+    info: &ConnInfo,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConnInfoError> {
+    const NO_OAUTH: &str = "the driver has no OAuth (OAUTHBEARER) authentication; remove the oauth_* settings and authenticate with a password or a client certificate";
+    if let Some(value) = non_empty(info.get("client_encoding")) {
+        let utf8 = if value == "auto" {
+            locale_is_utf8(lookup)
+        } else {
+            is_utf8_encoding_name(value)
+        };
+        if !utf8 {
+            return refuse(
+                "client_encoding",
+                value,
+                "the driver always uses client_encoding UTF8 (libpq's auto picks the locale's encoding, and this locale's is not UTF-8); remove client_encoding or set it to UTF8",
+            );
+        }
+    }
+    for keyword in ["min_protocol_version", "max_protocol_version"] {
+        if let Some(value) = info.get(keyword).filter(|v| *v != "3.0") {
+            return refuse(
+                keyword,
+                value,
+                "the driver speaks protocol version 3.0 only (no 3.2 and its longer cancel keys); remove the setting or set it to 3.0",
+            );
+        }
+    }
+    if let Some(value) = info.get("sslcompression").filter(|v| !v.starts_with('0')) {
+        // libpq clears SSL_OP_NO_COMPRESSION unless the value starts with 0.
+        return refuse(
+            "sslcompression",
+            value,
+            "rustls never compresses TLS records (compression exposes secrets to CRIME-style attacks, and PostgreSQL 14 and later refuse it); remove sslcompression or set it to 0",
+        );
+    }
+    if let Some(value) = non_empty(info.get("replication")).filter(|v| !is_false_bool(v)) {
+        return refuse(
+            "replication",
+            value,
+            "pgwarden needs ordinary SQL sessions, not replication connections; remove replication or set it to false",
+        );
+    }
+    for keyword in ["scram_client_key", "scram_server_key"] {
+        if info.secret(keyword).is_some() {
+            return refuse(
+                keyword,
+                HIDDEN,
+                "the driver authenticates with SCRAM from the password only and cannot use precomputed SCRAM keys; give the password instead",
+            );
+        }
+    }
+    for keyword in ["oauth_issuer", "oauth_client_id", "oauth_scope"] {
+        if let Some(value) = non_empty(info.get(keyword)) {
+            return refuse(keyword, value, NO_OAUTH);
+        }
+    }
+    if info
+        .secret("oauth_client_secret")
+        .is_some_and(|s| !s.expose_secret().is_empty())
+    {
+        return refuse("oauth_client_secret", HIDDEN, NO_OAUTH);
+    }
+    if let Some(value) = non_empty(info.get("sslkeylogfile")) {
+        return refuse(
+            "sslkeylogfile",
+            value,
+            "pgwarden never writes TLS session secrets to disk, since anyone who can read the file can decrypt the session (credentials included); remove sslkeylogfile, and debug TLS with psql instead",
+        );
+    }
+    Ok(())
+}
+
+impl ConnInfo {
+    /// An integer option (`keepalives`, `keepalives_idle`, `tcp_user_timeout`, ...) read as
+    /// libpq reads it (`pqParseIntParam`); `None` when not set.
+    pub fn int_option(&self, keyword: &'static str) -> Result<Option<i32>, ConnInfoError> {
+        int_param(self, keyword)
+    }
+
+    /// Refuses the settings that libpq honours but pgwarden cannot, so that none is silently
+    /// ignored. Each refusal is a [`ConnInfoError::Unsupported`] naming the keyword, its value
+    /// (`***` for secrets) and what to do instead:
+    ///
+    /// - `service` (any value): `pg_service.conf` is not read;
+    /// - `require_auth`, unless `channel_binding=require` makes it hold (see below);
+    /// - `requirepeer` with a Unix-socket host;
+    /// - `hostaddr` entries that are not plain IP addresses (libpq also takes `127.1` or
+    ///   `fe80::1%eth0`);
+    /// - `gssencmode=require`;
+    /// - `client_encoding` other than UTF8 (any spelling the server takes: `utf8`, `UTF-8`,
+    ///   `unicode`) and `auto` when the locale `psql` would use (`LC_ALL`, `LC_CTYPE`,
+    ///   `LANG` of this process) is not UTF-8;
+    /// - `min_protocol_version`/`max_protocol_version` other than `3.0`;
+    /// - `sslcompression` not starting with `0` (libpq then allows compression);
+    /// - `replication` other than a false boolean (`0`, `off`, `false`, `no`, ...);
+    /// - `scram_client_key`, `scram_server_key`, the non-empty `oauth_*` settings and
+    ///   `sslkeylogfile`.
+    ///
+    /// Separate from [`validate`](Self::validate), which accepts exactly what libpq accepts:
+    /// these strings are valid, pgwarden just cannot connect as they ask. `require_auth` is
+    /// accepted with `channel_binding=require` when its list allows `scram-sha-256`: channel
+    /// binding then limits authentication to SCRAM-SHA-256-PLUS, which such a list allows.
+    ///
+    /// Everything else is honoured by the connector (`pgwarden-pg-driver`), or has no effect
+    /// there as in a libpq without GSSAPI (`krbsrvname`, `gsslib`, `gssdelegation`, which
+    /// only parametrize GSSAPI authentication: a server asking for it fails the connection).
+    pub fn check_supported(&self) -> Result<(), ConnInfoError> {
+        check_supported(self, &|name| std::env::var(name).ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn supported(s: &str) -> Result<(), ConnInfoError> {
+        supported_in(s, &[])
+    }
+
+    /// With this environment (for `client_encoding=auto`).
+    fn supported_in(s: &str, env: &[(&str, &str)]) -> Result<(), ConnInfoError> {
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        check_supported(&ConnInfo::parse_unvalidated(s).unwrap(), &lookup)
+    }
+
+    #[test]
+    fn require_auth_lists() {
+        assert!(require_auth_allows("scram-sha-256", "scram-sha-256"));
+        assert!(require_auth_allows("md5,scram-sha-256", "scram-sha-256"));
+        assert!(!require_auth_allows("md5,password", "scram-sha-256"));
+        assert!(require_auth_allows("!md5,!password", "scram-sha-256"));
+        assert!(!require_auth_allows("!scram-sha-256", "scram-sha-256"));
+        assert!(!require_auth_allows("none", "scram-sha-256"));
+    }
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn unsupported_settings_are_refused_by_name() {
+        let key = format!("host=h scram_client_key={KEY}");
+        let server_key = format!("host=h scram_server_key={KEY}");
+        for (s, keyword) in [
+            ("host=h require_auth=scram-sha-256", "require_auth"),
+            ("host=h require_auth=!password", "require_auth"),
+            (
+                "host=h require_auth=md5 channel_binding=require",
+                "require_auth",
+            ),
+            ("host=/tmp requirepeer=postgres", "requirepeer"),
+            ("requirepeer=postgres", "requirepeer"),
+            ("host=h,/tmp requirepeer=postgres", "requirepeer"),
+            ("host=h gssencmode=require", "gssencmode"),
+            ("host=h service=prod", "service"),
+            ("host=h service=''", "service"),
+            ("hostaddr=127.1", "hostaddr"),
+            ("hostaddr=db.example.com", "hostaddr"),
+            ("host=a,b hostaddr=127.0.0.1,fe80::1%lo", "hostaddr"),
+            ("host=h client_encoding=LATIN1", "client_encoding"),
+            ("host=h client_encoding=SQL_ASCII", "client_encoding"),
+            ("host=h client_encoding=auto", "client_encoding"),
+            ("host=h min_protocol_version=3.2", "min_protocol_version"),
+            ("host=h min_protocol_version=latest", "min_protocol_version"),
+            ("host=h max_protocol_version=3.2", "max_protocol_version"),
+            ("host=h max_protocol_version=latest", "max_protocol_version"),
+            ("host=h sslcompression=1", "sslcompression"),
+            ("host=h sslcompression=''", "sslcompression"),
+            ("host=h sslcompression=yes", "sslcompression"),
+            ("host=h replication=true", "replication"),
+            ("host=h replication=database", "replication"),
+            ("host=h replication=o", "replication"),
+            ("host=h replication=offf", "replication"),
+            (&key, "scram_client_key"),
+            (&server_key, "scram_server_key"),
+            ("host=h oauth_issuer=https://idp", "oauth_issuer"),
+            ("host=h oauth_client_id=pgwarden", "oauth_client_id"),
+            ("host=h oauth_client_secret=S3cr3t", "oauth_client_secret"),
+            ("host=h oauth_scope=openid", "oauth_scope"),
+            ("host=h sslkeylogfile=/tmp/keys", "sslkeylogfile"),
+        ] {
+            let e = supported(s).expect_err(s);
+            assert!(
+                matches!(&e, ConnInfoError::Unsupported { keyword: k, .. } if *k == keyword),
+                "{s}: {e:?}"
+            );
+            assert!(e.to_string().starts_with(&format!("{keyword}=")), "{e}");
+            for secret in [KEY, "S3cr3t"] {
+                assert!(!format!("{e} {e:?}").contains(secret), "{e:?}");
+            }
+        }
+        for s in [
+            "host=h",
+            "host=h require_auth=",
+            "host=h require_auth=scram-sha-256 channel_binding=require",
+            "host=h require_auth=!md5,!password channel_binding=require",
+            "host=h requirepeer=postgres",
+            "hostaddr=127.0.0.1 requirepeer=postgres",
+            "host=/tmp requirepeer=",
+            "host=h gssencmode=prefer",
+            "host=h gssencmode=disable",
+            "hostaddr=127.0.0.1,::1,,::ffff:10.0.0.1 host=a,b,c,d",
+            "host=h client_encoding=''",
+            "host=h client_encoding=UTF8",
+            "host=h client_encoding=utf-8",
+            "host=h client_encoding=Unicode",
+            "host=h min_protocol_version=3.0 max_protocol_version=3.0",
+            "host=h sslcompression=0",
+            "host=h sslcompression=0x",
+            "host=h replication=''",
+            "host=h replication=false",
+            "host=h replication=OFF",
+            "host=h replication=of",
+            "host=h replication=0",
+            "host=h replication=n",
+            "host=h replication=fa",
+            "host=h oauth_issuer='' oauth_client_id='' oauth_scope='' oauth_client_secret=''",
+            "host=h sslkeylogfile=''",
+            "host=h krbsrvname=other gsslib=gssapi gssdelegation=1",
+            "host=h target_session_attrs=prefer-standby load_balance_hosts=random",
+            "host=h sslsni=0 passfile=/nonexistent fallback_application_name=x",
+        ] {
+            supported(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+    }
+
+    #[test]
+    fn client_encoding_auto_follows_the_locale_psql_would_use() {
+        let auto = "host=h client_encoding=auto";
+        for env in [
+            &[("LANG", "en_US.UTF-8")][..],
+            &[("LC_CTYPE", "C.utf8"), ("LANG", "C")],
+            &[("LC_ALL", "de_DE.utf8@euro"), ("LC_CTYPE", "C")],
+            &[("LC_ALL", ""), ("LANG", "en_GB.UTF-8")],
+        ] {
+            supported_in(auto, env).unwrap_or_else(|e| panic!("{env:?}: {e}"));
+        }
+        for env in [
+            &[][..],
+            &[("LANG", "C")],
+            &[("LANG", "POSIX")],
+            &[("LANG", "en_US")],
+            &[("LANG", "en_US.ISO-8859-1")],
+            &[("LC_ALL", "C"), ("LANG", "en_US.UTF-8")],
+        ] {
+            let e = supported_in(auto, env).expect_err(&format!("{env:?}"));
+            assert!(e.to_string().starts_with("client_encoding=auto "), "{e}");
+        }
+    }
+
+    #[test]
+    fn int_options() {
+        let info = ConnInfo::parse_unvalidated("keepalives_idle=' 30 ' keepalives=x").unwrap();
+        assert_eq!(info.int_option("keepalives_idle"), Ok(Some(30)));
+        assert_eq!(info.int_option("keepalives_count"), Ok(None));
+        assert!(info.int_option("keepalives").is_err());
+    }
 
     #[test]
     fn int_params_follow_strtol() {
