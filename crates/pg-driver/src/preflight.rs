@@ -83,15 +83,15 @@ pub struct Preflight {
 }
 
 const SESSION_SQL: &str = "
-SELECT current_setting('server_version'),
-       current_setting('server_version_num')::int,
+SELECT pg_catalog.current_setting('server_version'),
+       pg_catalog.current_setting('server_version_num')::int,
        s.ssl, s.version, s.cipher, s.bits,
        r.rolname::text, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin,
        r.rolreplication, r.rolbypassrls, r.rolinherit,
        ARRAY(SELECT b.rolname::text FROM pg_catalog.pg_roles b
              WHERE b.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, b.oid, 'MEMBER')
              ORDER BY 1),
-       current_setting('password_encryption'),
+       pg_catalog.current_setting('password_encryption'),
        ARRAY(SELECT d.datname::text FROM pg_catalog.pg_database d
              WHERE d.datallowconn AND NOT d.datistemplate
                AND NOT pg_catalog.has_database_privilege(r.oid, d.oid, 'CONNECT')

@@ -16,7 +16,7 @@ SELECT d.datname,
 FROM pg_catalog.pg_database d
 LEFT JOIN pg_catalog.pg_shdescription s
        ON s.objoid = d.oid
-      AND s.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass
+      AND s.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid
 WHERE d.datallowconn AND NOT d.datistemplate
 ORDER BY d.datname";
 
@@ -53,8 +53,8 @@ SELECT r.rolname,
 FROM pg_catalog.pg_roles r
 LEFT JOIN pg_catalog.pg_shdescription s
        ON s.objoid = r.oid
-      AND s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-WHERE r.rolname !~ '^pg_'
+      AND s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+WHERE r.rolname !~ '^pg_'::pg_catalog.text
   AND r.rolname <> $1
   AND NOT pg_catalog.starts_with(r.rolname, $2)
   AND NOT EXISTS (SELECT
@@ -74,10 +74,10 @@ SELECT n.nspname,
 FROM pg_catalog.pg_namespace n
 LEFT JOIN pg_catalog.pg_description d
        ON d.objoid = n.oid
-      AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+      AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid
       AND d.objsubid = 0
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname !~ '^pg_(toast|temp)'";
+  AND n.nspname !~ '^pg_(toast|temp)'::pg_catalog.text";
 
 /// The table-like relations of the current database (ordinary, partitioned and
 /// foreign tables, views, materialized views) outside the system schemas. Partitions
@@ -107,10 +107,10 @@ FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_description d
        ON d.objoid = c.oid
-      AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
       AND d.objsubid = 0
 LEFT JOIN partitions pt ON pt.root = c.oid
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname !~ '^pg_(toast|temp)'";
+  AND n.nspname !~ '^pg_(toast|temp)'::pg_catalog.text";

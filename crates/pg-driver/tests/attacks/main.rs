@@ -1,0 +1,46 @@
+//! Adversarial tests: each mounts, against a real server, an attack by a user of the
+//! instance (any login role, a grantee, or a `CREATEROLE` role that is not pgwarden's
+//! connector) and fails if the attack works. One cluster serves the whole binary; each
+//! test works in databases and roles of its own. CI runs this suite on PostgreSQL 13,
+//! 15 and 18 (`PGWARDEN_TEST_PG`).
+
+#![allow(clippy::too_many_lines, reason = "attack scenarios read top to bottom")]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cancel;
+mod handover;
+mod options;
+mod roles;
+mod search_path;
+mod set_role;
+
+use pgwarden_core::config::{ConnectorMode, UserMode};
+use pgwarden_core::conninfo::ConnInfo;
+use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
+use pgwarden_pg_driver::provision::Provisioner;
+use pgwarden_testkit::TempCluster;
+
+/// The cluster every attack in this binary runs against.
+pub(crate) fn cluster() -> &'static TempCluster {
+    static C: std::sync::OnceLock<TempCluster> = std::sync::OnceLock::new();
+    C.get_or_init(|| TempCluster::builder().max_connections(200).start().unwrap())
+}
+
+/// Runs SQL as the cluster's superuser in `db`, panicking on error.
+pub(crate) fn q_in(db: &str, sql: &str) -> String {
+    cluster()
+        .psql_in(db, sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A superuser-mode provisioner for integration `integration` connecting to `db`.
+pub(crate) fn provisioner(integration: &str, options: &ConnectOptions) -> Provisioner {
+    let info: ConnInfo = cluster().dsn().parse().unwrap();
+    Provisioner::new(
+        Connector::new(&info, options).unwrap(),
+        common::provisioner_config(integration, UserMode::Ephemeral, ConnectorMode::Superuser),
+    )
+    .unwrap()
+}
