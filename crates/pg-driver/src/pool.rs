@@ -79,6 +79,60 @@ pub struct Pool {
     connector: Arc<Connector>,
 }
 
+/// A pooled connection in a state the next user must not inherit: a session advisory
+/// lock held, or a transaction opened with a plain `BEGIN`. If it is dropped before
+/// [`Unsettled::settle`] — an error path, or the caller dropping the operation's future
+/// (a host-side timeout) half-way — the connection is closed instead of going back to
+/// the pool, and the server rolls back and releases whatever the session held. A
+/// connection in an unknown state is never reused.
+pub(crate) struct Unsettled {
+    object: Option<Object>,
+}
+
+impl Unsettled {
+    /// Guards `object` from now on.
+    pub(crate) fn new(object: Object) -> Self {
+        Unsettled {
+            object: Some(object),
+        }
+    }
+
+    /// The connection is clean again (lock released, transaction ended): it may go
+    /// back to the pool when dropped.
+    pub(crate) fn settle(mut self) -> Option<Object> {
+        self.object.take()
+    }
+}
+
+impl std::ops::Deref for Unsettled {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        self.object
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only by settle, which consumes the guard"))
+    }
+}
+
+impl std::ops::DerefMut for Unsettled {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.object
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only by settle, which consumes the guard"))
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            // Detached from the pool and dropped: the connection closes, and with it
+            // the session's locks and open transaction.
+            drop(Object::take(object));
+            tracing::debug!("closed a pooled connection left in an unsettled state");
+        }
+    }
+}
+
 /// What a health check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -200,7 +254,7 @@ impl Pool {
         let started = Instant::now();
         let conn = self.get().await?;
         let row = conn
-            .query_one("SELECT current_setting('server_version')", &[])
+            .query_one("SELECT pg_catalog.current_setting('server_version')", &[])
             .await
             .map_err(|e| PoolError::Connect(ConnectError::classify("the server", &e)))?;
         Ok(Health {
