@@ -277,6 +277,14 @@ pub struct IntegrationConfig {
     pub username_prefix: String,
     /// The longest grant allowed (default 7d).
     pub max_ttl: Ttl,
+    /// Roles whose membership may be granted although they reach something sensitive:
+    /// a superuser, a role with CREATEROLE, REPLICATION or BYPASSRLS, a server
+    /// program, file or all-data predefined role, or ADMIN OPTION on one of those
+    /// (default: none; pgwarden refuses such grants and names the path). Grants of
+    /// these roles are flagged in the audit trail. Roles reaching pgwarden's own roles
+    /// stay refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensitive_roles_allowed: Vec<String>,
     /// Where the connector's credentials live; `None` when the host application hands
     /// the secret store and key to the runtime itself.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -410,6 +418,7 @@ const TOP_FIELDS: &[&str] = &[
     "connector_mode",
     "username_prefix",
     "max_ttl",
+    "sensitive_roles_allowed",
     "secret",
     "integration_owners",
     "resource_owner",
@@ -778,6 +787,10 @@ impl Validator {
             None => Some(Ttl::from_secs(7 * 86_400).unwrap_or(crate::duration::MAX_TTL_CEILING)),
             Some(v) => self.parsed("max_ttl", Some(v), str::parse::<Ttl>),
         };
+        let sensitive_roles_allowed = match f.get("sensitive_roles_allowed") {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(v) => self.sensitive_roles_allowed(v),
+        };
         let secret = match f.get("secret") {
             None | Some(Value::Null) => Some(None),
             Some(v) => self.secret(v).map(Some),
@@ -815,6 +828,7 @@ impl Validator {
             connector_mode: connector_mode?,
             username_prefix: username_prefix?,
             max_ttl: max_ttl?,
+            sensitive_roles_allowed: sensitive_roles_allowed?,
             secret: secret?,
             integration_owners: integration_owners?,
             resource_owner: resource_owner?,
@@ -843,6 +857,54 @@ impl Validator {
                 }
                 Some(t) => out.push(t),
                 None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn sensitive_roles_allowed(&mut self, v: &Value) -> Option<Vec<String>> {
+        let Value::Array(items) = v else {
+            self.problem(
+                "sensitive_roles_allowed",
+                format!(
+                    "must be a list of role names such as [\"ops\"], not {}",
+                    type_name(v)
+                ),
+            );
+            return None;
+        };
+        let mut out: Vec<String> = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("sensitive_roles_allowed[{i}]");
+            let Some(role) = self.string(&path, Some(item), true) else {
+                ok = false;
+                continue;
+            };
+            let problem = if role.len() > 63 {
+                Some(format!(
+                    "\"{role}\" is {} bytes; PostgreSQL role names have at most 63",
+                    role.len()
+                ))
+            } else if role.starts_with("pg_") {
+                Some(format!(
+                    "\"{role}\" is a predefined role: membership in predefined roles is never granted"
+                ))
+            } else if crate::naming::is_bookkeeping_role(&role) {
+                Some(format!(
+                    "\"{role}\" is one of pgwarden's own roles, which are never granted"
+                ))
+            } else if out.contains(&role) {
+                Some(format!("\"{role}\" is listed twice"))
+            } else {
+                None
+            };
+            match problem {
+                Some(m) => {
+                    self.problem(&path, m);
+                    ok = false;
+                }
+                None => out.push(role),
             }
         }
         ok.then_some(out)

@@ -21,6 +21,7 @@ user_mode = "persistent"
 connector_mode = "createrole"
 username_prefix = "jit_"
 max_ttl = "12h"
+sensitive_roles_allowed = ["ops", "Dba Team"]
 
 [secret]
 backend = "vault"
@@ -61,6 +62,7 @@ user_mode: persistent
 connector_mode: createrole
 username_prefix: jit_
 max_ttl: 12h
+sensitive_roles_allowed: [ops, Dba Team]
 secret:
   backend: vault
   address: http://127.0.0.1:8200
@@ -86,7 +88,7 @@ const FULL_JSON: &str = r#"{
   "credential_rotation_days": 90,
   "custom_access_details": "psql \"host={hostname} port={port} dbname={database} user={username}\"",
   "discovery": ["database", "schema", "table", "role"], "user_mode": "persistent", "connector_mode": "createrole",
-  "username_prefix": "jit_", "max_ttl": "12h",
+  "username_prefix": "jit_", "max_ttl": "12h", "sensitive_roles_allowed": ["ops", "Dba Team"],
   "secret": {"backend": "vault", "address": "http://127.0.0.1:8200", "mount": "kv", "path": "pgwarden/orders", "namespace": "team-a"},
   "integration_owners": [
     {"source": "okta", "attribute": "group", "values": ["dba"]},
@@ -130,6 +132,7 @@ fn every_field_in_every_format() {
     assert_eq!(a.connector_mode, ConnectorMode::Createrole);
     assert_eq!(a.username_prefix, "jit_");
     assert_eq!(a.max_ttl.as_secs(), 12 * 3600);
+    assert_eq!(a.sensitive_roles_allowed, ["ops", "Dba Team"]);
     assert_eq!(
         a.secret,
         Some(SecretRef::Vault {
@@ -159,6 +162,7 @@ fn defaults() {
     assert_eq!(c.connector_mode, ConnectorMode::Superuser);
     assert_eq!(c.username_prefix, "pgw_");
     assert_eq!(c.max_ttl.to_string(), "7d");
+    assert!(c.sensitive_roles_allowed.is_empty());
     assert_eq!(c.credential_rotation_days, None);
     assert!(c.secret.is_none() && c.integration_owners.is_empty() && c.resource_owner.is_none());
 }
@@ -395,6 +399,40 @@ fn validation_rules_each_name_the_field() {
         (
             &format!("{MIN}max_ttl = \"3651d\""),
             &[("max_ttl", "longer than the maximum")],
+        ),
+        (
+            &format!("{MIN}sensitive_roles_allowed = \"ops\""),
+            &[("sensitive_roles_allowed", "must be a list of role names")],
+        ),
+        (
+            &format!("{MIN}sensitive_roles_allowed = [\"ops\", 3, \"\"]"),
+            &[
+                (
+                    "sensitive_roles_allowed[1]",
+                    "must be a string, not a number",
+                ),
+                ("sensitive_roles_allowed[2]", "must not be empty"),
+            ],
+        ),
+        (
+            &format!(
+                "{MIN}sensitive_roles_allowed = [\"pg_execute_server_program\", \"pgwarden_managed\", \"pgwarden_p_0123\"]"
+            ),
+            &[
+                ("sensitive_roles_allowed[0]", "is a predefined role"),
+                ("sensitive_roles_allowed[1]", "pgwarden's own roles"),
+                ("sensitive_roles_allowed[2]", "pgwarden's own roles"),
+            ],
+        ),
+        (
+            &format!(
+                "{MIN}sensitive_roles_allowed = [\"ops\", \"ops\", \"{}\"]",
+                "r".repeat(64)
+            ),
+            &[
+                ("sensitive_roles_allowed[1]", "listed twice"),
+                ("sensitive_roles_allowed[2]", "64 bytes"),
+            ],
         ),
         (
             &format!("{MIN}colour = \"blue\""),
