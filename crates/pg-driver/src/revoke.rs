@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 use crate::ledger::{
     GrantState, RoleMode, read_ledger, read_ledger_for_grant_cached, read_ledger_role_cached,
 };
+use crate::pool::Unsettled;
 use crate::provision::{ProvisionError, Provisioner, Step, db, find_grant, timestamp, transient};
 use crate::retry::with_retry;
 use crate::sql::{CachedQuery, Ident, advisory_key, literal, xact_lock};
@@ -42,6 +43,13 @@ pub struct DatabaseCleanup {
     pub objects_reassigned: i64,
     /// Privilege and default-privilege entries removed.
     pub privileges_revoked: i64,
+    /// Before objects go to a successor: those the role had opened to PUBLIC, whose
+    /// PUBLIC grants were revoked (the successor's objects must not stay open to
+    /// everyone on the departed user's say-so), e.g. `function public.f(integer)`.
+    pub public_grants_revoked: Vec<String>,
+    /// `SECURITY DEFINER` functions handed to the successor: from now on they run with
+    /// the successor's rights. Review them.
+    pub security_definer_functions: Vec<String>,
 }
 
 /// What a revocation did.
@@ -80,27 +88,63 @@ impl RevocationReport {
 
 /// Ends a role's sessions, waiting up to 5 s for each to exit (the timeout argument
 /// exists from PostgreSQL 14; [`SESSIONS_SQL_13`] polls instead).
+/// Sessions are matched by the role's oid (also returned), never by `usename`,
+/// which reads NULL once the role is dropped.
 const SESSIONS_SQL: &str = "
-SELECT count(*), count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))
-FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()";
+SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000)),
+       (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+FROM pg_catalog.pg_stat_activity
+WHERE usesysid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) AND pid <> pg_catalog.pg_backend_pid()";
 
 /// [`SESSIONS_SQL`] for PostgreSQL 13: signal only; the caller's loop waits.
 const SESSIONS_SQL_13: &str = "
-SELECT count(*), count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))
-FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()";
+SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)),
+       (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+FROM pg_catalog.pg_stat_activity
+WHERE usesysid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) AND pid <> pg_catalog.pg_backend_pid()";
 
+/// Databases to clean: those whose objects reference the role, and — for references
+/// from shared objects (`dbid` 0: privileges on databases, tablespaces, and from 15
+/// parameters), which `DROP OWNED` in any database removes — the current one.
 const DATABASES_SQL: &str = "
-SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
-JOIN pg_catalog.pg_database d ON d.oid = s.dbid
-WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass
+SELECT DISTINCT COALESCE(d.datname, pg_catalog.current_database())::pg_catalog.text
+FROM pg_catalog.pg_shdepend s
+LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
   AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
 ORDER BY 1";
 
+/// What a role owns in the current database that is open to PUBLIC, or a `SECURITY
+/// DEFINER` function: (GRANT object keyword, quoted name, open to PUBLIC, definer).
+/// Routines are open to PUBLIC by default (a NULL ACL), hence `acldefault`.
+const HANDED_OVER_SQL: &str = "
+WITH r AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+       pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.'::pg_catalog.text
+         OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname),
+       EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = 0::pg_catalog.oid),
+       false
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relowner = (SELECT oid FROM r) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+UNION ALL
+SELECT 'ROUTINE', p.oid::pg_catalog.regprocedure::pg_catalog.text,
+       EXISTS (SELECT 1 FROM pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+               WHERE a.grantee = 0::pg_catalog.oid),
+       p.prosecdef
+FROM pg_catalog.pg_proc p
+WHERE p.proowner = (SELECT oid FROM r) AND p.prokind IN ('f', 'p')
+UNION ALL
+SELECT 'SCHEMA', pg_catalog.quote_ident(n.nspname),
+       EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0::pg_catalog.oid),
+       false
+FROM pg_catalog.pg_namespace n WHERE n.nspowner = (SELECT oid FROM r)
+ORDER BY 1, 2";
+
 const DEPENDENCIES_SQL: &str = "
-SELECT count(*) FILTER (WHERE s.deptype = 'o'), count(*) FILTER (WHERE s.deptype <> 'o')
+SELECT pg_catalog.count(*) FILTER (WHERE s.deptype = 'o'), pg_catalog.count(*) FILTER (WHERE s.deptype <> 'o')
 FROM pg_catalog.pg_shdepend s
 WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-  AND s.refclassid = 'pg_catalog.pg_authid'::regclass
+  AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
   AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)";
 
 impl Provisioner {
@@ -108,7 +152,7 @@ impl Provisioner {
     pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger_for_grant_cached(&*conn, grant_id)
+            read_ledger_for_grant_cached(&*conn, &self.config.ledger_key, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?
         };
@@ -138,7 +182,10 @@ impl Provisioner {
         username: &str,
         wait: bool,
     ) -> Result<RevocationReport, ProvisionError> {
-        let mut conn = self.admin.get().await?;
+        // Unsettled from before the lock is asked for until it is released: dropped
+        // anywhere in between (an error, a cancelled future), the connection closes
+        // and takes the lock with it rather than returning to the pool holding it.
+        let mut conn = Unsettled::new(self.admin.get().await?);
         let key = advisory_key(&format!("pgwarden:revoking:{grant_id}"));
         let locked: bool = if wait {
             conn.batch_execute(&format!("SELECT pg_catalog.pg_advisory_lock({key})"))
@@ -152,15 +199,21 @@ impl Provisioner {
                 .get(0)
         };
         if !locked {
+            conn.settle();
             return Err(ProvisionError::InProgress {
                 grant_id: grant_id.to_owned(),
             });
         }
         let result = self.revoke_role_locked(&mut conn, grant_id, username).await;
-        // A pooled connection must not keep the lock; if it broke, the lock died with it.
-        let _ = conn
+        // A pooled connection must not keep the lock: back to the pool only once it is
+        // released (otherwise it closes, and the lock dies with the session).
+        if conn
             .batch_execute(&format!("SELECT pg_catalog.pg_advisory_unlock({key})"))
-            .await;
+            .await
+            .is_ok()
+        {
+            conn.settle();
+        }
         result
     }
 
@@ -182,7 +235,8 @@ impl Provisioner {
         report.login_disabled = true;
 
         self.step(Step::RevokeTerminateSessions)?;
-        report.sessions_terminated = terminate_sessions(conn, username, facts.version_num).await?;
+        let (ended, role_oid) = terminate_sessions_of(conn, username, facts.version_num).await?;
+        report.sessions_terminated = ended;
 
         self.step(Step::RevokeMemberships)?;
         report.memberships_removed = remove_memberships(conn, username, &BTreeSet::new()).await?;
@@ -260,7 +314,7 @@ impl Provisioner {
                 Err(e) => return Err(db("dropping the role")(e)),
             }
         }
-        verify_gone(conn, username).await?;
+        verify_gone(conn, username, role_oid).await?;
         tracing::info!(
             grant_id,
             username,
@@ -280,7 +334,7 @@ impl Provisioner {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::mark_once(conn, grant_id, username).await {
+            match Self::mark_once(conn, &self.config.ledger_key, grant_id, username).await {
                 Err(e) if attempt < crate::retry::MAX_ATTEMPTS && transient(&e) => {
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
                 }
@@ -291,6 +345,7 @@ impl Provisioner {
 
     async fn mark_once(
         conn: &mut deadpool_postgres::Object,
+        key: &crate::seal::LedgerKey,
         grant_id: &str,
         username: &str,
     ) -> Result<bool, ProvisionError> {
@@ -303,7 +358,7 @@ impl Provisioner {
                 xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
                     .await
                     .map_err(db("locking the grant id"))?;
-                let Some(role) = read_ledger_role_cached(&tx, username)
+                let Some(role) = read_ledger_role_cached(&tx, key, username)
                     .await
                     .map_err(db("reading the ledger"))?
                 else {
@@ -320,7 +375,7 @@ impl Provisioner {
                         sql,
                         "; COMMENT ON ROLE {} IS {}",
                         Ident(username),
-                        literal(&record.to_comment())
+                        literal(&record.to_comment(key, role.oid, username))
                     );
                 }
                 tx.batch_execute(&sql)
@@ -360,7 +415,28 @@ impl Provisioner {
         let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
         let u = Ident(username);
         let mut sql = String::new();
+        let (mut public_grants_revoked, mut security_definer_functions) = (Vec::new(), Vec::new());
         if let Some(s) = &self.config.successor {
+            if owned > 0 {
+                for row in conn
+                    .query_cached(HANDED_OVER_SQL, &[&username])
+                    .await
+                    .map_err(db(format!(
+                        "reviewing what the role hands over in {database}"
+                    )))?
+                {
+                    let (kind, name, public, definer): (String, String, bool, bool) =
+                        (row.get(0), row.get(1), row.get(2), row.get(3));
+                    if public {
+                        // `name` is quoted by the server (quote_ident / regprocedure).
+                        let _ = write!(sql, "REVOKE ALL ON {kind} {name} FROM PUBLIC; ");
+                        public_grants_revoked.push(format!("{} {name}", kind.to_lowercase()));
+                    }
+                    if definer {
+                        security_definer_functions.push(name);
+                    }
+                }
+            }
             let _ = write!(sql, "REASSIGN OWNED BY {u} TO {}; ", Ident(s));
         }
         let _ = write!(sql, "DROP OWNED BY {u}");
@@ -379,6 +455,8 @@ impl Provisioner {
             objects_dropped: if kept { 0 } else { owned },
             objects_reassigned: if kept { owned } else { 0 },
             privileges_revoked: privileges,
+            public_grants_revoked,
+            security_definer_functions,
         })
     }
 
@@ -401,11 +479,14 @@ impl Provisioner {
                 xact_lock(&*tx, &format!("pgwarden:role:{username}"))
                     .await
                     .map_err(db("locking the persistent role"))?;
-                let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
-                let Some(mut record) = ledger
+                let key = &self.config.ledger_key;
+                let ledger = read_ledger(&*tx, key)
+                    .await
+                    .map_err(db("reading the ledger"))?;
+                let Some((oid, mut record)) = ledger
                     .iter()
                     .find(|r| r.username == username)
-                    .and_then(|r| r.record.clone())
+                    .and_then(|r| r.record.clone().map(|rec| (r.oid, rec)))
                 else {
                     return Ok(None);
                 };
@@ -415,7 +496,10 @@ impl Provisioner {
                     .grants
                     .retain(|g| g.expires_at > now && g.state == GrantState::Active);
                 let u = Ident(username);
-                let mut sql = format!("COMMENT ON ROLE {u} IS {}", literal(&record.to_comment()));
+                let mut sql = format!(
+                    "COMMENT ON ROLE {u} IS {}",
+                    literal(&record.to_comment(key, oid, username))
+                );
                 if record.grants.is_empty() {
                     let _ = write!(
                         sql,
@@ -474,6 +558,18 @@ pub(crate) async fn terminate_sessions(
     username: &str,
     version_num: i32,
 ) -> Result<i64, ProvisionError> {
+    terminate_sessions_of(conn, username, version_num)
+        .await
+        .map(|(ended, _)| ended)
+}
+
+/// [`terminate_sessions`], also returning the role's oid (`None`: no such role), by
+/// which [`verify_gone`] finds sessions after the role is dropped.
+async fn terminate_sessions_of(
+    conn: &deadpool_postgres::ClientWrapper,
+    username: &str,
+    version_num: i32,
+) -> Result<(i64, Option<u32>), ProvisionError> {
     let sql = if version_num >= 140_000 {
         SESSIONS_SQL
     } else {
@@ -485,10 +581,11 @@ pub(crate) async fn terminate_sessions(
             .query_one_cached(sql, &[&username])
             .await
             .map_err(db("ending sessions"))?;
-        let (remaining, terminated): (i64, i64) = (row.get(0), row.get(1));
+        let (remaining, terminated, oid): (i64, i64, Option<u32>) =
+            (row.get(0), row.get(1), row.get(2));
         ended += terminated;
         if remaining == 0 {
-            return Ok(ended);
+            return Ok((ended, oid));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -583,15 +680,19 @@ pub(crate) async fn remove_memberships(
 }
 
 /// Step 7.
+/// Sessions are counted by the oid the role had (`usename` is NULL once it is
+/// dropped, so a surviving session would go unseen).
 async fn verify_gone(
     conn: &deadpool_postgres::ClientWrapper,
     username: &str,
+    role_oid: Option<u32>,
 ) -> Result<(), ProvisionError> {
     let row = conn
         .query_one_cached(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
-                    (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1)",
-            &[&username],
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity
+                     WHERE usesysid = $2 OR usename = $1)",
+            &[&username, &role_oid],
         )
         .await
         .map_err(db("verifying the revocation"))?;
