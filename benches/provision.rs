@@ -41,6 +41,14 @@ struct As {
     mode: ConnectorMode,
 }
 
+/// One ledger key for every provisioner of the run (they share one instance).
+fn ledger_key() -> pgwarden::pg_driver::seal::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden::pg_driver::seal::LedgerKey> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden::pg_driver::seal::LedgerKey::generate)
+        .clone()
+}
+
 fn provisioner(who: &As, iterations: u32) -> Arc<Provisioner> {
     let info: ConnInfo = who.dsn.parse().unwrap();
     let config = ProvisionerConfig {
@@ -53,6 +61,8 @@ fn provisioner(who: &As, iterations: u32) -> Arc<Provisioner> {
         successor: None,
         pool_size: CONCURRENCY + 2,
         connector_mode: who.mode,
+        sensitive_roles_allowed: Vec::new(),
+        ledger_key: ledger_key(),
     };
     Arc::new(
         Provisioner::new(

@@ -117,8 +117,16 @@ async fn main() -> Result<()> {
         ConfigFormat::Toml,
     )?;
     let audit = Arc::new(RecordingAuditSink::new());
+    // The ledger key seals what pgwarden records in the instance. The in-memory store
+    // starts empty, so a new key is made (and kept there) unless PGWARDEN_LEDGER_KEY
+    // gives the one an existing server (--dsn) was managed with before.
+    let ledger_key = match std::env::var("PGWARDEN_LEDGER_KEY") {
+        Ok(text) => Some(pgwarden::pg_driver::seal::LedgerKey::from_base64(&text)?),
+        Err(_) => None,
+    };
     let options = IntegrationOptions {
         secret_key: Some(key),
+        ledger_key,
         audit: audit.clone(),
         directories: vec![Arc::new(
             InMemoryDirectory::new("okta")

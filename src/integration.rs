@@ -20,6 +20,7 @@ use pgwarden_pg_driver::provision::{
 use pgwarden_pg_driver::reconcile::ReconcileReport;
 use pgwarden_pg_driver::revoke::RevocationReport;
 use pgwarden_pg_driver::scram::ScramIterations;
+use pgwarden_pg_driver::seal::LedgerKey;
 use pgwarden_secrets::{DynSecretStore, SecretKey, SecretStoreExt};
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -42,6 +43,10 @@ pub struct IntegrationOptions {
     /// The key of the connector's credentials in the store; `None`: derived from the
     /// config's `[secret]` section.
     pub secret_key: Option<SecretKey>,
+    /// The key that seals the ledger; `None`: the `ledger_key` field of the
+    /// connector's credentials document, created there on first use (see
+    /// [`crate::ledger_key`]).
+    pub ledger_key: Option<LedgerKey>,
     /// PBKDF2 iterations of generated SCRAM verifiers.
     pub scram_iterations: ScramIterations,
     /// Connections per database.
@@ -63,6 +68,7 @@ impl Default for IntegrationOptions {
             directories: Vec::new(),
             tag_source: None,
             secret_key: None,
+            ledger_key: None,
             scram_iterations: ScramIterations::DEFAULT,
             pool_size: 4,
             sweep_interval: Duration::from_secs(1),
@@ -127,6 +133,7 @@ pub struct Integration {
     pub(crate) config: IntegrationConfig,
     pub(crate) secrets: Arc<DynSecretStore>,
     pub(crate) key: SecretKey,
+    pub(crate) ledger_key: LedgerKey,
     pub(crate) options: IntegrationOptions,
     pub(crate) connected: RwLock<Arc<Connected>>,
     pub(crate) preflight: Preflight,
@@ -165,7 +172,16 @@ impl Integration {
             }
         };
         let credentials = recover_credentials(&config, &secrets, &key, &options).await?;
-        let connected = Arc::new(build_connected(&config, &options, &credentials)?);
+        let ledger_key = match &options.ledger_key {
+            Some(k) => k.clone(),
+            None => crate::ledger_key::load_or_create_ledger_key(&secrets, &key).await?,
+        };
+        let connected = Arc::new(build_connected(
+            &config,
+            &options,
+            &credentials,
+            &ledger_key,
+        )?);
         let conn = connected.connector.connect().await?;
         let preflight = Preflight::run(&conn.client, config.connector_mode)
             .await
@@ -180,6 +196,7 @@ impl Integration {
             config,
             secrets,
             key,
+            ledger_key,
             options,
             connected: RwLock::new(connected),
             preflight,
@@ -272,13 +289,15 @@ impl Integration {
             .await;
         match result {
             Ok(g) => {
+                let opted_in =
+                    sensitive_roles_note(&self.config.sensitive_roles_allowed, &request.access);
                 self.audit(AuditAction::Grant, |e| {
                     e.grant_id = Some(g.grant_id.clone());
                     e.requester = Some(request.requester.clone());
                     e.username = Some(g.username.clone());
                     e.access = access;
                     e.detail = format!(
-                        "granted until {}{}{}",
+                        "granted until {}{}{opted_in}{}",
                         g.expires_at
                             .format(&time::format_description::well_known::Rfc3339)
                             .unwrap_or_default(),
@@ -436,10 +455,11 @@ pub(crate) fn build_connected(
     config: &IntegrationConfig,
     options: &IntegrationOptions,
     credentials: &Credentials,
+    ledger_key: &LedgerKey,
 ) -> Result<Connected, IntegrationError> {
     let info = config.conninfo(Some(credentials), None);
     let connector = Connector::new(&info, &options.connect)?;
-    let mut settings = ProvisionerConfig::from_integration(config);
+    let mut settings = ProvisionerConfig::from_integration(config, ledger_key.clone());
     settings.scram_iterations = options.scram_iterations;
     settings.pool_size = options.pool_size;
     let provisioner = Provisioner::new(connector.clone(), settings)?;
@@ -447,6 +467,28 @@ pub(crate) fn build_connected(
         connector,
         provisioner,
     })
+}
+
+/// For a grant's audit event: the roles of `access` granted as members that the
+/// integration's `sensitive_roles_allowed` lists, which pgwarden therefore did not
+/// refuse even where they reach superusers or other sensitive roles (the driver logs
+/// the paths as a warning when it sets such a role up); empty when there are none.
+fn sensitive_roles_note(allowed: &[String], access: &[AccessEntry]) -> String {
+    let roles: Vec<&str> = access
+        .iter()
+        .filter_map(|a| match &a.resource {
+            ResourceId::Role { role } if allowed.contains(role) => Some(role.as_str()),
+            _ => None,
+        })
+        .collect();
+    if roles.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; granted under sensitive_roles_allowed: membership in {} is let through even where it reaches superusers or other sensitive roles",
+            roles.join(", ")
+        )
+    }
 }
 
 fn is_auth_failure(e: &ConnectError) -> bool {
@@ -491,5 +533,30 @@ async fn recover_credentials(
             Ok(candidate)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opted_in_roles_are_named_in_the_audit_note() {
+        let access: Vec<AccessEntry> = [
+            "postgresql-role:ops=member",
+            "postgresql-role:readers=member",
+            "postgresql-database:app=connect",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let note = sensitive_roles_note(&["ops".into()], &access);
+        assert!(
+            note.contains("sensitive_roles_allowed: membership in ops "),
+            "{note}"
+        );
+        assert!(!note.contains("readers"), "{note}");
+        assert_eq!(sensitive_roles_note(&[], &access), "");
+        assert_eq!(sensitive_roles_note(&["readers".into()], &access[2..]), "");
     }
 }

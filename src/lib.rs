@@ -54,6 +54,7 @@
 pub mod audit;
 mod error;
 mod integration;
+pub mod ledger_key;
 pub mod rotation;
 mod runtime;
 

@@ -224,7 +224,12 @@ impl Integration {
             ));
         }
         // From here new connections must use the new password.
-        let fresh = build_connected(&self.config, &self.options, &new_credentials)?;
+        let fresh = build_connected(
+            &self.config,
+            &self.options,
+            &new_credentials,
+            &self.ledger_key,
+        )?;
         *self.connected.write().await = Arc::new(fresh);
 
         // 4. Promote.

@@ -9,7 +9,7 @@ use pgwarden::core::credentials::Credentials;
 use pgwarden::core::owners::{InMemoryDirectory, ResolutionReason};
 use pgwarden::core::resource::ResourceId;
 use pgwarden::rotation::{RotationFault, RotationStep};
-use pgwarden::secrets::{InMemory, Operation, PutOptions, SecretKey, SecretStoreExt};
+use pgwarden::secrets::{InMemory, Operation, PutOptions, SecretKey, SecretStore, SecretStoreExt};
 use pgwarden::{AccessRequest, AuditAction, Integration, IntegrationOptions, RecordingAuditSink};
 use pgwarden_testkit::TempCluster;
 use secrecy::ExposeSecret;
@@ -53,6 +53,30 @@ fn config(name: &str, extra: &str) -> IntegrationConfig {
     .unwrap()
 }
 
+/// The ledger key every integration of this binary shares: they manage one instance.
+fn shared_ledger_key() -> pgwarden::pg_driver::seal::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden::pg_driver::seal::LedgerKey> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden::pg_driver::seal::LedgerKey::generate)
+        .clone()
+}
+
+/// Writes the shared ledger key into the store's credentials document, where an
+/// integration looks for it.
+async fn seed_ledger_key(store: &InMemory) {
+    let key = SecretKey::new("connector");
+    let stored = store.get_credentials(&key).await.unwrap();
+    let mut document = stored.document.clone();
+    document.set(
+        pgwarden::ledger_key::LEDGER_KEY_FIELD,
+        shared_ledger_key().to_base64().expose_secret(),
+    );
+    store
+        .put(&key, document.to_secret(), PutOptions::overwrite())
+        .await
+        .unwrap();
+}
+
 async fn integration(
     name: &str,
     creds: &Credentials,
@@ -66,6 +90,7 @@ async fn integration(
         s.put_credentials(&SecretKey::new("connector"), creds, PutOptions::create())
             .await
             .unwrap();
+        seed_ledger_key(&s).await;
         s
     };
     let options = IntegrationOptions {

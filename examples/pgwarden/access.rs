@@ -87,8 +87,9 @@ async fn session(target: &Target) -> Result<Session, Failure> {
     let (info, config) = target.resolve_async().await?;
     let connector =
         Connector::new(&info, &ConnectOptions::default()).map_err(Failure::from_connect)?;
+    let ledger_key = target.ledger_key(config.as_ref()).await?;
     let mut settings = match &config {
-        Some(c) => ProvisionerConfig::from_integration(c),
+        Some(c) => ProvisionerConfig::from_integration(c, ledger_key),
         None => ProvisionerConfig {
             integration: "cli".into(),
             username_prefix: "pgw_".into(),
@@ -100,6 +101,8 @@ async fn session(target: &Target) -> Result<Session, Failure> {
             successor: None,
             pool_size: 4,
             connector_mode: pgwarden::core::config::ConnectorMode::Superuser,
+            sensitive_roles_allowed: Vec::new(),
+            ledger_key,
         },
     };
     settings.connector_mode = target.connector_mode(config.as_ref());

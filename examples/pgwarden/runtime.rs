@@ -35,7 +35,7 @@ pub(crate) async fn approvers(args: &ApproversArgs, format: Format) -> Result<()
         .map_err(|e| Failure::usage(format!("--resource: {e}")))?;
     let integration = args
         .target
-        .integration(IntegrationOptions::default())
+        .integration(IntegrationOptions::default(), false)
         .await?;
     let r = integration.approvers(&resource).await.map_err(failed)?;
     match format {
@@ -64,7 +64,7 @@ pub(crate) async fn approvers(args: &ApproversArgs, format: Format) -> Result<()
 pub(crate) async fn rotate(args: &RuntimeArgs, format: Format) -> Result<(), Failure> {
     let integration = args
         .target
-        .integration(IntegrationOptions::default())
+        .integration(IntegrationOptions::default(), false)
         .await?;
     if integration.config().secret.is_none() {
         return Err(Failure::usage(
@@ -87,7 +87,7 @@ pub(crate) async fn serve(args: &RuntimeArgs, _format: Format) -> Result<(), Fai
         audit: std::sync::Arc::new(TracingAuditSink),
         ..IntegrationOptions::default()
     };
-    let integration = args.target.integration(options).await?;
+    let integration = args.target.integration(options, true).await?;
     eprintln!(
         "pgwarden: serving {} (expiry, rotation, reconciliation); Ctrl-C or SIGTERM stops",
         integration.config().name

@@ -7,6 +7,8 @@ use pgwarden::core::config::SecretRef;
 use pgwarden::core::conninfo::ConnInfo;
 use pgwarden::core::credentials::Credentials;
 use pgwarden::pg_driver::connect::{ConnectOptions, Connection, Connector};
+use pgwarden::pg_driver::seal::LedgerKey;
+use pgwarden::secrets::{InMemory, PutOptions, SecretKey};
 use pgwarden_secrets::{Error as SecretError, SecretStoreExt};
 
 use crate::output::Failure;
@@ -125,15 +127,62 @@ async fn read_secret(secret: &SecretRef) -> Result<Credentials, Failure> {
     Ok(stored.credentials)
 }
 
+/// The environment variable that carries the ledger key (base64) for `--dsn`, or
+/// overrides the store's with `--config`.
+pub(crate) const LEDGER_KEY_ENV: &str = "PGWARDEN_LEDGER_KEY";
+
+/// The ledger key from [`LEDGER_KEY_ENV`], if set.
+pub(crate) fn ledger_key_from_env() -> Result<Option<LedgerKey>, Failure> {
+    match std::env::var(LEDGER_KEY_ENV) {
+        Ok(text) => LedgerKey::from_base64(&text)
+            .map(Some)
+            .map_err(|e| Failure::usage(format!("{LEDGER_KEY_ENV}: {e}"))),
+        Err(_) => Ok(None),
+    }
+}
+
+fn ledger_key_needed() -> Failure {
+    Failure::usage(format!(
+        "this command reads or writes pgwarden's ledger, which is sealed with the instance's ledger key: set {LEDGER_KEY_ENV} (base64 of 32 bytes, e.g. from `openssl rand -base64 32`; keep it: grants are managed only with the key they were made with), or use --config, whose secret store keeps the key"
+    ))
+}
+
 impl Target {
+    /// The ledger key: [`LEDGER_KEY_ENV`] if set; else, with `--config` and a
+    /// `[secret]` store, the key kept there (created on first use).
+    pub(crate) async fn ledger_key(
+        &self,
+        config: Option<&IntegrationConfig>,
+    ) -> Result<LedgerKey, Failure> {
+        if let Some(key) = ledger_key_from_env()? {
+            return Ok(key);
+        }
+        let Some(secret) = config.and_then(|c| c.secret.as_ref()) else {
+            return Err(ledger_key_needed());
+        };
+        let (store, key) = pgwarden_secrets::from_config(secret)
+            .await
+            .map_err(|e| Failure::failed(format!("cannot open the secret store: {e}")))?;
+        pgwarden::ledger_key::load_or_create_ledger_key(&store, &key)
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))
+    }
+
     /// The integration runtime for this target. With `--config`, the connector's
     /// credentials are read (and, on rotation, written) through its `[secret]` store;
     /// with `--dsn`, they come from the string and live in memory for this run.
     pub(crate) async fn integration(
         &self,
         mut options: pgwarden::IntegrationOptions,
+        touches_ledger: bool,
     ) -> Result<std::sync::Arc<pgwarden::Integration>, Failure> {
-        use pgwarden::secrets::{InMemory, PutOptions, SecretKey};
+        options.ledger_key = match (ledger_key_from_env()?, &self.dsn) {
+            (Some(key), _) => Some(key),
+            // A run that never reads or writes the ledger may use a throwaway key.
+            (None, Some(_)) if !touches_ledger => Some(LedgerKey::generate()),
+            (None, Some(_)) => return Err(ledger_key_needed()),
+            (None, None) => None,
+        };
         let (config, store, key): (
             IntegrationConfig,
             std::sync::Arc<pgwarden::secrets::DynSecretStore>,

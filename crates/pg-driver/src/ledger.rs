@@ -1,10 +1,12 @@
 //! The database is the ledger: what pgwarden granted, read back from the instance.
 //!
 //! Every login role pgwarden creates is a member of the marker role
-//! ([`MARKER_ROLE`]) and carries a `COMMENT ON ROLE` with versioned JSON — a
-//! [`RoleRecord`]. Privilege roles carry a [`PrivilegeRecord`]. A restarted process
-//! (or another replica) reads everything back with [`read_ledger`]; nothing lives
-//! outside PostgreSQL.
+//! ([`MARKER_ROLE`]) and carries a `COMMENT ON ROLE` with a versioned record — a
+//! [`RoleRecord`]. Privilege roles carry a [`PrivilegeRecord`], the marker a
+//! [`MarkerRecord`]. Every record is sealed with the [`LedgerKey`] for the role it is
+//! written on (see [`crate::seal`]): one that does not open is not pgwarden's, and is
+//! reported, never acted on. A restarted process (or another replica) reads
+//! everything back with [`read_ledger`]; nothing lives outside PostgreSQL.
 
 use pgwarden_core::naming::MARKER_ROLE;
 use pgwarden_core::resource::AccessEntry;
@@ -12,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::GenericClient;
 
-/// The ledger format version written into every comment.
-pub const LEDGER_VERSION: u32 = 1;
+use crate::seal::LedgerKey;
+
+/// The ledger format version written into every record (2: sealed).
+pub const LEDGER_VERSION: u32 = 2;
 
 /// Where a grant stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,18 +81,30 @@ pub enum RoleMode {
 }
 
 impl RoleRecord {
-    /// The comment text.
+    /// The comment text: the record sealed for the role with `oid` and `name`, tagged
+    /// with its grant ids' lookup tags.
     #[must_use]
-    pub fn to_comment(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+        let tags: Vec<String> = self
+            .grants
+            .iter()
+            .map(|g| key.lookup_tag(&g.grant_id))
+            .collect();
+        key.seal(
+            oid,
+            name,
+            &tags,
+            &serde_json::to_string(self).unwrap_or_default(),
+        )
     }
 
-    /// Parses a comment; `None` for anything that is not a pgwarden record.
+    /// Opens a comment; `None` for anything that is not a record pgwarden sealed for
+    /// this role with this key.
     #[must_use]
-    pub fn from_comment(comment: &str) -> Option<Self> {
-        serde_json::from_str::<RoleRecord>(comment)
+    pub fn from_comment(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
+        serde_json::from_str::<RoleRecord>(&key.open(oid, name, comment)?)
             .ok()
-            .filter(|r| r.pgwarden >= 1)
+            .filter(|r| r.pgwarden >= LEDGER_VERSION)
     }
 }
 
@@ -114,16 +130,68 @@ pub struct PrivilegeRecord {
 }
 
 impl PrivilegeRecord {
-    /// The comment text.
+    /// The comment text, sealed for the role with `oid` and `name`.
     #[must_use]
-    pub fn to_comment(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+        key.seal(
+            oid,
+            name,
+            &[],
+            &serde_json::to_string(self).unwrap_or_default(),
+        )
     }
 
-    /// Parses a comment.
+    /// Opens a comment; `None` unless pgwarden sealed it for this role with this key.
     #[must_use]
-    pub fn from_comment(comment: &str) -> Option<Self> {
-        serde_json::from_str(comment).ok()
+    pub fn from_comment(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
+        serde_json::from_str::<PrivilegeRecord>(&key.open(oid, name, comment)?)
+            .ok()
+            .filter(|r| r.pgwarden >= LEDGER_VERSION)
+    }
+}
+
+/// The comment on the marker role: proof that pgwarden created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerRecord {
+    /// Always [`LEDGER_VERSION`] when written by this version.
+    pub pgwarden: u32,
+    /// What the role is for, in words.
+    pub marker: String,
+}
+
+impl MarkerRecord {
+    /// The record pgwarden writes.
+    #[must_use]
+    pub fn new() -> Self {
+        MarkerRecord {
+            pgwarden: LEDGER_VERSION,
+            marker: "every login role pgwarden manages is a member of this role".into(),
+        }
+    }
+
+    /// The comment text, sealed for the marker role with `oid`.
+    #[must_use]
+    pub fn to_comment(&self, key: &LedgerKey, oid: u32) -> String {
+        key.seal(
+            oid,
+            MARKER_ROLE,
+            &[],
+            &serde_json::to_string(self).unwrap_or_default(),
+        )
+    }
+
+    /// Whether `comment` is the marker record pgwarden sealed for the marker with `oid`.
+    #[must_use]
+    pub fn authentic(key: &LedgerKey, oid: u32, comment: &str) -> bool {
+        key.open(oid, MARKER_ROLE, comment)
+            .and_then(|json| serde_json::from_str::<MarkerRecord>(&json).ok())
+            .is_some_and(|r| r.pgwarden >= LEDGER_VERSION)
+    }
+}
+
+impl Default for MarkerRecord {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -132,8 +200,13 @@ impl PrivilegeRecord {
 pub struct LedgerRole {
     /// The role's name.
     pub username: String,
-    /// Its parsed comment; `None` when missing or not pgwarden's (drift).
+    /// The role's oid (records are sealed for it).
+    pub oid: u32,
+    /// Its record; `None` when the comment is missing, foreign, forged, copied from
+    /// another role or sealed with another key (drift: never acted on).
     pub record: Option<RoleRecord>,
+    /// Whether the role has a comment at all (to tell "not pgwarden's" from "forged").
+    pub has_comment: bool,
     /// Whether it may log in now.
     pub can_login: bool,
     /// Its `VALID UNTIL`.
@@ -156,12 +229,13 @@ SELECT r.rolname::text, d.description, r.rolcanlogin,
        ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m2
              JOIN pg_catalog.pg_roles g ON g.oid = m2.roleid
              WHERE m2.member = r.oid AND g.rolname <> $1 ORDER BY 1),
-       r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+       r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls,
+       r.oid
 FROM pg_catalog.pg_roles r
 JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
 JOIN pg_catalog.pg_roles k ON k.oid = m.roleid AND k.rolname = $1 AND NOT m.admin_option
 LEFT JOIN pg_catalog.pg_shdescription d
-       ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+       ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
 ",
             $filter,
             "
@@ -174,67 +248,75 @@ const LEDGER_SQL: &str = ledger_sql!("");
 /// One role (`$2`).
 const LEDGER_ROLE_SQL: &str = ledger_sql!("WHERE r.rolname = $2");
 /// Roles whose comment matches the LIKE pattern `$2`.
-const LEDGER_LIKE_SQL: &str = ledger_sql!("WHERE d.description LIKE $2");
+const LEDGER_LIKE_SQL: &str = ledger_sql!("WHERE d.description LIKE $2::pg_catalog.text");
 
 /// Every managed login role: members of the marker role, with their records.
 pub async fn read_ledger<C: GenericClient>(
     client: &C,
+    key: &LedgerKey,
 ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
     let rows = client.query(LEDGER_SQL, &[&MARKER_ROLE]).await?;
-    Ok(ledger_roles(&rows))
+    Ok(ledger_roles(&rows, key))
 }
 
 /// [`read_ledger`] through the connection's statement cache (the hot paths).
 pub(crate) async fn read_ledger_cached<C: crate::sql::CachedQuery>(
     client: &C,
+    key: &LedgerKey,
 ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
     let rows = client.query_cached(LEDGER_SQL, &[&MARKER_ROLE]).await?;
-    Ok(ledger_roles(&rows))
+    Ok(ledger_roles(&rows, key))
 }
 
 /// One managed role's ledger entry, if it is one (through the statement cache).
 pub(crate) async fn read_ledger_role_cached<C: crate::sql::CachedQuery>(
     client: &C,
+    key: &LedgerKey,
     username: &str,
 ) -> Result<Option<LedgerRole>, tokio_postgres::Error> {
     let rows = client
         .query_cached(LEDGER_ROLE_SQL, &[&MARKER_ROLE, &username])
         .await?;
-    Ok(ledger_roles(&rows).into_iter().next())
+    Ok(ledger_roles(&rows, key).into_iter().next())
 }
 
-/// The managed roles whose record may hold `grant_id`: those whose comment contains
-/// `"grant_id":<id as JSON>` (how serde writes it). A superset: callers confirm on the
-/// parsed records. Keeps looking a grant up from reading every record.
+/// The managed roles whose record may hold `grant_id`: those whose comment carries
+/// its lookup tag. A superset: callers confirm on the opened records. Keeps looking a
+/// grant up from opening every record.
 pub(crate) async fn read_ledger_for_grant_cached<C: crate::sql::CachedQuery>(
     client: &C,
+    key: &LedgerKey,
     grant_id: &str,
 ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
-    let json = serde_json::to_string(grant_id).unwrap_or_default();
+    // Tags are hex digits: nothing to escape.
     let pattern = format!(
-        "%\"grant_id\":{}%",
-        json.replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
+        "{}%{}%",
+        crate::seal::SEALED_PREFIX,
+        key.lookup_tag(grant_id)
     );
     let rows = client
         .query_cached(LEDGER_LIKE_SQL, &[&MARKER_ROLE, &pattern])
         .await?;
-    Ok(ledger_roles(&rows))
+    Ok(ledger_roles(&rows, key))
 }
 
-fn ledger_roles(rows: &[tokio_postgres::Row]) -> Vec<LedgerRole> {
+fn ledger_roles(rows: &[tokio_postgres::Row], key: &LedgerKey) -> Vec<LedgerRole> {
     rows.iter()
-        .map(|row| LedgerRole {
-            username: row.get(0),
-            record: row
-                .get::<_, Option<String>>(1)
-                .as_deref()
-                .and_then(RoleRecord::from_comment),
-            can_login: row.get(2),
-            valid_until: row.get(3),
-            member_of: row.get(4),
-            elevated: row.get(5),
+        .map(|row| {
+            let (username, comment, oid): (String, Option<String>, u32) =
+                (row.get(0), row.get(1), row.get(6));
+            LedgerRole {
+                record: comment
+                    .as_deref()
+                    .and_then(|c| RoleRecord::from_comment(key, oid, &username, c)),
+                has_comment: comment.is_some(),
+                username,
+                oid,
+                can_login: row.get(2),
+                valid_until: row.get(3),
+                member_of: row.get(4),
+                elevated: row.get(5),
+            }
         })
         .collect()
 }
@@ -265,13 +347,35 @@ mod tests {
                 state: GrantState::Active,
             }],
         };
-        let text = rec.to_comment();
+        let key = LedgerKey::generate();
+        let text = rec.to_comment(&key, 16_384, "pgw_alice");
         assert!(
-            text.contains("\"pgwarden\":1") && text.contains("postgresql-schema:app/s"),
-            "{text}"
+            text.starts_with(crate::seal::SEALED_PREFIX) && !text.contains("app/s"),
+            "sealed and unreadable: {text}"
         );
-        assert_eq!(RoleRecord::from_comment(&text), Some(rec));
-        assert_eq!(RoleRecord::from_comment("analysts team"), None);
-        assert_eq!(RoleRecord::from_comment("{\"x\":1}"), None);
+        assert!(text.contains(&key.lookup_tag("g1")), "{text}");
+        assert_eq!(
+            RoleRecord::from_comment(&key, 16_384, "pgw_alice", &text),
+            Some(rec.clone())
+        );
+        // Copied onto a role recreated under the same name, or onto another role.
+        assert_eq!(
+            RoleRecord::from_comment(&key, 16_385, "pgw_alice", &text),
+            None
+        );
+        assert_eq!(
+            RoleRecord::from_comment(&key, 16_384, "pgw_bob", &text),
+            None
+        );
+        // The plain JSON of format 1 is anybody's to write: not a record.
+        let plain = serde_json::to_string(&rec).unwrap();
+        assert_eq!(
+            RoleRecord::from_comment(&key, 16_384, "pgw_alice", &plain),
+            None
+        );
+        assert_eq!(
+            RoleRecord::from_comment(&key, 16_384, "pgw_alice", "analysts team"),
+            None
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod danger;
 pub mod discovery;
 pub mod error;
 pub mod ledger;
+mod owned;
 pub mod pool;
 pub mod preflight;
 pub mod privilege;
@@ -19,6 +20,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod revoke;
 pub mod scram;
+pub mod seal;
 pub mod sql;
 pub mod tls;
 

@@ -30,13 +30,14 @@ use tokio::sync::OnceCell;
 use crate::connect::Connector;
 use crate::error::ConnectError;
 use crate::ledger::{
-    GrantEntry, GrantState, LEDGER_VERSION, LedgerRole, PrivilegeRecord, PrivilegeState, RoleMode,
-    RoleRecord, read_ledger,
+    GrantEntry, GrantState, LEDGER_VERSION, LedgerRole, MarkerRecord, PrivilegeRecord,
+    PrivilegeState, RoleMode, RoleRecord, read_ledger,
 };
-use crate::pool::{Pool, PoolError, PoolOptions};
+use crate::pool::{Pool, PoolError, PoolOptions, Unsettled};
 use crate::privilege::{PrivilegeError, check_grantable, grant_statements, privilege_role_name};
 use crate::retry::{is_transient, with_retry};
 use crate::scram::{ScramIterations, generate_password, random_string, verifier};
+use crate::seal::LedgerKey;
 use crate::sql::{Ident, advisory_key, literal, xact_lock};
 
 /// The advisory lock (in the connector's default database) guarding privilege roles'
@@ -60,15 +61,16 @@ pub(crate) async fn privileges_transaction<'a>(
     Ok(tx)
 }
 
-/// Privilege roles with their comments, by name (`$1`, an array).
+/// Privilege roles with their comments and oids, by name (`$1`, an array).
 const PRIVILEGE_ROLES_BY_NAME_SQL: &str = "
-SELECT r.rolname::text, d.description FROM pg_catalog.pg_roles r
-LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+SELECT r.rolname::text, d.description, r.oid FROM pg_catalog.pg_roles r
+LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
 WHERE r.rolname = ANY($1)";
 
-/// Which of `names` are privilege roles whose record says "ready".
+/// Which of `names` are privilege roles whose authentic record says "ready".
 async fn ready_among<C: tokio_postgres::GenericClient>(
     client: &C,
+    key: &LedgerKey,
     names: &[String],
 ) -> Result<HashSet<String>, ProvisionError> {
     let rows = client
@@ -77,14 +79,21 @@ async fn ready_among<C: tokio_postgres::GenericClient>(
         .map_err(db("reading privilege roles"))?;
     Ok(rows
         .iter()
-        .filter(|r| {
-            r.get::<_, Option<String>>(1)
-                .as_deref()
-                .and_then(PrivilegeRecord::from_comment)
-                .is_some_and(|p| p.state == PrivilegeState::Ready)
+        .filter_map(|r| {
+            let (name, comment, oid): (String, Option<String>, u32) =
+                (r.get(0), r.get(1), r.get(2));
+            privilege_ready(key, oid, &name, comment.as_deref()).then_some(name)
         })
-        .map(|r| r.get(0))
         .collect())
+}
+
+/// The one readiness rule: the role carries a record pgwarden sealed for it, in state
+/// ready. A role made or altered by anyone else — even under a privilege role's name,
+/// with a comment copied from a real one — is never used.
+fn privilege_ready(key: &LedgerKey, oid: u32, name: &str, comment: Option<&str>) -> bool {
+    comment
+        .and_then(|c| PrivilegeRecord::from_comment(key, oid, name, c))
+        .is_some_and(|p| p.state == PrivilegeState::Ready)
 }
 
 /// Settings of a provisioner, usually taken from the integration config.
@@ -110,13 +119,24 @@ pub struct ProvisionerConfig {
     /// Whether the connector is a superuser or a `CREATEROLE` role (see
     /// [`ConnectorMode`]).
     pub connector_mode: ConnectorMode,
+    /// Roles whose membership may be granted (`postgresql-role:<name>=member`) even
+    /// though they reach a superuser, a role with CREATEROLE, REPLICATION or
+    /// BYPASSRLS, a server program, file or all-data predefined role, or ADMIN OPTION
+    /// on one of those (see [`crate::privilege::grant_statements`]). Such a grant is
+    /// logged as a warning naming what the role reaches. Roles reaching pgwarden's own
+    /// roles are refused regardless. Usually empty.
+    pub sensitive_roles_allowed: Vec<String>,
+    /// The key every ledger record is sealed with (see [`crate::seal`]). Every
+    /// integration and replica managing the instance must use the same key.
+    pub ledger_key: LedgerKey,
 }
 
 impl ProvisionerConfig {
-    /// The settings of an integration.
+    /// The settings of an integration, with the ledger key read from its secret store.
     #[must_use]
-    pub fn from_integration(config: &IntegrationConfig) -> Self {
+    pub fn from_integration(config: &IntegrationConfig, ledger_key: LedgerKey) -> Self {
         ProvisionerConfig {
+            ledger_key,
             integration: config.name.clone(),
             username_prefix: config.username_prefix.clone(),
             user_mode: config.user_mode,
@@ -128,6 +148,7 @@ impl ProvisionerConfig {
             successor: None,
             pool_size: 4,
             connector_mode: config.connector_mode,
+            sensitive_roles_allowed: config.sensitive_roles_allowed.clone(),
         }
     }
 }
@@ -300,6 +321,11 @@ pub enum ProvisionError {
     /// changed.
     #[error("{0}")]
     ConnectorMode(String),
+    /// A role in pgwarden's namespace carries no record pgwarden sealed for it (made or
+    /// altered by someone else, or sealed with another ledger key): pgwarden will not
+    /// use it. Nothing was changed.
+    #[error("{0}")]
+    NotAuthentic(String),
     /// A test hook stopped the operation at a step.
     #[error("stopped at {step:?}: {message}")]
     Injected {
@@ -371,6 +397,48 @@ impl ConnectorFacts {
             "SET LOCAL createrole_self_grant = 'set, inherit'; "
         } else {
             ""
+        }
+    }
+
+    /// The options of every membership pgwarden gives a login role: from PostgreSQL
+    /// 16 `INHERIT TRUE, SET FALSE`, so the grantee uses a privilege role's privileges
+    /// but can never act *as* it (`SET ROLE`) and create objects it owns, which would
+    /// outlive the grant and serve the next grantees. Before 16 membership always
+    /// allows `SET ROLE`; there revocation and reconcile remove what pgwarden's roles
+    /// come to own instead.
+    pub(crate) fn membership_options(&self) -> &'static str {
+        if self.version_num >= 160_000 {
+            " WITH INHERIT TRUE, SET FALSE"
+        } else {
+            ""
+        }
+    }
+
+    /// How a new login role `username` joins the marker role and `privilege_roles`:
+    /// (what follows `CREATE ROLE … VALID UNTIL …`, a statement to run right after it).
+    /// Before 16 that is `IN ROLE …`; from 16 a `GRANT` with
+    /// [`membership_options`](Self::membership_options), which `IN ROLE` cannot carry.
+    pub(crate) fn join_clauses(
+        &self,
+        username: &str,
+        privilege_roles: &[String],
+    ) -> (String, String) {
+        let roles = std::iter::once(MARKER_ROLE)
+            .chain(privilege_roles.iter().map(String::as_str))
+            .map(|r| Ident(r).to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.version_num >= 160_000 {
+            (
+                String::new(),
+                format!(
+                    "; GRANT {roles} TO {}{}",
+                    Ident(username),
+                    self.membership_options()
+                ),
+            )
+        } else {
+            (format!(" IN ROLE {roles}"), String::new())
         }
     }
 
@@ -512,23 +580,34 @@ impl Provisioner {
         self.marker_ready
             .get_or_try_init(|| async {
                 let facts = self.facts().await?;
-                let conn = self.admin.get().await?;
-                // Commented only when created here: on PostgreSQL 16+ a CREATEROLE
-                // connector may comment only on roles it holds ADMIN OPTION on.
-                let sql = format!(
-                    "DO $pgw$ BEGIN CREATE ROLE {m} NOLOGIN; COMMENT ON ROLE {m} IS {c}; \
-                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $pgw$",
-                    m = Ident(MARKER_ROLE),
-                    c = literal("pgwarden: every login role pgwarden manages is a member of this role")
-                );
-                with_retry(|| async { conn.batch_execute(&sql).await.map_err(db("creating the marker role")) }, transient)
-                    .await?;
+                let mut conn = self.admin.get().await?;
+                if !self.check_marker(&**conn).await? {
+                    // Created under the exclusive privileges lock: two first grants
+                    // racing make one marker, sealed once.
+                    let tx = privileges_transaction(&mut conn, "creating the marker role").await?;
+                    if !self.check_marker(&*tx).await? {
+                        let oid = create_role_returning_oid(
+                            &*tx,
+                            &format!("CREATE ROLE {} NOLOGIN", Ident(MARKER_ROLE)),
+                            MARKER_ROLE,
+                        )
+                        .await?;
+                        tx.batch_execute(&format!(
+                            "COMMENT ON ROLE {} IS {}",
+                            Ident(MARKER_ROLE),
+                            literal(&MarkerRecord::new().to_comment(&self.config.ledger_key, oid))
+                        ))
+                        .await
+                        .map_err(db("sealing the marker role"))?;
+                    }
+                    tx.commit().await.map_err(db("creating the marker role"))?;
+                }
                 if facts.createrole_mode && facts.version_num >= 160_000 {
                     // A CREATEROLE connector adds members only to roles it holds ADMIN
                     // OPTION on: the marker may have been made by another role.
                     let admin: bool = conn
                         .query_one(
-                            "SELECT pg_catalog.pg_has_role(current_user, $1::text::regrole, 'MEMBER WITH ADMIN OPTION')",
+                            "SELECT pg_catalog.pg_has_role(current_user, $1::pg_catalog.text::pg_catalog.regrole, 'MEMBER WITH ADMIN OPTION')",
                             &[&MARKER_ROLE],
                         )
                         .await
@@ -545,6 +624,33 @@ impl Provisioner {
             })
             .await?;
         Ok(())
+    }
+
+    /// Whether the marker role exists (false: create it). One that exists must carry
+    /// the record pgwarden sealed for it: a marker made by someone else could be used
+    /// to hide login roles from the ledger, or to plant forged ones.
+    async fn check_marker<C: tokio_postgres::GenericClient>(
+        &self,
+        client: &C,
+    ) -> Result<bool, ProvisionError> {
+        let row = client
+            .query_opt(
+                "SELECT r.oid, d.description FROM pg_catalog.pg_roles r
+                 LEFT JOIN pg_catalog.pg_shdescription d
+                        ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+                 WHERE r.rolname = $1",
+                &[&MARKER_ROLE],
+            )
+            .await
+            .map_err(db("reading the marker role"))?;
+        let Some(row) = row else { return Ok(false) };
+        let (oid, comment): (u32, Option<String>) = (row.get(0), row.get(1));
+        if comment.is_some_and(|c| MarkerRecord::authentic(&self.config.ledger_key, oid, &c)) {
+            return Ok(true);
+        }
+        Err(ProvisionError::NotAuthentic(format!(
+            "role {MARKER_ROLE} exists but carries no record sealed by pgwarden with this ledger key: another tool or user made or altered it, or another integration manages this instance with a different ledger key. pgwarden will not use it: give every integration of this instance the same ledger key, or, if no pgwarden manages this instance, drop the role (DROP ROLE {MARKER_ROLE})"
+        )))
     }
 
     fn validate(
@@ -686,7 +792,7 @@ impl Provisioner {
         )
         .await
         .map_err(db("locking privilege roles"))?;
-        let ready = ready_among(tx, names).await?;
+        let ready = ready_among(tx, &self.config.ledger_key, names).await?;
         match names.iter().find(|n| !ready.contains(*n)) {
             Some(name) => Err(ProvisionError::PrivilegeRoleNotReady(name.clone())),
             None => Ok(()),
@@ -708,36 +814,28 @@ impl Provisioner {
             xact_lock(&*tx, &format!("pgwarden:grant:{}", entry.grant_id))
                 .await
                 .map_err(db("locking the grant id"))?;
-            let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+            let ledger = read_ledger(&*tx, &self.config.ledger_key)
+                .await
+                .map_err(db("reading the ledger"))?;
             if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
                 return Ok(existing_grant(role, g));
             }
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
             .await?;
-        let (username, password, sql) = self.ephemeral_role_sql(entry, facts);
+        let role = self.new_ephemeral_role(entry, facts);
         silence_statement_log(&*tx, facts.superuser).await?;
-        tx.batch_execute(&sql)
+        let oid = create_role_returning_oid(&*tx, &role.create, &role.username).await?;
+        tx.batch_execute(&role.finish(&self.config.ledger_key, oid))
             .await
             .map_err(db("creating the login role"))?;
         tx.commit().await.map_err(db("committing the grant"))?;
-        tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted");
-        Ok(Grant {
-            grant_id: entry.grant_id.clone(),
-            username,
-            password: Some(password),
-            expires_at: entry.expires_at,
-            access: entry.access.clone(),
-            created: true,
-        })
+        tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
+        Ok(role.into_grant(entry))
     }
 
-    /// The login role's name, password and `CREATE ROLE … ; COMMENT …` text.
-    fn ephemeral_role_sql(
-        &self,
-        entry: &GrantEntry,
-        facts: &ConnectorFacts,
-    ) -> (String, SecretString, String) {
+    /// A new ephemeral login role for `entry`: a fresh name and password.
+    fn new_ephemeral_role(&self, entry: &GrantEntry, facts: &ConnectorFacts) -> NewLoginRole {
         let max = 63 - self.config.username_prefix.len() - 7;
         let username = format!(
             "{}{}_{}",
@@ -745,7 +843,6 @@ impl Provisioner {
             sanitize_requester(&entry.requester, max),
             random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 6)
         );
-        let password = generate_password();
         let record = RoleRecord {
             pgwarden: LEDGER_VERSION,
             integration: self.config.integration.clone(),
@@ -753,77 +850,100 @@ impl Provisioner {
             password_set_at: None,
             grants: vec![entry.clone()],
         };
-        let in_roles = in_role_list(&entry.privilege_roles);
-        let sql = format!(
-            "{prefix}CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}{own}; COMMENT ON ROLE {u} IS {c}",
-            prefix = facts.role_creation_prefix(),
-            own = facts.self_membership(&username),
-            u = Ident(&username),
-            v = literal(verifier(&password, self.config.scram_iterations).as_str()),
-            until = literal(&timestamp(entry.expires_at)),
-            c = literal(&record.to_comment()),
-        );
-        (username, password, sql)
+        NewLoginRole::new(username, record, entry, facts, self.config.scram_iterations)
     }
 
     /// A grant without an explicit id needs no ledger look-up: the whole transaction
-    /// goes in two round trips (one when statement logging need not be silenced) —
-    /// the shared privileges lock and the readiness check first, then the role.
+    /// goes in two round trips. The first takes the shared privileges lock, reads the
+    /// privilege roles' records and creates the login role (no login, no password
+    /// yet) with its memberships; the records are opened here, and only if every
+    /// privilege role is authentic and ready does the second round trip give the role
+    /// its password and sealed record (bound to the oid the first returned) and
+    /// commit. Otherwise the transaction rolls back. The password travels only in the
+    /// second, after `SET LOCAL log_statement = 'none'` took effect (superusers).
     async fn create_ephemeral_fast(
         &self,
         entry: &GrantEntry,
         facts: &ConnectorFacts,
     ) -> Result<Grant, ProvisionError> {
-        let conn = self.admin.get().await?;
+        // A plain BEGIN … COMMIT over two round trips: dropped in between (a cancelled
+        // future), the connection must close, not return to the pool mid-transaction
+        // holding the shared privileges lock.
+        let conn = Unsettled::new(self.admin.get().await?);
         let names = entry
             .privilege_roles
             .iter()
             .map(|n| literal(n))
             .collect::<Vec<_>>()
             .join(", ");
-        // Privilege records are compact JSON written by serde_json: the state reads
-        // exactly `"state":"ready"`.
-        let check = format!(
-            "SELECT pg_catalog.pg_advisory_xact_lock_shared({key}); \
-             DO $pgw$ BEGIN IF (SELECT count(*) FROM pg_catalog.pg_roles r \
-               JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass \
-               WHERE r.rolname = ANY (ARRAY[{names}]::text[]) AND d.description LIKE '%\"state\":\"ready\"%') <> {n} \
-             THEN RAISE EXCEPTION USING ERRCODE = 'PW001', MESSAGE = 'pgwarden: a privilege role is not ready'; END IF; END $pgw$",
+        let role = self.new_ephemeral_role(entry, facts);
+        let first = format!(
+            "BEGIN; {silence}SELECT pg_catalog.pg_advisory_xact_lock_shared({key}); \
+             SELECT 'p', r.oid, r.rolname, d.description FROM pg_catalog.pg_roles r \
+               LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid \
+               WHERE r.rolname = ANY (ARRAY[{names}]::pg_catalog.name[]); \
+             {create}; \
+             SELECT 'u', oid, NULL, NULL FROM pg_catalog.pg_roles WHERE rolname = {u}",
+            silence = if facts.superuser {
+                "SET LOCAL log_statement = 'none'; "
+            } else {
+                ""
+            },
             key = advisory_key(PRIVILEGES_LOCK),
-            n = entry.privilege_roles.len(),
+            create = role.create,
+            u = literal(&role.username),
         );
-        let (username, password, create) = self.ephemeral_role_sql(entry, facts);
-        let result = if facts.superuser {
-            // The log line is written when a query string arrives: silence first.
-            match conn
-                .batch_execute(&format!("BEGIN; SET LOCAL log_statement = 'none'; {check}"))
-                .await
-            {
-                Ok(()) => conn.batch_execute(&format!("{create}; COMMIT")).await,
-                Err(e) => Err(e),
+        let key = &self.config.ledger_key;
+        let outcome = match conn.simple_query(&first).await {
+            Err(e) => Err(db("creating the login role")(e)),
+            Ok(messages) => {
+                let mut ready = 0;
+                let mut oid = None;
+                for m in &messages {
+                    // The tagged rows have four columns (the lock's row has one).
+                    let tokio_postgres::SimpleQueryMessage::Row(r) = m else {
+                        continue;
+                    };
+                    if r.len() != 4 {
+                        continue;
+                    }
+                    let number = r.get(1).and_then(|v| v.parse::<u32>().ok());
+                    match (r.get(0), number) {
+                        (Some("p"), Some(o))
+                            if privilege_ready(key, o, r.get(2).unwrap_or_default(), r.get(3)) =>
+                        {
+                            ready += 1;
+                        }
+                        (Some("u"), Some(o)) => oid = Some(o),
+                        _ => {}
+                    }
+                }
+                match oid {
+                    Some(oid) if ready == entry.privilege_roles.len() => conn
+                        .batch_execute(&format!("{}; COMMIT", role.finish(key, oid)))
+                        .await
+                        .map_err(db("creating the login role")),
+                    _ => Err(ProvisionError::PrivilegeRoleNotReady(
+                        entry.privilege_roles.join(", "),
+                    )),
+                }
             }
-        } else {
-            conn.batch_execute(&format!("BEGIN; {check}; {create}; COMMIT"))
-                .await
         };
-        if let Err(e) = result {
-            let _ = conn.batch_execute("ROLLBACK").await;
-            if e.as_db_error().is_some_and(|d| d.code().code() == "PW001") {
+        if let Err(e) = outcome {
+            if conn.batch_execute("ROLLBACK").await.is_ok() {
+                conn.settle();
+            }
+            // A privilege role dropped meanwhile: CREATE ROLE … IN ROLE names it.
+            if missing_role(&e) {
                 return Err(ProvisionError::PrivilegeRoleNotReady(
                     entry.privilege_roles.join(", "),
                 ));
             }
-            return Err(db("creating the login role")(e));
+            return Err(e);
         }
-        tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted");
-        Ok(Grant {
-            grant_id: entry.grant_id.clone(),
-            username,
-            password: Some(password),
-            expires_at: entry.expires_at,
-            access: entry.access.clone(),
-            created: true,
-        })
+        conn.settle();
+        tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
+        Ok(role.into_grant(entry))
     }
 
     /// The stable role name of a persistent user: prefix, readable requester, and a
@@ -854,7 +974,9 @@ impl Provisioner {
         xact_lock(&*tx, &format!("pgwarden:role:{username}"))
             .await
             .map_err(db("locking the persistent role"))?;
-        let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+        let ledger = read_ledger(&*tx, &self.config.ledger_key)
+            .await
+            .map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
             return Ok(existing_grant(role, g));
         }
@@ -863,11 +985,14 @@ impl Provisioner {
         let existing = ledger
             .iter()
             .find(|r| r.username == username)
-            .and_then(|r| r.record.clone());
+            .and_then(|r| r.record.clone().map(|rec| (r.oid, rec)));
         let u = Ident(&username);
-        let (sql, password) = match existing {
+        let key = &self.config.ledger_key;
+        let password = match existing {
             None => {
-                let password = generate_password();
+                // A role of that name that is not in the ledger with an authentic
+                // record (someone else's, or forged) makes CREATE ROLE fail: its
+                // password is never touched.
                 let record = RoleRecord {
                     pgwarden: LEDGER_VERSION,
                     integration: self.config.integration.clone(),
@@ -875,20 +1000,31 @@ impl Provisioner {
                     password_set_at: Some(now),
                     grants: vec![entry.clone()],
                 };
-                let in_roles = in_role_list(&entry.privilege_roles);
-                (
-                    format!(
-                        "{prefix}CREATE ROLE {u} LOGIN INHERIT PASSWORD {v} VALID UNTIL {until} IN ROLE {in_roles}{own}; COMMENT ON ROLE {u} IS {c}",
-                        prefix = facts.role_creation_prefix(),
-                        own = facts.self_membership(&username),
-                        v = literal(verifier(&password, self.config.scram_iterations).as_str()),
-                        until = literal(&timestamp(entry.expires_at)),
-                        c = literal(&record.to_comment()),
-                    ),
-                    Some(password),
-                )
+                let role = NewLoginRole::new(
+                    username.clone(),
+                    record,
+                    entry,
+                    facts,
+                    self.config.scram_iterations,
+                );
+                silence_statement_log(&*tx, facts.superuser).await?;
+                let oid = create_role_returning_oid(&*tx, &role.create, &username).await?;
+                tx.batch_execute(&role.finish(key, oid))
+                    .await
+                    .map_err(db("granting to the persistent role"))?;
+                Some(role.password)
             }
-            Some(mut record) => {
+            Some((oid, mut record)) => {
+                if let Some(other) = record
+                    .grants
+                    .iter()
+                    .find(|g| g.requester != entry.requester)
+                {
+                    return Err(ProvisionError::NotAuthentic(format!(
+                        "persistent role {username} belongs to requester {:?}, not {:?}: refusing to hand it over",
+                        other.requester, entry.requester
+                    )));
+                }
                 let stale = match (record.password_set_at, self.config.password_max_age) {
                     (Some(set), Some(max)) => now - set >= max,
                     (None, _) => true,
@@ -908,7 +1044,12 @@ impl Provisioner {
                     .unwrap_or(entry.expires_at);
                 let mut sql = String::new();
                 for r in &entry.privilege_roles {
-                    let _ = write!(sql, "GRANT {} TO {u}; ", Ident(r));
+                    let _ = write!(
+                        sql,
+                        "GRANT {} TO {u}{}; ",
+                        Ident(r),
+                        facts.membership_options()
+                    );
                 }
                 let _ = write!(
                     sql,
@@ -925,15 +1066,15 @@ impl Provisioner {
                 let _ = write!(
                     sql,
                     "; COMMENT ON ROLE {u} IS {}",
-                    literal(&record.to_comment())
+                    literal(&record.to_comment(key, oid, &username))
                 );
-                (sql, password)
+                silence_statement_log(&*tx, facts.superuser).await?;
+                tx.batch_execute(&sql)
+                    .await
+                    .map_err(db("granting to the persistent role"))?;
+                password
             }
         };
-        silence_statement_log(&*tx, facts.superuser).await?;
-        tx.batch_execute(&sql)
-            .await
-            .map_err(db("granting to the persistent role"))?;
         tx.commit().await.map_err(db("committing the grant"))?;
         tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted (persistent)");
         Ok(Grant {
@@ -952,6 +1093,23 @@ impl Provisioner {
         access: &[AccessEntry],
     ) -> Result<Vec<String>, ProvisionError> {
         let names: Vec<String> = access.iter().map(privilege_role_name).collect();
+        // Membership in a role is checked on every grant, not only when its privilege
+        // role is made: the role's own memberships may have changed since, and another
+        // integration may have made the privilege role under its own opt-ins.
+        if access
+            .iter()
+            .any(|e| matches!(e.resource, pgwarden_core::resource::ResourceId::Role { .. }))
+        {
+            let conn = self.admin.get().await?;
+            for e in access {
+                crate::privilege::check_membership(
+                    &**conn,
+                    e,
+                    &self.config.sensitive_roles_allowed,
+                )
+                .await?;
+            }
+        }
         let missing: Vec<&AccessEntry> = {
             let ready = self
                 .ready_privilege_roles
@@ -969,7 +1127,7 @@ impl Provisioner {
         }
         let conn = self.admin.get().await?;
         let wanted: Vec<String> = missing.iter().map(|e| privilege_role_name(e)).collect();
-        let ready_now = ready_among(&**conn, &wanted).await?;
+        let ready_now = ready_among(&**conn, &self.config.ledger_key, &wanted).await?;
         drop(conn);
         let mut by_database: BTreeMap<String, Vec<&AccessEntry>> = BTreeMap::new();
         for e in missing {
@@ -1042,22 +1200,35 @@ impl Provisioner {
         let facts = self.facts().await?;
         for entry in entries {
             let name = privilege_role_name(entry);
+            let key = &self.config.ledger_key;
             let row = tx
                 .query_opt(
-                    "SELECT d.description FROM pg_catalog.pg_roles r
-                     LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+                    "SELECT r.oid, d.description FROM pg_catalog.pg_roles r
+                     LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
                      WHERE r.rolname = $1",
                     &[&name],
                 )
                 .await
                 .map_err(db("reading a privilege role"))?;
-            let state = row.as_ref().map(|r| {
-                r.get::<_, Option<String>>(0)
-                    .as_deref()
-                    .and_then(PrivilegeRecord::from_comment)
-                    .map(|p| p.state)
-            });
-            if !refresh && state == Some(Some(PrivilegeState::Ready)) {
+            let existing = match &row {
+                None => None,
+                Some(r) => {
+                    let (oid, comment): (u32, Option<String>) = (r.get(0), r.get(1));
+                    let Some(record) = comment
+                        .as_deref()
+                        .and_then(|c| PrivilegeRecord::from_comment(key, oid, &name, c))
+                    else {
+                        // Someone made a role under this privilege role's name (or
+                        // altered it): adopting it would hand grantees whatever it
+                        // already holds. Refused until an operator looks at it.
+                        return Err(ProvisionError::NotAuthentic(format!(
+                            "role {name} is in pgwarden's namespace but carries no record pgwarden sealed for it with this ledger key (made or altered by someone else, or by an integration with another key): pgwarden will not use it for {entry}. Check what it holds, then drop it (DROP OWNED BY {name}; DROP ROLE {name}) or give every integration of this instance the same ledger key"
+                        )));
+                    };
+                    Some((oid, record.state))
+                }
+            };
+            if !refresh && existing.is_some_and(|(_, state)| state == PrivilegeState::Ready) {
                 continue;
             }
             if facts.createrole_mode {
@@ -1066,17 +1237,26 @@ impl Provisioner {
                 // holds something, only a warning.
                 check_grantable(tx, entry, &facts.name, facts.version_num).await?;
             }
+            let oid = match existing {
+                Some((oid, _)) => oid,
+                None => {
+                    create_role_returning_oid(
+                        tx,
+                        &format!(
+                            "{}CREATE ROLE {n} NOLOGIN INHERIT{}",
+                            facts.role_creation_prefix(),
+                            facts.self_membership(&name),
+                            n = Ident(&name)
+                        ),
+                        &name,
+                    )
+                    .await?
+                }
+            };
             let mut sql = String::new();
-            if row.is_none() {
-                let _ = write!(
-                    sql,
-                    "{}CREATE ROLE {n} NOLOGIN INHERIT{}; ",
-                    facts.role_creation_prefix(),
-                    facts.self_membership(&name),
-                    n = Ident(&name)
-                );
-            }
-            for s in grant_statements(tx, entry, &name).await? {
+            for s in
+                grant_statements(tx, entry, &name, &self.config.sensitive_roles_allowed).await?
+            {
                 sql.push_str(&s);
                 sql.push_str("; ");
             }
@@ -1089,7 +1269,7 @@ impl Provisioner {
                 sql,
                 "COMMENT ON ROLE {} IS {}",
                 Ident(&name),
-                literal(&record.to_comment())
+                literal(&record.to_comment(key, oid, &name))
             );
             tx.batch_execute(&sql)
                 .await
@@ -1121,7 +1301,9 @@ impl Provisioner {
         xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
             .await
             .map_err(db("locking the grant id"))?;
-        let ledger = read_ledger(&*tx).await.map_err(db("reading the ledger"))?;
+        let ledger = read_ledger(&*tx, &self.config.ledger_key)
+            .await
+            .map_err(db("reading the ledger"))?;
         let Some((role, _)) =
             find_grant(&ledger, grant_id).filter(|(_, g)| g.state == GrantState::Active)
         else {
@@ -1130,6 +1312,7 @@ impl Provisioner {
             });
         };
         let mut record = role.record.clone().unwrap_or_else(unreachable_record);
+        let oid = role.oid;
         for g in &mut record.grants {
             if g.grant_id == grant_id {
                 g.expires_at = expires_at;
@@ -1145,7 +1328,7 @@ impl Provisioner {
             "ALTER ROLE {u} VALID UNTIL {t}; COMMENT ON ROLE {u} IS {c}",
             u = Ident(&role.username),
             t = literal(&timestamp(until)),
-            c = literal(&record.to_comment())
+            c = literal(&record.to_comment(&self.config.ledger_key, oid, &role.username))
         );
         tx.batch_execute(&sql)
             .await
@@ -1164,7 +1347,7 @@ impl Provisioner {
     /// Every grant recorded in the instance.
     pub async fn list(&self) -> Result<Vec<ListedGrant>, ProvisionError> {
         let conn = self.admin.get().await?;
-        let ledger = read_ledger(&**conn)
+        let ledger = read_ledger(&**conn, &self.config.ledger_key)
             .await
             .map_err(db("reading the ledger"))?;
         let now = OffsetDateTime::now_utc();
@@ -1177,6 +1360,67 @@ impl Provisioner {
                     .map(move |g| listed(&r.username, rec, g, now))
             })
             .collect())
+    }
+}
+
+/// A login role about to be created: made first without login or password (so that
+/// its oid can be read back), then given both and its sealed record.
+struct NewLoginRole {
+    username: String,
+    password: SecretString,
+    verifier: String,
+    record: RoleRecord,
+    /// `CREATE ROLE … NOLOGIN … VALID UNTIL …` with its memberships: no secret in it.
+    create: String,
+}
+
+impl NewLoginRole {
+    fn new(
+        username: String,
+        record: RoleRecord,
+        entry: &GrantEntry,
+        facts: &ConnectorFacts,
+        iterations: ScramIterations,
+    ) -> Self {
+        let password = generate_password();
+        let verifier = verifier(&password, iterations).as_str().to_owned();
+        let (in_roles, join) = facts.join_clauses(&username, &entry.privilege_roles);
+        let create = format!(
+            "{prefix}CREATE ROLE {u} NOLOGIN INHERIT VALID UNTIL {until}{in_roles}{join}{own}",
+            prefix = facts.role_creation_prefix(),
+            own = facts.self_membership(&username),
+            u = Ident(&username),
+            until = literal(&timestamp(entry.expires_at)),
+        );
+        NewLoginRole {
+            username,
+            password,
+            verifier,
+            record,
+            create,
+        }
+    }
+
+    /// `ALTER ROLE … LOGIN PASSWORD …; COMMENT …`: the password and the record sealed
+    /// for the role's `oid`.
+    fn finish(&self, key: &LedgerKey, oid: u32) -> String {
+        format!(
+            "ALTER ROLE {u} LOGIN PASSWORD {v}; COMMENT ON ROLE {u} IS {c}",
+            u = Ident(&self.username),
+            v = literal(&self.verifier),
+            c = literal(&self.record.to_comment(key, oid, &self.username)),
+        )
+    }
+
+    fn into_grant(self, entry: &GrantEntry) -> Grant {
+        Grant {
+            grant_id: entry.grant_id.clone(),
+            username: self.username,
+            password: Some(self.password),
+            expires_at: entry.expires_at,
+            access: entry.access.clone(),
+            created: true,
+        }
     }
 }
 
@@ -1257,15 +1501,6 @@ fn existing_grant(role: &LedgerRole, g: &GrantEntry) -> Grant {
     }
 }
 
-/// `"pgwarden_managed", "pgwarden_p_…", …`: the roles a login role is created in.
-fn in_role_list(privilege_roles: &[String]) -> String {
-    std::iter::once(MARKER_ROLE)
-        .chain(privilege_roles.iter().map(String::as_str))
-        .map(|r| Ident(r).to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The role holding a grant, and the grant.
 pub(crate) fn find_grant<'a>(
     ledger: &'a [LedgerRole],
@@ -1276,6 +1511,38 @@ pub(crate) fn find_grant<'a>(
             .as_ref()
             .and_then(|rec| rec.grants.iter().find(|g| g.grant_id == grant_id))
             .map(|g| (r, g))
+    })
+}
+
+/// Runs `create`, whose last statement creates role `name`, and returns the new role's
+/// oid — what its sealed record is bound to — in the same round trip.
+pub(crate) async fn create_role_returning_oid<C: tokio_postgres::GenericClient>(
+    client: &C,
+    create: &str,
+    name: &str,
+) -> Result<u32, ProvisionError> {
+    let messages = client
+        .simple_query(&format!(
+            "{create}; SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {}",
+            literal(name)
+        ))
+        .await
+        .map_err(db(format!("creating role {name}")))?;
+    last_row_value(&messages, 0)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ProvisionError::NotAuthentic(format!("role {name} was created but cannot be read back"))
+        })
+}
+
+/// Column `i` of the last row of a simple-protocol result.
+pub(crate) fn last_row_value(
+    messages: &[tokio_postgres::SimpleQueryMessage],
+    i: usize,
+) -> Option<&str> {
+    messages.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(i),
+        _ => None,
     })
 }
 

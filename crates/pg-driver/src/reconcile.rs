@@ -13,14 +13,17 @@ use pgwarden_core::naming::PRIVILEGE_ROLE_PREFIX;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ledger::{GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger_cached};
+use crate::ledger::{
+    GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger_cached,
+    read_ledger_role_cached,
+};
 use crate::privilege::{privilege_role_name, staleness_query};
 use crate::provision::{
     ProvisionError, Provisioner, db, privileges_transaction, timestamp, transient,
 };
 use crate::retry::with_retry;
 use crate::revoke::RevocationReport;
-use crate::sql::{Ident, literal};
+use crate::sql::{Ident, literal, xact_lock};
 
 /// One difference between a managed role and its ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +45,10 @@ pub struct ReconcileReport {
     pub privilege_roles_dropped: Vec<String>,
     /// Privilege roles re-granted because their scope gained objects.
     pub privilege_roles_refreshed: Vec<String>,
+    /// Objects that pgwarden's own roles (privilege roles, the marker) owned —
+    /// created by a grantee acting as one of them — and that were removed, as
+    /// `database: description`.
+    pub owned_objects_removed: Vec<String>,
     /// Differences found (reported, not changed).
     pub drift: Vec<Drift>,
     /// What could not be done this time (retried next time).
@@ -55,19 +62,31 @@ macro_rules! privilege_roles_sql {
         concat!(
             "
 SELECT r.rolname::text, d.description,
-       (SELECT count(*) FROM pg_catalog.pg_auth_members m
-        WHERE m.roleid = r.oid AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user))
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m
+        WHERE m.roleid = r.oid AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)),
+       r.oid
 FROM pg_catalog.pg_roles r
-LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::regclass
+LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
 WHERE ",
             $filter
         )
     };
 }
 
+/// Every membership in a privilege role (role, member, grantor), but the connector's
+/// own (createrole mode).
+const PRIVILEGE_MEMBERS_SQL: &str = "
+SELECT g.rolname::pg_catalog.text, u.rolname::pg_catalog.text,
+       pg_catalog.pg_get_userbyid(m.grantor)::pg_catalog.text
+FROM pg_catalog.pg_auth_members m
+JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+JOIN pg_catalog.pg_roles u ON u.oid = m.member
+WHERE g.rolname LIKE 'pgwarden\\_p\\_%'::pg_catalog.text AND u.rolname <> current_user
+ORDER BY 1, 2";
+
 /// Every privilege role.
 const PRIVILEGE_ROLES_SQL: &str =
-    privilege_roles_sql!("r.rolname LIKE 'pgwarden\\_p\\_%' ORDER BY 1");
+    privilege_roles_sql!("r.rolname LIKE 'pgwarden\\_p\\_%'::pg_catalog.text ORDER BY 1");
 /// One privilege role (`$1`).
 const PRIVILEGE_ROLE_SQL: &str = privilege_roles_sql!("r.rolname = $1");
 
@@ -92,7 +111,7 @@ impl Provisioner {
         let now = OffsetDateTime::now_utc();
         let ledger = {
             let conn = self.admin.get().await?;
-            read_ledger_cached(&*conn)
+            read_ledger_cached(&*conn, &self.config.ledger_key)
                 .await
                 .map_err(db("reading the ledger"))?
         };
@@ -105,7 +124,11 @@ impl Provisioner {
             let Some(record) = &role.record else {
                 report.drift.push(Drift {
                     username: role.username.clone(),
-                    what: "member of the marker role without a pgwarden comment: not managed by pgwarden, left alone".into(),
+                    what: if role.has_comment {
+                        "member of the marker role, but its comment is not a record pgwarden sealed for it (forged, altered, copied from another role, or sealed with another ledger key): never acted on".into()
+                    } else {
+                        "member of the marker role without a pgwarden record: not managed by pgwarden, left alone".into()
+                    },
                 });
                 continue;
             };
@@ -206,7 +229,17 @@ impl Provisioner {
                 }
             }
         }
+        self.remove_unlisted_members(&ledger, &mut report).await?;
         self.reconcile_privilege_roles(&mut report).await?;
+        let owned = self.remove_objects_owned_by_pgwarden().await?;
+        report.owned_objects_removed = owned.removed;
+        report
+            .drift
+            .extend(owned.left.into_iter().map(|what| Drift {
+                username: String::new(),
+                what,
+            }));
+        report.errors.extend(owned.errors);
         Ok(report)
     }
 
@@ -222,15 +255,15 @@ impl Provisioner {
         };
         for row in rows {
             let name: String = row.get(0);
-            let record = row
-                .get::<_, Option<String>>(1)
-                .as_deref()
-                .and_then(PrivilegeRecord::from_comment);
+            let oid: u32 = row.get(3);
+            let record = row.get::<_, Option<String>>(1).as_deref().and_then(|c| {
+                PrivilegeRecord::from_comment(&self.config.ledger_key, oid, &name, c)
+            });
             let members: i64 = row.get(2);
             let Some(record) = record.filter(|r| privilege_role_name(&r.access) == name) else {
                 report.drift.push(Drift {
                     username: name.clone(),
-                    what: format!("named like a privilege role ({PRIVILEGE_ROLE_PREFIX}…) but its comment is not pgwarden's: left alone"),
+                    what: format!("named like a privilege role ({PRIVILEGE_ROLE_PREFIX}…) but carries no record pgwarden sealed for it: never granted to, left alone"),
                 });
                 continue;
             };
@@ -300,6 +333,101 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Removes members of privilege roles that no authentic grant lists — someone ran
+    /// `GRANT pgwarden_p_… TO x` by hand, or forged a ledger entry — and reports them.
+    /// Each is confirmed against a fresh read of that role's record under the role's
+    /// lock (a persistent grant takes the same lock), so a grant made since `ledger`
+    /// was read is never undone. On PostgreSQL 16+ every grantor's grant goes
+    /// (`GRANTED BY`), not only the connector's.
+    async fn remove_unlisted_members(
+        &self,
+        ledger: &[crate::ledger::LedgerRole],
+        report: &mut ReconcileReport,
+    ) -> Result<(), ProvisionError> {
+        let listed: BTreeSet<(&str, &str)> = ledger
+            .iter()
+            .filter_map(|r| r.record.as_ref().map(|rec| (r.username.as_str(), rec)))
+            .flat_map(|(u, rec)| {
+                rec.grants
+                    .iter()
+                    .flat_map(move |g| g.privilege_roles.iter().map(move |p| (p.as_str(), u)))
+            })
+            .collect();
+        let key = &self.config.ledger_key;
+        let version_num = self.facts().await?.version_num;
+        let mut conn = self.admin.get().await?;
+        let rows = conn
+            .query(PRIVILEGE_MEMBERS_SQL, &[])
+            .await
+            .map_err(db("reading privilege roles' members"))?;
+        let mut suspects: Vec<(String, String, Vec<String>)> = Vec::new();
+        for row in &rows {
+            let (role, member, grantor): (String, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            if listed.contains(&(role.as_str(), member.as_str())) {
+                continue;
+            }
+            match suspects
+                .iter_mut()
+                .find(|(r, m, _)| *r == role && *m == member)
+            {
+                Some((_, _, grantors)) => grantors.push(grantor),
+                None => suspects.push((role, member, vec![grantor])),
+            }
+        }
+        for (role, member, grantors) in suspects {
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(db("starting a membership check"))?;
+            xact_lock(&*tx, &format!("pgwarden:role:{member}"))
+                .await
+                .map_err(db("locking the member role"))?;
+            let fresh = read_ledger_role_cached(&tx, key, &member)
+                .await
+                .map_err(db("reading the ledger"))?;
+            let still_unlisted = !fresh
+                .as_ref()
+                .and_then(|r| r.record.as_ref())
+                .is_some_and(|rec| rec.grants.iter().any(|g| g.privilege_roles.contains(&role)));
+            if !still_unlisted {
+                continue;
+            }
+            let sql = if version_num >= 160_000 {
+                grantors
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "REVOKE {} FROM {} GRANTED BY {}",
+                            Ident(&role),
+                            Ident(&member),
+                            Ident(g)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else {
+                format!("REVOKE {} FROM {}", Ident(&role), Ident(&member))
+            };
+            match tx.batch_execute(&sql).await {
+                Ok(()) => {
+                    tx.commit()
+                        .await
+                        .map_err(db("committing a membership removal"))?;
+                    tracing::warn!(privilege_role = %role, member = %member, "removed a membership no grant lists");
+                    report.memberships_removed.push(format!(
+                        "{member} from {role}: no grant of pgwarden lists it"
+                    ));
+                }
+                Err(e) => report.errors.push(format!(
+                    "removing {member} from {role} (no grant lists it): {}",
+                    crate::provision::describe_db_error(&e)
+                )),
+            }
+        }
+        Ok(())
+    }
+
     /// Re-grants a privilege role whose scope gained objects, under the same lock and
     /// transient-error retry as its creation.
     async fn refresh_privilege_role(
@@ -331,11 +459,14 @@ impl Provisioner {
         {
             let mut conn = self.admin.get().await?;
             let tx = privileges_transaction(&mut conn, "privilege cleanup").await?;
-            let members: i64 = tx
+            let Some(row) = tx
                 .query_opt(PRIVILEGE_ROLE_SQL, &[&name])
                 .await
                 .map_err(db("counting members"))?
-                .map_or(0, |row| row.get(2));
+            else {
+                return Ok(true);
+            };
+            let (members, oid): (i64, u32) = (row.get(2), row.get(3));
             if members > 0 {
                 return Ok(false);
             }
@@ -343,7 +474,7 @@ impl Provisioner {
             retiring.state = PrivilegeState::Retiring;
             tx.batch_execute(&format!(
                 "COMMENT ON ROLE {n} IS {}",
-                literal(&retiring.to_comment())
+                literal(&retiring.to_comment(&self.config.ledger_key, oid, name))
             ))
             .await
             .map_err(db("marking a privilege role retiring"))?;
@@ -360,10 +491,11 @@ impl Provisioner {
             .await
             .map_err(db("reading a privilege role"))?;
         let Some(row) = row else { return Ok(true) };
+        let oid: u32 = row.get(3);
         let still_retiring = row
             .get::<_, Option<String>>(1)
             .as_deref()
-            .and_then(PrivilegeRecord::from_comment)
+            .and_then(|c| PrivilegeRecord::from_comment(&self.config.ledger_key, oid, name, c))
             .is_some_and(|p| p.state == PrivilegeState::Retiring);
         if !still_retiring || row.get::<_, i64>(2) > 0 {
             return Ok(false);

@@ -491,17 +491,47 @@ async fn persistent_users_work_without_superuser() {
 async fn a_marker_made_by_another_role_is_named() {
     let other = TempCluster::start().unwrap();
     other.psql(PROVIDER_SQL).unwrap();
-    other.psql("CREATE ROLE pgwarden_managed NOLOGIN").unwrap();
     let info: ConnInfo = other
         .conninfo(CONNECTOR, CONNECTOR_PW, "postgres")
         .parse()
         .unwrap();
-    let p = Provisioner::new(
-        Connector::new(&info, &ConnectOptions::default()).unwrap(),
-        config(UserMode::Ephemeral, ConnectorMode::Createrole),
+    let createrole = || {
+        Provisioner::new(
+            Connector::new(&info, &ConnectOptions::default()).unwrap(),
+            config(UserMode::Ephemeral, ConnectorMode::Createrole),
+        )
+        .unwrap()
+    };
+    // Made by hand, with no record pgwarden sealed: not pgwarden's, on every version.
+    other.psql("CREATE ROLE pgwarden_managed NOLOGIN").unwrap();
+    let e = createrole()
+        .grant(request("hal", &["postgresql-database:postgres=connect"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProvisionError::NotAuthentic(_))
+            && e.to_string().contains("DROP ROLE pgwarden_managed"),
+        "{e}"
+    );
+    let left = other
+        .psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgw\\_hal%'")
+        .unwrap();
+    assert_eq!(left.trim(), "0", "a refused grant left a login role");
+    other.psql("DROP ROLE pgwarden_managed").unwrap();
+    // Made by a superuser pgwarden with the same ledger key: authentic, but on 16+ a
+    // CREATEROLE connector needs ADMIN OPTION on it to add members.
+    let superuser: ConnInfo = other.dsn().parse().unwrap();
+    let su = Provisioner::new(
+        Connector::new(&superuser, &ConnectOptions::default()).unwrap(),
+        config(UserMode::Ephemeral, ConnectorMode::Superuser),
     )
     .unwrap();
-    let result = p
+    let g = su
+        .grant(request("sue", &["postgresql-database:postgres=connect"]))
+        .await
+        .unwrap();
+    su.revoke(&g.grant_id).await.unwrap();
+    let result = createrole()
         .grant(request("hal", &["postgresql-database:postgres=connect"]))
         .await;
     if other.server_major() >= 16 {
@@ -514,11 +544,7 @@ async fn a_marker_made_by_another_role_is_named() {
         other
             .psql("GRANT pgwarden_managed TO cloud_admin WITH ADMIN OPTION")
             .unwrap();
-        let p = Provisioner::new(
-            Connector::new(&info, &ConnectOptions::default()).unwrap(),
-            config(UserMode::Ephemeral, ConnectorMode::Createrole),
-        )
-        .unwrap();
+        let p = createrole();
         let g = p
             .grant(request("hal", &["postgresql-database:postgres=connect"]))
             .await
@@ -526,6 +552,6 @@ async fn a_marker_made_by_another_role_is_named() {
         p.revoke(&g.grant_id).await.unwrap();
     } else {
         let g = result.unwrap();
-        p.revoke(&g.grant_id).await.unwrap();
+        createrole().revoke(&g.grant_id).await.unwrap();
     }
 }

@@ -62,7 +62,18 @@ pub(crate) fn provisioner_config(
         successor: None,
         pool_size: 4,
         connector_mode,
+        sensitive_roles_allowed: Vec::new(),
+        ledger_key: ledger_key(),
     }
+}
+
+/// The ledger key every provisioner of this test binary shares, as every integration
+/// managing one instance must.
+pub(crate) fn ledger_key() -> pgwarden_pg_driver::seal::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden_pg_driver::seal::LedgerKey> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden_pg_driver::seal::LedgerKey::generate)
+        .clone()
 }
 
 /// The schema every probe database has: `s1.t1` (serial), `s1.t2`, `s2.u1`.
