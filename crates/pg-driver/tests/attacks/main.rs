@@ -11,6 +11,7 @@ mod common;
 
 mod cancel;
 mod handover;
+mod ledger;
 mod options;
 mod roles;
 mod search_path;
@@ -26,6 +27,14 @@ use pgwarden_testkit::TempCluster;
 pub(crate) fn cluster() -> &'static TempCluster {
     static C: std::sync::OnceLock<TempCluster> = std::sync::OnceLock::new();
     C.get_or_init(|| TempCluster::builder().max_connections(200).start().unwrap())
+}
+
+/// Held by the tests that reconcile: a reconcile acts on the whole instance (it
+/// removes memberships no grant lists, objects pgwarden's roles own), so another
+/// test's half-built attack must not be cleaned up under it.
+pub(crate) async fn reconciling() -> tokio::sync::MutexGuard<'static, ()> {
+    static M: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    M.lock().await
 }
 
 /// Runs SQL as the cluster's superuser in `db`, panicking on error.

@@ -31,6 +31,7 @@ fn privilege_role_of(username: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grantee_cannot_leave_code_behind_as_a_privilege_role() {
+    let _reconciling = crate::reconciling().await;
     let db = "sr_app";
     cluster().create_database(db).unwrap();
     q_in(db, common::PROBE_SCHEMA_SQL);

@@ -1,0 +1,214 @@
+//! Item: the ledger cannot be forged.
+//!
+//! The attacker holds `CREATEROLE` (not pgwarden's connector). On 15 and earlier that
+//! lets it rewrite any non-superuser role's comment and grant itself membership in
+//! any non-superuser role; on every version it can create roles under pgwarden's
+//! names and comment on them, and read every comment. pgwarden's records are sealed
+//! for the role they were written on, so none of that is ever acted on.
+
+use secrecy::ExposeSecret;
+
+use crate::{cluster, common, q_in};
+
+const ATTACKER: &str = "lf_attacker";
+
+fn as_attacker(db: &str, sql: &str) -> Result<String, String> {
+    common::as_user(cluster(), ATTACKER, ATTACKER, db, sql)
+}
+
+fn setup(db: &str) {
+    static ATTACKER_ROLE: std::sync::Once = std::sync::Once::new();
+    ATTACKER_ROLE.call_once(|| {
+        q_in(
+            "postgres",
+            &format!("CREATE ROLE {ATTACKER} LOGIN CREATEROLE PASSWORD '{ATTACKER}'"),
+        );
+    });
+    cluster().create_database(db).unwrap();
+    q_in(db, common::PROBE_SCHEMA_SQL);
+}
+
+fn comment_of(role: &str) -> Option<String> {
+    let out = q_in(
+        "postgres",
+        &format!(
+            "SELECT d.description FROM pg_catalog.pg_roles r
+             JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid
+             WHERE r.rolname = '{role}'"
+        ),
+    );
+    let out = out.trim();
+    (!out.is_empty()).then(|| out.to_owned())
+}
+
+fn privilege_role_of(username: &str) -> String {
+    q_in(
+        "postgres",
+        &format!(
+            "SELECT r.rolname FROM pg_catalog.pg_auth_members m
+             JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+             JOIN pg_catalog.pg_roles u ON u.oid = m.member
+             WHERE u.rolname = '{username}' AND r.rolname LIKE 'pgwarden\\_p\\_%'"
+        ),
+    )
+    .trim()
+    .to_owned()
+}
+
+/// The reproduction: a dropped privilege role's name recreated, its (copied) record
+/// put back with state "retiring", membership granted to the attacker. Reconcile must
+/// not re-grant the role; the next grant of that level must not use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_privilege_role_with_a_copied_record_is_never_granted_to() {
+    let _reconciling = crate::reconciling().await;
+    let db = "lf_app";
+    setup(db);
+    let p = crate::provisioner(
+        "ledger",
+        &pgwarden_pg_driver::connect::ConnectOptions::default(),
+    );
+    let access = format!("postgresql-schema:{db}/s1=read-only");
+    let g = p
+        .grant(common::request("lf-alice@example.com", &[&access]))
+        .await
+        .unwrap();
+    let role = privilege_role_of(&g.username);
+    let sealed = comment_of(&role).expect("a privilege role carries a record");
+    assert!(
+        !sealed.contains(db) && !sealed.contains("read-only"),
+        "records are sealed, not readable by every user: {sealed}"
+    );
+    p.revoke(&g.grant_id).await.unwrap();
+    let report = p.reconcile().await.unwrap();
+    assert!(report.privilege_roles_dropped.contains(&role), "{report:?}");
+
+    // The attack: same name, the real record copied back, and a plain-JSON forgery
+    // in the old format saying "retiring" — each with the attacker as a member.
+    for forged in [
+        sealed.clone(),
+        format!("{{\"pgwarden\":1,\"access\":\"{access}\",\"state\":\"retiring\"}}"),
+    ] {
+        as_attacker(
+            "postgres",
+            &format!(
+                "CREATE ROLE {role} NOLOGIN;
+                 COMMENT ON ROLE {role} IS '{}';
+                 GRANT {role} TO {ATTACKER};",
+                forged.replace('\'', "''")
+            ),
+        )
+        .unwrap();
+        let report = p.reconcile().await.unwrap();
+        assert!(
+            !report.privilege_roles_refreshed.contains(&role),
+            "reconcile re-granted a forged privilege role: {report:?}"
+        );
+        assert!(
+            report.drift.iter().any(|d| d.username == role),
+            "the forgery is reported: {report:?}"
+        );
+        let read = as_attacker(db, "SELECT count(*) FROM s1.t1");
+        assert!(read.is_err(), "the attacker reads the schema: {read:?}");
+        // A grant of the same level must not adopt the attacker's role either.
+        let e = p
+            .grant(common::request("lf-bob@example.com", &[&access]))
+            .await
+            .expect_err("a grant used a privilege role pgwarden did not make");
+        assert!(
+            e.to_string().contains("carries no record pgwarden sealed"),
+            "{e}"
+        );
+        let left = q_in(
+            "postgres",
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_lf\\_bob%'",
+        );
+        assert_eq!(left.trim(), "0", "a refused grant left a login role");
+        as_attacker("postgres", &format!("DROP ROLE {role}")).unwrap();
+    }
+}
+
+/// A member nobody granted through pgwarden — the attacker granting itself a live
+/// privilege role (possible for CREATEROLE up to 15), or a grantee's record rewritten
+/// so that pgwarden no longer recognises it — loses the membership at reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisted_members_of_privilege_roles_are_removed() {
+    let _reconciling = crate::reconciling().await;
+    let db = "lf_members";
+    setup(db);
+    let p = crate::provisioner(
+        "ledger",
+        &pgwarden_pg_driver::connect::ConnectOptions::default(),
+    );
+    let access = format!("postgresql-schema:{db}/s1=read-only");
+    let alice = p
+        .grant(common::request("lf-carol@example.com", &[&access]))
+        .await
+        .unwrap();
+    let bob = p
+        .grant(common::request("lf-dave@example.com", &[&access]))
+        .await
+        .unwrap();
+    let role = privilege_role_of(&alice.username);
+    let joined = as_attacker("postgres", &format!("GRANT {role} TO {ATTACKER}"));
+    let rewritten = as_attacker(
+        "postgres",
+        &format!(
+            "COMMENT ON ROLE {} IS {}",
+            bob.username,
+            comment_of(&alice.username)
+                .map(|c| format!("'{}'", c.replace('\'', "''")))
+                .unwrap()
+        ),
+    );
+    if cluster().server_major() >= 16 {
+        // CREATEROLE no longer reaches roles it did not create: both are refused.
+        assert!(
+            joined.is_err() && rewritten.is_err(),
+            "{joined:?} {rewritten:?}"
+        );
+    } else {
+        joined.unwrap();
+        rewritten.unwrap();
+        as_attacker(db, "SELECT count(*) FROM s1.t1").expect("the attack's setup works");
+    }
+    let report = p.reconcile().await.unwrap();
+    if cluster().server_major() < 16 {
+        for who in [ATTACKER, bob.username.as_str()] {
+            assert!(
+                report
+                    .memberships_removed
+                    .iter()
+                    .any(|m| m.starts_with(&format!("{who} from {role}"))),
+                "{who}: {report:?}"
+            );
+        }
+        assert!(
+            report.drift.iter().any(|d| d.username == bob.username),
+            "the rewritten record is reported: {report:?}"
+        );
+    }
+    assert!(as_attacker(db, "SELECT count(*) FROM s1.t1").is_err());
+    let bob_reads = common::as_user(
+        cluster(),
+        &bob.username,
+        bob.password.as_ref().unwrap().expose_secret(),
+        db,
+        "SELECT count(*) FROM s1.t1",
+    );
+    if cluster().server_major() < 16 {
+        assert!(
+            bob_reads.is_err(),
+            "access survived its record: {bob_reads:?}"
+        );
+    }
+    // Alice, whose record is intact, keeps her access.
+    common::as_user(
+        cluster(),
+        &alice.username,
+        alice.password.as_ref().unwrap().expose_secret(),
+        db,
+        "SELECT count(*) FROM s1.t1",
+    )
+    .unwrap();
+    p.revoke(&alice.grant_id).await.unwrap();
+}
