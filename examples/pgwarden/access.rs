@@ -269,6 +269,35 @@ pub(crate) async fn list(args: &TargetArgs, format: Format) -> Result<(), Failur
     Ok(())
 }
 
+pub(crate) async fn adopt_ledger(args: &TargetArgs, format: Format) -> Result<(), Failure> {
+    let s = session(&args.target).await?;
+    let report = s
+        .provisioner
+        .adopt_unsealed_ledger()
+        .await
+        .map_err(failed)?;
+    match format {
+        Format::Json => print_json(&serde_json::to_value(&report).unwrap_or_default()),
+        Format::Text => {
+            println!(
+                "sealed {} login role record(s) and {} privilege role record(s){}; {} already sealed",
+                report.login_roles.len(),
+                report.privilege_roles.len(),
+                if report.marker {
+                    " and the marker's"
+                } else {
+                    ""
+                },
+                report.already_sealed
+            );
+            for l in &report.left {
+                println!("  left alone: {l}");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn reconcile(args: &TargetArgs, format: Format) -> Result<(), Failure> {
     let s = session(&args.target).await?;
     let report = s.provisioner.reconcile().await.map_err(failed)?;

@@ -56,6 +56,9 @@ enum Command {
     List(access::TargetArgs),
     /// Revoke expired grants, finish interrupted revocations, report drift.
     Reconcile(access::TargetArgs),
+    /// Once, after upgrading from pgwarden 0.1: seal the plain records it wrote, so
+    /// its grants are managed again (trusts the instance's current state).
+    AdoptLedger(access::TargetArgs),
     /// Who must approve access to a resource, and why.
     Approvers(runtime::ApproversArgs),
     /// Rotate the connector's own password (stored through the config's [secret]).
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Extend(args) => block_on(access::extend(&args, cli.format)),
         Command::List(args) => block_on(access::list(&args, cli.format)),
         Command::Reconcile(args) => block_on(access::reconcile(&args, cli.format)),
+        Command::AdoptLedger(args) => block_on(access::adopt_ledger(&args, cli.format)),
         Command::Approvers(args) => block_on(runtime::approvers(&args, cli.format)),
         Command::Rotate(args) => block_on(runtime::rotate(&args, cli.format)),
         Command::Serve(args) => block_on(runtime::serve(&args, cli.format)),

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod connect;
 pub mod danger;
 pub mod discovery;

@@ -811,3 +811,100 @@ async fn persistent_passwords_are_renewed_when_older_than_the_period() {
     p.revoke(&g1.grant_id).await.unwrap();
     p.revoke(&g2.grant_id).await.unwrap();
 }
+
+/// After an upgrade from plain (format 1) records, the grants they describe are
+/// managed again once adopted — and not before: an unsealed record is nobody's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
+    use pgwarden_pg_driver::ledger::{
+        GrantEntry, GrantState, PrivilegeRecord, PrivilegeState, RoleMode, RoleRecord,
+    };
+    // A cluster of its own: the marker's record is rewritten here.
+    let c = TempCluster::start().unwrap();
+    c.create_database("ad_app").unwrap();
+    c.psql_in("ad_app", common::PROBE_SCHEMA_SQL).unwrap();
+    let info: ConnInfo = c.dsn().parse().unwrap();
+    let fresh = || {
+        Provisioner::new(
+            Connector::new(&info, &ConnectOptions::default()).unwrap(),
+            config(UserMode::Ephemeral),
+        )
+        .unwrap()
+    };
+    let access = entry("postgresql-schema:ad_app/s1=read-only");
+    let g = fresh()
+        .grant(request(
+            "ad-alice@example.com",
+            &["postgresql-schema:ad_app/s1=read-only"],
+        ))
+        .await
+        .unwrap();
+    let privilege_role = c
+        .psql(&format!(
+            "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+             JOIN pg_roles u ON u.oid = m.member
+             WHERE u.rolname = '{}' AND r.rolname LIKE 'pgwarden\\_p\\_%'",
+            g.username
+        ))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // What pgwarden 0.1 wrote: plain JSON, format 1.
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let login = RoleRecord {
+        pgwarden: 1,
+        integration: "test".into(),
+        mode: RoleMode::Ephemeral,
+        password_set_at: None,
+        grants: vec![GrantEntry {
+            grant_id: g.grant_id.clone(),
+            requester: "ad-alice@example.com".into(),
+            access: vec![access.clone()],
+            privilege_roles: vec![privilege_role.clone()],
+            created_at: now,
+            expires_at: g.expires_at,
+            state: GrantState::Active,
+        }],
+    };
+    let privilege = PrivilegeRecord {
+        pgwarden: 1,
+        access,
+        state: PrivilegeState::Ready,
+    };
+    let quote = |s: String| s.replace('\'', "''");
+    c.psql(&format!(
+        "COMMENT ON ROLE pgwarden_managed IS 'pgwarden: every login role pgwarden manages is a member of this role';
+         COMMENT ON ROLE {} IS '{}'; COMMENT ON ROLE {privilege_role} IS '{}';",
+        g.username,
+        quote(serde_json::to_string(&login).unwrap()),
+        quote(serde_json::to_string(&privilege).unwrap()),
+    ))
+    .unwrap();
+
+    // Unsealed: not acted on.
+    let p = fresh();
+    assert!(p.list().await.unwrap().is_empty());
+    assert!(p.revoke(&g.grant_id).await.unwrap().already_revoked);
+    assert!(
+        c.psql(&format!(
+            "SELECT 1 FROM pg_roles WHERE rolname = '{}'",
+            g.username
+        ))
+        .unwrap()
+        .contains('1'),
+        "an unsealed record was acted on"
+    );
+    let report = p.adopt_unsealed_ledger().await.unwrap();
+    assert!(report.marker, "{report:?}");
+    assert_eq!(report.login_roles, vec![g.username.clone()]);
+    assert_eq!(report.privilege_roles, vec![privilege_role]);
+    // Adopted: listed and revoked completely; adopting again changes nothing.
+    let p = fresh();
+    assert_eq!(p.list().await.unwrap().len(), 1);
+    let again = p.adopt_unsealed_ledger().await.unwrap();
+    assert!(again.login_roles.is_empty() && !again.marker, "{again:?}");
+    let r = p.revoke(&g.grant_id).await.unwrap();
+    assert!(r.role_dropped, "{r:?}");
+}
