@@ -15,7 +15,7 @@ use pgwarden_pg_driver::discovery::{DiscoveryOptions, DiscoveryResult, discover}
 use pgwarden_pg_driver::error::{AuthFailure, ConnectError};
 use pgwarden_pg_driver::preflight::Preflight;
 use pgwarden_pg_driver::provision::{
-    Expiry, GrantRequest, ListedGrant, Provisioner, ProvisionerConfig,
+    Expiry, GrantRequest, ListedGrant, ProvisionError, Provisioner, ProvisionerConfig,
 };
 use pgwarden_pg_driver::reconcile::ReconcileReport;
 use pgwarden_pg_driver::revoke::RevocationReport;
@@ -389,7 +389,20 @@ impl Integration {
         action: AuditAction,
     ) -> Result<RevocationReport, IntegrationError> {
         let connected = self.connected().await;
-        let result = connected.provisioner.revoke(grant_id).await;
+        let result = if action == AuditAction::Expire {
+            // Re-checked under the grant's lock: an extension that came first wins.
+            match connected.provisioner.revoke_expired(grant_id).await {
+                Err(ProvisionError::NotExpired { .. }) => {
+                    return Ok(RevocationReport {
+                        grant_id: grant_id.to_owned(),
+                        ..RevocationReport::default()
+                    });
+                }
+                other => other,
+            }
+        } else {
+            connected.provisioner.revoke(grant_id).await
+        };
         // A revocation another process already finished is not an event of ours.
         if !matches!(&result, Ok(r) if r.already_revoked) {
             self.audit(action, |e| {

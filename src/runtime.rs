@@ -97,6 +97,9 @@ impl Integration {
     ) {
         let mut last_reconcile: Option<Instant> = None;
         let mut last_rotation_check: Option<Instant> = None;
+        // A failed rotation is retried soon (30 s, doubling), not a whole check
+        // interval later.
+        let mut rotation_failures: u32 = 0;
         loop {
             if *stopped.borrow() || lock.client.is_closed() {
                 return;
@@ -106,11 +109,16 @@ impl Integration {
                 let _ = self.reconcile().await;
                 last_reconcile = Some(Instant::now());
             }
-            if last_rotation_check
-                .is_none_or(|t| t.elapsed() >= self.options.rotation_check_interval)
-            {
-                if let Err(e) = self.rotate_if_due().await {
-                    tracing::warn!(integration = %self.config.name, error = %e, "scheduled credential rotation failed; the connector still logs in");
+            if last_rotation_check.is_none_or(|t| {
+                t.elapsed()
+                    >= rotation_check_delay(rotation_failures, self.options.rotation_check_interval)
+            }) {
+                match self.rotate_if_due().await {
+                    Ok(_) => rotation_failures = 0,
+                    Err(e) => {
+                        rotation_failures = rotation_failures.saturating_add(1);
+                        tracing::warn!(integration = %self.config.name, error = %e, retry_in = ?rotation_check_delay(rotation_failures, self.options.rotation_check_interval), "scheduled credential rotation failed; the connector still logs in");
+                    }
                 }
                 last_rotation_check = Some(Instant::now());
             }
@@ -149,5 +157,32 @@ impl Integration {
             }
         }
         next
+    }
+}
+
+/// How long after a rotation check the next one comes: the check interval, or, after
+/// `failures` failed rotations in a row, 30 s doubling each time up to that interval.
+fn rotation_check_delay(failures: u32, interval: Duration) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    Duration::from_secs(30)
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rotation_is_retried_soon_then_less_often() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(rotation_check_delay(0, hour), hour);
+        assert_eq!(rotation_check_delay(1, hour), Duration::from_secs(30));
+        assert_eq!(rotation_check_delay(2, hour), Duration::from_secs(60));
+        assert_eq!(rotation_check_delay(3, hour), Duration::from_secs(120));
+        assert_eq!(rotation_check_delay(10, hour), hour);
+        assert_eq!(rotation_check_delay(u32::MAX, hour), hour);
     }
 }

@@ -165,7 +165,13 @@ pub enum Expiry {
 /// What is asked for.
 #[derive(Debug, Clone)]
 pub struct GrantRequest {
-    /// The grant's id; generated when `None`. Granting an id again returns the first grant.
+    /// The grant's id; generated when `None`. An explicit id is an idempotency key for
+    /// as long as the grant exists: granting it again returns the first grant (no
+    /// password), and a revocation of it waits for a grant of it still in flight.
+    /// Once the grant is revoked or has expired, the instance keeps no trace of it
+    /// (the ledger is the roles themselves), so the same id makes a *new* grant —
+    /// new role, new password, [`Grant::created`] true, audited as a grant. A host that
+    /// must never reuse an id keeps its own record of the ids it used.
     pub grant_id: Option<String>,
     /// Who asked (an identity-provider user id or email).
     pub requester: String,
@@ -254,6 +260,9 @@ pub enum Step {
     GrantPrivilegeRoles,
     /// Before the login role is created.
     GrantLoginRole,
+    /// Before a grant with an explicit id (or a persistent grant) commits, holding
+    /// the grant id's lock.
+    GrantCommit,
     /// Before the grant is marked revoking and its role set NOLOGIN.
     RevokeMark,
     /// Before sessions are ended.
@@ -311,6 +320,13 @@ pub enum ProvisionError {
     /// A privilege role the grant needs was retired meanwhile; the grant retries.
     #[error("privilege role {0} is being retired; retry the grant")]
     PrivilegeRoleNotReady(String),
+    /// Reconcile found the grant expired, but it was extended before its revocation
+    /// began: it stays.
+    #[error("grant {grant_id} was extended meanwhile: not revoked")]
+    NotExpired {
+        /// The grant.
+        grant_id: String,
+    },
     /// Another process is revoking this grant right now.
     #[error("grant {grant_id} is being revoked by another process")]
     InProgress {
@@ -829,6 +845,7 @@ impl Provisioner {
         tx.batch_execute(&role.finish(&self.config.ledger_key, oid))
             .await
             .map_err(db("creating the login role"))?;
+        self.step(Step::GrantCommit)?;
         tx.commit().await.map_err(db("committing the grant"))?;
         tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
         Ok(role.into_grant(entry))
@@ -974,6 +991,11 @@ impl Provisioner {
         xact_lock(&*tx, &format!("pgwarden:role:{username}"))
             .await
             .map_err(db("locking the persistent role"))?;
+        // Held until commit, as an ephemeral grant with an explicit id does: a
+        // revocation of this id waits for the grant instead of missing it.
+        xact_lock(&*tx, &format!("pgwarden:grant:{}", entry.grant_id))
+            .await
+            .map_err(db("locking the grant id"))?;
         let ledger = read_ledger(&*tx, &self.config.ledger_key)
             .await
             .map_err(db("reading the ledger"))?;
@@ -1075,6 +1097,7 @@ impl Provisioner {
                 password
             }
         };
+        self.step(Step::GrantCommit)?;
         tx.commit().await.map_err(db("committing the grant"))?;
         tracing::info!(grant_id = %entry.grant_id, username = %username, expires_at = %entry.expires_at, "granted (persistent)");
         Ok(Grant {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use pgwarden_core::naming::PRIVILEGE_ROLE_PREFIX;
+use pgwarden_core::naming::{MARKER_ROLE, PRIVILEGE_ROLE_PREFIX};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -73,15 +73,21 @@ WHERE ",
     };
 }
 
-/// Every membership in a privilege role (role, member, grantor), but the connector's
-/// own (createrole mode).
+/// Every membership (role, member, grantor) in a privilege role or in a login role
+/// pgwarden manages (`$1`: the marker), but the connector's own (createrole mode).
+/// Nobody is ever meant to be a member of a login role: that would hand on a
+/// grantee's access (a persistent role's, between and across grants).
 const PRIVILEGE_MEMBERS_SQL: &str = "
 SELECT g.rolname::pg_catalog.text, u.rolname::pg_catalog.text,
        pg_catalog.pg_get_userbyid(m.grantor)::pg_catalog.text
 FROM pg_catalog.pg_auth_members m
 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
 JOIN pg_catalog.pg_roles u ON u.oid = m.member
-WHERE g.rolname LIKE 'pgwarden\\_p\\_%'::pg_catalog.text AND u.rolname <> current_user
+WHERE u.rolname <> current_user
+  AND (g.rolname LIKE 'pgwarden\\_p\\_%'::pg_catalog.text
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members mk
+                  JOIN pg_catalog.pg_roles k ON k.oid = mk.roleid
+                  WHERE mk.member = g.oid AND k.rolname = $1 AND NOT mk.admin_option))
 ORDER BY 1, 2";
 
 /// Every privilege role.
@@ -144,10 +150,17 @@ impl Provisioner {
                         continue;
                     };
                     if g.state == GrantState::Revoking || g.expires_at <= now {
-                        match self.revoke_role(&g.grant_id, &role.username, false).await {
+                        match self
+                            .revoke_role(&g.grant_id, &role.username, false, true)
+                            .await
+                        {
                             Ok(r) => report.revoked.push(r),
-                            // Someone else is on it; their run reports it.
-                            Err(ProvisionError::InProgress { .. }) => {}
+                            // Someone else is on it; their run reports it. Or it was
+                            // extended since the ledger was read: it stays.
+                            Err(
+                                ProvisionError::InProgress { .. }
+                                | ProvisionError::NotExpired { .. },
+                            ) => {}
                             Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
                         }
                         continue;
@@ -334,7 +347,8 @@ impl Provisioner {
     }
 
     /// Removes members of privilege roles that no authentic grant lists — someone ran
-    /// `GRANT pgwarden_p_… TO x` by hand, or forged a ledger entry — and reports them.
+    /// `GRANT pgwarden_p_… TO x` by hand, or forged a ledger entry — and any member of
+    /// a login role pgwarden manages, and reports them.
     /// Each is confirmed against a fresh read of that role's record under the role's
     /// lock (a persistent grant takes the same lock), so a grant made since `ledger`
     /// was read is never undone. On PostgreSQL 16+ every grantor's grant goes
@@ -357,7 +371,7 @@ impl Provisioner {
         let version_num = self.facts().await?.version_num;
         let mut conn = self.admin.get().await?;
         let rows = conn
-            .query(PRIVILEGE_MEMBERS_SQL, &[])
+            .query(PRIVILEGE_MEMBERS_SQL, &[&MARKER_ROLE])
             .await
             .map_err(db("reading privilege roles' members"))?;
         let mut suspects: Vec<(String, String, Vec<String>)> = Vec::new();

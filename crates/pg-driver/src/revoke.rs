@@ -147,15 +147,59 @@ WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalo
   AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
   AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)";
 
+/// What marking a grant revoking found.
+enum Mark {
+    /// Marked: the revocation goes on.
+    Marked,
+    /// The role no longer exists.
+    Gone,
+    /// The grant was extended after it was found expired.
+    Extended,
+}
+
 impl Provisioner {
     /// Revokes a grant completely. Idempotent: revoking again reports `already_revoked`.
     pub async fn revoke(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
-        let ledger = {
+        self.revoke_with(grant_id, false).await
+    }
+
+    /// Revokes a grant because it expired: like [`Provisioner::revoke`], but a grant
+    /// that an extension moved into the future before its revocation began stays, and
+    /// [`ProvisionError::NotExpired`] says so (the expiry decision is re-checked under
+    /// the grant's lock, so a revocation never undoes an extension that came first).
+    pub async fn revoke_expired(&self, grant_id: &str) -> Result<RevocationReport, ProvisionError> {
+        self.revoke_with(grant_id, true).await
+    }
+
+    async fn revoke_with(
+        &self,
+        grant_id: &str,
+        expired_only: bool,
+    ) -> Result<RevocationReport, ProvisionError> {
+        let key = &self.config.ledger_key;
+        let mut ledger = {
             let conn = self.admin.get().await?;
-            read_ledger_for_grant_cached(&*conn, &self.config.ledger_key, grant_id)
+            read_ledger_for_grant_cached(&*conn, key, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?
         };
+        if find_grant(&ledger, grant_id).is_none() {
+            // A grant of this id may be in flight (it holds the grant's lock until it
+            // commits): wait for it and look again, rather than answer "already
+            // revoked" and let it commit afterwards.
+            let mut conn = self.admin.get().await?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(db("starting the revocation"))?;
+            xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
+                .await
+                .map_err(db("waiting for a grant in flight"))?;
+            ledger = read_ledger_for_grant_cached(&tx, key, grant_id)
+                .await
+                .map_err(db("reading the ledger"))?;
+            tx.commit().await.map_err(db("reading the ledger"))?;
+        }
         let Some((role, _)) = find_grant(&ledger, grant_id) else {
             return Ok(RevocationReport {
                 grant_id: grant_id.to_owned(),
@@ -166,8 +210,14 @@ impl Provisioner {
         let mode = role.record.as_ref().map_or(RoleMode::Ephemeral, |r| r.mode);
         let username = role.username.clone();
         match mode {
-            RoleMode::Ephemeral => self.revoke_role(grant_id, &username, true).await,
-            RoleMode::Persistent => self.revoke_persistent(grant_id, &username).await,
+            RoleMode::Ephemeral => {
+                self.revoke_role(grant_id, &username, true, expired_only)
+                    .await
+            }
+            RoleMode::Persistent => {
+                self.revoke_persistent(grant_id, &username, expired_only)
+                    .await
+            }
         }
     }
 
@@ -181,6 +231,7 @@ impl Provisioner {
         grant_id: &str,
         username: &str,
         wait: bool,
+        expired_only: bool,
     ) -> Result<RevocationReport, ProvisionError> {
         // Unsettled from before the lock is asked for until it is released: dropped
         // anywhere in between (an error, a cancelled future), the connection closes
@@ -204,7 +255,9 @@ impl Provisioner {
                 grant_id: grant_id.to_owned(),
             });
         }
-        let result = self.revoke_role_locked(&mut conn, grant_id, username).await;
+        let result = self
+            .revoke_role_locked(&mut conn, grant_id, username, expired_only)
+            .await;
         // A pooled connection must not keep the lock: back to the pool only once it is
         // released (otherwise it closes, and the lock dies with the session).
         if conn
@@ -217,20 +270,33 @@ impl Provisioner {
         result
     }
 
+    #[allow(clippy::too_many_lines, reason = "the revocation's steps, in order")]
     async fn revoke_role_locked(
         &self,
         conn: &mut deadpool_postgres::Object,
         grant_id: &str,
         username: &str,
+        expired_only: bool,
     ) -> Result<RevocationReport, ProvisionError> {
         let mut report = RevocationReport::for_role(grant_id, username);
         let u = Ident(username);
         let facts = self.facts().await?.clone();
 
         self.step(Step::RevokeMark)?;
-        if !self.mark_revoking(conn, grant_id, username).await? {
-            report.already_revoked = true;
-            return Ok(report);
+        match self
+            .mark_revoking(conn, grant_id, username, expired_only)
+            .await?
+        {
+            Mark::Marked => {}
+            Mark::Gone => {
+                report.already_revoked = true;
+                return Ok(report);
+            }
+            Mark::Extended => {
+                return Err(ProvisionError::NotExpired {
+                    grant_id: grant_id.to_owned(),
+                });
+            }
         }
         report.login_disabled = true;
 
@@ -324,17 +390,28 @@ impl Provisioner {
         Ok(report)
     }
 
-    /// Step 1. Returns false when the role no longer exists.
+    /// Step 1, under the grant's lock: the grant is marked revoking and the role set
+    /// NOLOGIN — unless the role is gone, or (`expired_only`) the grant, read afresh,
+    /// is active and no longer expired: an extension committed first.
     async fn mark_revoking(
         &self,
         conn: &mut deadpool_postgres::Object,
         grant_id: &str,
         username: &str,
-    ) -> Result<bool, ProvisionError> {
+        expired_only: bool,
+    ) -> Result<Mark, ProvisionError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::mark_once(conn, &self.config.ledger_key, grant_id, username).await {
+            match Self::mark_once(
+                conn,
+                &self.config.ledger_key,
+                grant_id,
+                username,
+                expired_only,
+            )
+            .await
+            {
                 Err(e) if attempt < crate::retry::MAX_ATTEMPTS && transient(&e) => {
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
                 }
@@ -348,7 +425,8 @@ impl Provisioner {
         key: &crate::seal::LedgerKey,
         grant_id: &str,
         username: &str,
-    ) -> Result<bool, ProvisionError> {
+        expired_only: bool,
+    ) -> Result<Mark, ProvisionError> {
         {
             {
                 let tx = conn
@@ -362,8 +440,19 @@ impl Provisioner {
                     .await
                     .map_err(db("reading the ledger"))?
                 else {
-                    return Ok(false);
+                    return Ok(Mark::Gone);
                 };
+                if expired_only
+                    && role.record.as_ref().is_some_and(|r| {
+                        r.grants.iter().any(|g| {
+                            g.grant_id == grant_id
+                                && g.state == GrantState::Active
+                                && g.expires_at > OffsetDateTime::now_utc()
+                        })
+                    })
+                {
+                    return Ok(Mark::Extended);
+                }
                 let mut sql = format!("ALTER ROLE {} NOLOGIN", Ident(username));
                 if let Some(mut record) = role.record.clone() {
                     for g in &mut record.grants {
@@ -384,7 +473,7 @@ impl Provisioner {
                 tx.commit()
                     .await
                     .map_err(db("committing the revocation mark"))?;
-                Ok(true)
+                Ok(Mark::Marked)
             }
         }
     }
@@ -466,6 +555,7 @@ impl Provisioner {
         &self,
         grant_id: &str,
         username: &str,
+        expired_only: bool,
     ) -> Result<RevocationReport, ProvisionError> {
         let mut report = RevocationReport::for_role(grant_id, username);
         self.step(Step::RevokeMark)?;
@@ -490,8 +580,19 @@ impl Provisioner {
                 else {
                     return Ok(None);
                 };
-                record.grants.retain(|g| g.grant_id != grant_id);
                 let now = OffsetDateTime::now_utc();
+                if expired_only
+                    && record.grants.iter().any(|g| {
+                        g.grant_id == grant_id
+                            && g.state == GrantState::Active
+                            && g.expires_at > now
+                    })
+                {
+                    return Err(ProvisionError::NotExpired {
+                        grant_id: grant_id.to_owned(),
+                    });
+                }
+                record.grants.retain(|g| g.grant_id != grant_id);
                 record
                     .grants
                     .retain(|g| g.expires_at > now && g.state == GrantState::Active);
@@ -547,6 +648,13 @@ impl Provisioner {
         self.step(Step::RevokeMemberships)?;
         let conn = self.admin.get().await?;
         report.memberships_removed = remove_memberships(&conn, username, &keep).await?;
+        if !record.grants.is_empty() && !report.memberships_removed.is_empty() {
+            // Other grants go on, so login stays; but no session may keep using what
+            // this one gave (on 15 and earlier one may even have SET ROLE to a
+            // privilege role): they end, and reconnect with the remaining access.
+            let version_num = self.facts().await?.version_num;
+            report.sessions_terminated = terminate_sessions(&conn, username, version_num).await?;
+        }
         tracing::info!(grant_id, username, "revoked (persistent role kept)");
         Ok(report)
     }

@@ -13,6 +13,7 @@ mod cancel;
 mod handover;
 mod ledger;
 mod options;
+mod races;
 mod roles;
 mod search_path;
 mod set_role;
