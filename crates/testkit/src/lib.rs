@@ -112,6 +112,7 @@ mod pki;
 pub mod secret_conformance;
 mod server_user;
 mod tls;
+pub mod traps;
 
 pub use binaries::{BINDIR_ENV, PG_VERSION_ENV, PgBinaries, PgSelection, PgVersion, SelectedBy};
 pub use cluster::{LISTEN_ADDRESS, TempCluster, TempClusterBuilder};

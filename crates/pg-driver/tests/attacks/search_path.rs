@@ -31,7 +31,7 @@ use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
 use pgwarden_pg_driver::discovery::{DiscoveryOptions, discover};
 use pgwarden_pg_driver::preflight::Preflight;
 use pgwarden_pg_driver::provision::{Expiry, Provisioner};
-use pgwarden_testkit::TempCluster;
+use pgwarden_testkit::{TempCluster, traps};
 use secrecy::ExposeSecret;
 
 use crate::common;
@@ -54,191 +54,14 @@ fn q_in(db: &str, sql: &str) -> String {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// Comparison and pattern operators: every one pgwarden's SQL could use on catalog
-/// columns, whatever its spelling (`LIKE` is `~~`, `IN`/`ANY` are `=`).
-const OPERATORS: &[&str] = &[
-    "=", "<>", "<", ">", "<=", ">=", "~", "!~", "~~", "!~~", "~~*", "!~~*", "~*", "!~*", "@>",
-    "<@", "&&",
-];
-
-/// The types catalog columns, parameters and literals have.
-const TYPES: &[&str] = &[
-    "oid",
-    "regclass",
-    "regrole",
-    "regnamespace",
-    "regproc",
-    "regtype",
-    "name",
-    "text",
-    "varchar",
-    "\"char\"",
-    "int2",
-    "int4",
-    "int8",
-    "bool",
-    "aclitem",
-    "timestamptz",
-    "jsonb",
-    "json",
-    "oid[]",
-    "name[]",
-    "text[]",
-    "aclitem[]",
-    "int4[]",
-];
-
-/// Catalog functions pgwarden calls (or could), shadowed for every one-argument type
-/// and the common two-argument combinations. A call that is not schema-qualified and
-/// whose argument types fit a shadow better than the built-in would run the shadow.
-const FUNCTIONS: &[&str] = &[
-    "count",
-    "current_setting",
-    "set_config",
-    "pg_has_role",
-    "has_database_privilege",
-    "has_schema_privilege",
-    "has_table_privilege",
-    "has_sequence_privilege",
-    "has_function_privilege",
-    "pg_get_userbyid",
-    "pg_terminate_backend",
-    "pg_cancel_backend",
-    "pg_advisory_lock",
-    "pg_advisory_unlock",
-    "pg_try_advisory_lock",
-    "pg_advisory_xact_lock",
-    "quote_ident",
-    "format",
-    "aclexplode",
-    "acldefault",
-    "cardinality",
-    "array_agg",
-    "string_agg",
-    "unnest",
-    "shobj_description",
-    "obj_description",
-    "lower",
-    "max",
-    "min",
-    "bool_or",
-    "now",
-    "length",
-    "left",
-    "starts_with",
-    "jsonb_build_object",
-    "to_jsonb",
-    "pg_backend_pid",
-    "current_database",
-    "version",
-];
-
-const FUNCTION_ARG_TYPES: &[&str] = &[
-    "oid", "regclass", "regrole", "name", "text", "int4", "int8", "bool",
-];
-
-/// The trap-planting script for one database. Records go to `public.sp_trap_calls`
-/// (a sequence: a rollback cannot erase them) and to the server log (a WARNING
-/// naming the trap, with the statement that called it).
-fn plant_sql() -> String {
-    let list = |items: &[&str]| {
-        items
-            .iter()
-            .map(|s| format!("'{}'", s.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        r"
-CREATE SEQUENCE public.sp_trap_calls;
-GRANT USAGE, UPDATE ON SEQUENCE public.sp_trap_calls TO PUBLIC;
-DO $plant$
-DECLARE
-  ops text[] := ARRAY[{ops}];
-  types text[] := ARRAY[{types}];
-  fns text[] := ARRAY[{fns}];
-  fargs text[] := ARRAY[{fargs}];
-  o text; l text; r text; f text; i int := 0; body text;
-BEGIN
-  FOREACH o IN ARRAY ops LOOP
-    i := i + 1;
-    FOREACH l IN ARRAY types LOOP
-      FOREACH r IN ARRAY types LOOP
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_operator p
-                   WHERE p.oprname OPERATOR(pg_catalog.=) o
-                     AND p.oprnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
-                     AND p.oprleft OPERATOR(pg_catalog.=) l::pg_catalog.regtype::pg_catalog.oid
-                     AND p.oprright OPERATOR(pg_catalog.=) r::pg_catalog.regtype::pg_catalog.oid) THEN
-          CONTINUE;
-        END IF;
-        body := pg_catalog.format(
-          'BEGIN RAISE WARNING %L; PERFORM pg_catalog.nextval(%L::pg_catalog.regclass); '
-          '%s RETURN NULL; END',
-          'sp_trap ' || o || ' (' || l || ', ' || r || ')', 'public.sp_trap_calls',
-          CASE WHEN o = '=' AND l = 'oid' AND r = 'regclass'
-               THEN 'ALTER ROLE sp_attacker SUPERUSER;' ELSE '' END);
-        EXECUTE pg_catalog.format(
-          'CREATE FUNCTION public.sp_trap_%s(%s, %s) RETURNS bool LANGUAGE plpgsql AS %L',
-          i, l, r, body);
-        EXECUTE pg_catalog.format(
-          'CREATE OPERATOR public.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = public.sp_trap_%s)',
-          o, l, r, i);
-      END LOOP;
-    END LOOP;
-  END LOOP;
-  FOREACH f IN ARRAY fns LOOP
-    body := pg_catalog.format(
-      'BEGIN RAISE WARNING %L; PERFORM pg_catalog.nextval(%L::pg_catalog.regclass); RETURN NULL; END',
-      'sp_trap function ' || f, 'public.sp_trap_calls');
-    FOREACH l IN ARRAY fargs LOOP
-      EXECUTE pg_catalog.format(
-        'CREATE FUNCTION public.%I(%s) RETURNS text LANGUAGE plpgsql AS %L', f, l, body);
-      FOREACH r IN ARRAY fargs LOOP
-        EXECUTE pg_catalog.format(
-          'CREATE FUNCTION public.%I(%s, %s) RETURNS text LANGUAGE plpgsql AS %L', f, l, r, body);
-      END LOOP;
-    END LOOP;
-    EXECUTE pg_catalog.format(
-      'CREATE FUNCTION public.%I() RETURNS text LANGUAGE plpgsql AS %L', f, body);
-  END LOOP;
-END
-$plant$;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO PUBLIC;
-",
-        ops = list(OPERATORS),
-        types = list(TYPES),
-        fns = list(FUNCTIONS),
-        fargs = list(FUNCTION_ARG_TYPES),
-    )
-}
-
 /// How often the traps in `db` fired.
 fn trap_calls(db: &str) -> i64 {
-    let out = q_in(
-        db,
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.sp_trap_calls",
-    );
-    out.trim().parse().unwrap()
+    traps::trap_calls(trapped_cluster(), db).unwrap()
 }
 
 /// The trap WARNINGs in the server log, with the statements that set them off.
 fn trap_log() -> String {
-    let log = trapped_cluster().log_contents().unwrap();
-    let lines: Vec<&str> = log.lines().collect();
-    let mut out = String::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.contains("sp_trap ") || line.contains("sp_trap function") {
-            out.push_str(line);
-            out.push('\n');
-            for next in lines.iter().skip(i + 1).take(3) {
-                if next.contains("STATEMENT") || next.contains("CONTEXT") {
-                    out.push_str(next);
-                    out.push('\n');
-                }
-            }
-        }
-    }
-    out
+    traps::trap_log(trapped_cluster()).unwrap()
 }
 
 /// Plants the traps once per database, in `postgres` and the two resource databases.
@@ -274,9 +97,12 @@ fn setup() -> &'static [&'static str] {
         // In the application databases the traps belong to their owner, so that a
         // CREATEROLE connector (which grants only on what it can act as) can still
         // grant database-wide: the traps do not depend on who owns them.
-        q_in("postgres", &plant_sql());
+        q_in("postgres", &traps::plant_sql("sp_attacker"));
         for db in &DBS[1..] {
-            q_in(db, &format!("SET ROLE sp_manager; {}", plant_sql()));
+            q_in(
+                db,
+                &format!("SET ROLE sp_manager; {}", traps::plant_sql("sp_attacker")),
+            );
         }
         // The planting itself must not have fired anything.
         for db in DBS {
