@@ -46,19 +46,27 @@ use crate::sql::{Ident, advisory_key, literal, xact_lock};
 /// a grant adds a member, and never used half-made.
 pub(crate) const PRIVILEGES_LOCK: &str = "pgwarden:privileges";
 
+/// A transaction on `conn` holding the transaction-level advisory lock on `scope`
+/// (in the connection's database), released at commit or rollback; `action` says
+/// what failed, if anything.
+pub(crate) async fn locked_transaction<'a>(
+    conn: &'a mut deadpool_postgres::Object,
+    scope: &str,
+    action: &str,
+) -> Result<deadpool_postgres::Transaction<'a>, ProvisionError> {
+    let tx = conn.transaction().await.map_err(db(action.to_owned()))?;
+    xact_lock(&*tx, scope)
+        .await
+        .map_err(db(action.to_owned()))?;
+    Ok(tx)
+}
+
 /// A transaction on `conn` holding the exclusive [`PRIVILEGES_LOCK`].
 pub(crate) async fn privileges_transaction<'a>(
     conn: &'a mut deadpool_postgres::Object,
     action: &str,
 ) -> Result<deadpool_postgres::Transaction<'a>, ProvisionError> {
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(db(format!("starting {action}")))?;
-    xact_lock(&*tx, PRIVILEGES_LOCK)
-        .await
-        .map_err(db(format!("locking {action}")))?;
-    Ok(tx)
+    locked_transaction(conn, PRIVILEGES_LOCK, &format!("locking {action}")).await
 }
 
 /// Privilege roles with their comments and oids, by name (`$1`, an array).
@@ -987,10 +995,12 @@ impl Provisioner {
     ) -> Result<Grant, ProvisionError> {
         let username = self.persistent_name(&entry.requester);
         let mut conn = self.admin.get().await?;
-        let tx = conn.transaction().await.map_err(db("starting the grant"))?;
-        xact_lock(&*tx, &format!("pgwarden:role:{username}"))
-            .await
-            .map_err(db("locking the persistent role"))?;
+        let tx = locked_transaction(
+            &mut conn,
+            &format!("pgwarden:role:{username}"),
+            "locking the persistent role",
+        )
+        .await?;
         // Held until commit, as an ephemeral grant with an explicit id does: a
         // revocation of this id waits for the grant instead of missing it.
         xact_lock(&*tx, &format!("pgwarden:grant:{}", entry.grant_id))
@@ -1317,13 +1327,12 @@ impl Provisioner {
         let now = OffsetDateTime::now_utc();
         let expires_at = self.expiry_instant(expiry, now)?;
         let mut conn = self.admin.get().await?;
-        let tx = conn
-            .transaction()
-            .await
-            .map_err(db("starting the extension"))?;
-        xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
-            .await
-            .map_err(db("locking the grant id"))?;
+        let tx = locked_transaction(
+            &mut conn,
+            &format!("pgwarden:grant:{grant_id}"),
+            "locking the grant id",
+        )
+        .await?;
         let ledger = read_ledger(&*tx, &self.config.ledger_key)
             .await
             .map_err(db("reading the ledger"))?;

@@ -19,11 +19,12 @@ use crate::ledger::{
 };
 use crate::privilege::{privilege_role_name, staleness_query};
 use crate::provision::{
-    ProvisionError, Provisioner, db, privileges_transaction, timestamp, transient,
+    ProvisionError, Provisioner, db, locked_transaction, privileges_transaction, timestamp,
+    transient,
 };
 use crate::retry::with_retry;
 use crate::revoke::RevocationReport;
-use crate::sql::{Ident, literal, xact_lock};
+use crate::sql::{Ident, literal};
 
 /// One difference between a managed role and its ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -390,13 +391,12 @@ impl Provisioner {
             }
         }
         for (role, member, grantors) in suspects {
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(db("starting a membership check"))?;
-            xact_lock(&*tx, &format!("pgwarden:role:{member}"))
-                .await
-                .map_err(db("locking the member role"))?;
+            let tx = locked_transaction(
+                &mut conn,
+                &format!("pgwarden:role:{member}"),
+                "locking the member role",
+            )
+            .await?;
             let fresh = read_ledger_role_cached(&tx, key, &member)
                 .await
                 .map_err(db("reading the ledger"))?;

@@ -28,9 +28,11 @@ use crate::ledger::{
     GrantState, RoleMode, read_ledger, read_ledger_for_grant_cached, read_ledger_role_cached,
 };
 use crate::pool::Unsettled;
-use crate::provision::{ProvisionError, Provisioner, Step, db, find_grant, timestamp, transient};
+use crate::provision::{
+    ProvisionError, Provisioner, Step, db, find_grant, locked_transaction, timestamp, transient,
+};
 use crate::retry::with_retry;
-use crate::sql::{CachedQuery, Ident, advisory_key, literal, xact_lock};
+use crate::sql::{CachedQuery, Ident, advisory_key, literal};
 
 /// What one database's cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -188,13 +190,12 @@ impl Provisioner {
             // commits): wait for it and look again, rather than answer "already
             // revoked" and let it commit afterwards.
             let mut conn = self.admin.get().await?;
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(db("starting the revocation"))?;
-            xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
-                .await
-                .map_err(db("waiting for a grant in flight"))?;
+            let tx = locked_transaction(
+                &mut conn,
+                &format!("pgwarden:grant:{grant_id}"),
+                "waiting for a grant in flight",
+            )
+            .await?;
             ledger = read_ledger_for_grant_cached(&tx, key, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?;
@@ -318,6 +319,7 @@ impl Provisioner {
             .successor
             .clone()
             .unwrap_or_else(|| facts.name.clone());
+        let mut still_referenced = None;
         for _round in 0..3 {
             // Databases it owns: DROP OWNED never drops a database.
             let owned: Vec<String> = conn
@@ -370,7 +372,9 @@ impl Provisioner {
                 }
                 Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "2BP01") => {
                     // Objects appeared (or a database could not be cleaned): look again.
-                    tracing::warn!(username, error = %crate::provision::describe_db_error(&e), "role still referenced; cleaning again");
+                    let detail = crate::provision::describe_db_error(&e);
+                    tracing::warn!(username, error = %detail, "role still referenced; cleaning again");
+                    still_referenced = Some(detail);
                 }
                 Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "55006") => {
                     // Still connected (a session slipped in before NOLOGIN): end it and retry.
@@ -379,6 +383,16 @@ impl Provisioner {
                 }
                 Err(e) => return Err(db("dropping the role")(e)),
             }
+        }
+        if let (false, Some(detail)) = (report.role_dropped, still_referenced) {
+            // What DROP OWNED cannot remove (say, a tablespace the role owns) would
+            // fail every retry the same way: say what it is and what to do.
+            return Err(ProvisionError::RevocationIncomplete {
+                username: username.to_owned(),
+                reason: format!(
+                    "access has ended (login disabled, sessions ended, memberships removed), but the role cannot be dropped: {detail}. Remove or reassign what is named there, then reconcile finishes the revocation"
+                ),
+            });
         }
         verify_gone(conn, username, role_oid).await?;
         tracing::info!(
@@ -429,13 +443,12 @@ impl Provisioner {
     ) -> Result<Mark, ProvisionError> {
         {
             {
-                let tx = conn
-                    .transaction()
-                    .await
-                    .map_err(db("starting the revocation"))?;
-                xact_lock(&*tx, &format!("pgwarden:grant:{grant_id}"))
-                    .await
-                    .map_err(db("locking the grant id"))?;
+                let tx = locked_transaction(
+                    conn,
+                    &format!("pgwarden:grant:{grant_id}"),
+                    "locking the grant id",
+                )
+                .await?;
                 let Some(role) = read_ledger_role_cached(&tx, key, username)
                     .await
                     .map_err(db("reading the ledger"))?
@@ -562,13 +575,12 @@ impl Provisioner {
         let remaining = with_retry(
             || async {
                 let mut conn = self.admin.get().await?;
-                let tx = conn
-                    .transaction()
-                    .await
-                    .map_err(db("starting the revocation"))?;
-                xact_lock(&*tx, &format!("pgwarden:role:{username}"))
-                    .await
-                    .map_err(db("locking the persistent role"))?;
+                let tx = locked_transaction(
+                    &mut conn,
+                    &format!("pgwarden:role:{username}"),
+                    "locking the persistent role",
+                )
+                .await?;
                 let key = &self.config.ledger_key;
                 let ledger = read_ledger(&*tx, key)
                     .await

@@ -915,3 +915,41 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
     let r = p.revoke(&g.grant_id).await.unwrap();
     assert!(r.role_dropped, "{r:?}");
 }
+
+/// A dependency DROP OWNED cannot remove (a tablespace the role owns) ends access all
+/// the same, and the revocation says what blocks the drop; once it is gone, reconcile
+/// finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undroppable_role_is_reported_with_what_holds_it() {
+    let p = provisioner(UserMode::Ephemeral);
+    setup_database("holds");
+    let g = p
+        .grant(request("holly", &["postgresql-schema:holds/s1=read-only"]))
+        .await
+        .unwrap();
+    let pw = g.password.as_ref().unwrap().expose_secret().to_owned();
+    // In-place tablespaces need no directory of their own (a developer option).
+    q(&format!(
+        "SET allow_in_place_tablespaces = on; CREATE TABLESPACE holds_ts OWNER {} LOCATION ''",
+        g.username
+    ));
+    let e = p.revoke(&g.grant_id).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("tablespace") && text.contains("access has ended"),
+        "{text}"
+    );
+    assert!(
+        as_user(&g.username, &pw, "holds", "SELECT 1").is_err(),
+        "access outlived the failed drop"
+    );
+    q("DROP TABLESPACE holds_ts");
+    let report = p.reconcile().await.unwrap();
+    assert!(
+        report
+            .revoked
+            .iter()
+            .any(|r| r.grant_id == g.grant_id && r.role_dropped),
+        "{report:?}"
+    );
+}

@@ -41,20 +41,6 @@ fn comment_of(role: &str) -> Option<String> {
     (!out.is_empty()).then(|| out.to_owned())
 }
 
-fn privilege_role_of(username: &str) -> String {
-    q_in(
-        "postgres",
-        &format!(
-            "SELECT r.rolname FROM pg_catalog.pg_auth_members m
-             JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
-             JOIN pg_catalog.pg_roles u ON u.oid = m.member
-             WHERE u.rolname = '{username}' AND r.rolname LIKE 'pgwarden\\_p\\_%'"
-        ),
-    )
-    .trim()
-    .to_owned()
-}
-
 /// The reproduction: a dropped privilege role's name recreated, its (copied) record
 /// put back with state "retiring", membership granted to the attacker. Reconcile must
 /// not re-grant the role; the next grant of that level must not use it.
@@ -72,7 +58,7 @@ async fn a_recreated_privilege_role_with_a_copied_record_is_never_granted_to() {
         .grant(common::request("lf-alice@example.com", &[&access]))
         .await
         .unwrap();
-    let role = privilege_role_of(&g.username);
+    let role = crate::privilege_role_of(&g.username);
     let sealed = comment_of(&role).expect("a privilege role carries a record");
     assert!(
         !sealed.contains(db) && !sealed.contains("read-only"),
@@ -148,7 +134,7 @@ async fn unlisted_members_of_privilege_roles_are_removed() {
         .grant(common::request("lf-dave@example.com", &[&access]))
         .await
         .unwrap();
-    let role = privilege_role_of(&alice.username);
+    let role = crate::privilege_role_of(&alice.username);
     let joined = as_attacker("postgres", &format!("GRANT {role} TO {ATTACKER}"));
     let rewritten = as_attacker(
         "postgres",

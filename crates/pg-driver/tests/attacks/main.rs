@@ -38,6 +38,21 @@ pub(crate) async fn reconciling() -> tokio::sync::MutexGuard<'static, ()> {
     M.lock().await
 }
 
+/// The privilege role `username` is a member of (its grant has one entry).
+pub(crate) fn privilege_role_of(username: &str) -> String {
+    q_in(
+        "postgres",
+        &format!(
+            "SELECT r.rolname FROM pg_catalog.pg_auth_members m
+             JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+             JOIN pg_catalog.pg_roles u ON u.oid = m.member
+             WHERE u.rolname = '{username}' AND r.rolname LIKE 'pgwarden\\_p\\_%'"
+        ),
+    )
+    .trim()
+    .to_owned()
+}
+
 /// Runs SQL as the cluster's superuser in `db`, panicking on error.
 pub(crate) fn q_in(db: &str, sql: &str) -> String {
     cluster()

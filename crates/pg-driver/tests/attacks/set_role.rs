@@ -15,20 +15,6 @@ use secrecy::ExposeSecret;
 
 use crate::{cluster, common, q_in};
 
-fn privilege_role_of(username: &str) -> String {
-    q_in(
-        "postgres",
-        &format!(
-            "SELECT r.rolname FROM pg_catalog.pg_auth_members m
-             JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
-             JOIN pg_catalog.pg_roles u ON u.oid = m.member
-             WHERE u.rolname = '{username}' AND r.rolname LIKE 'pgwarden\\_p\\_%'"
-        ),
-    )
-    .trim()
-    .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grantee_cannot_leave_code_behind_as_a_privilege_role() {
     let _reconciling = crate::reconciling().await;
@@ -52,7 +38,7 @@ async fn a_grantee_cannot_leave_code_behind_as_a_privilege_role() {
         .grant(common::request("sr-colleague@example.com", &[&access]))
         .await
         .unwrap();
-    let role = privilege_role_of(&attacker.username);
+    let role = crate::privilege_role_of(&attacker.username);
     assert!(role.starts_with("pgwarden_p_"), "{role}");
     let password = attacker
         .password
