@@ -3,7 +3,7 @@
 //! planted in `public` as the driver's (see `crates/pg-driver/tests/attacks/`).
 //!
 //! The traps of `pgwarden_testkit::traps` are planted in every database the runtime
-//! touches; the search_path pin is turned off, so the SQL itself is what is proven.
+//! touches; the `search_path` pin is turned off, so the SQL itself is what is proven.
 //! Then grant, extend, list, rotate, let the sweeper expire a grant, reconcile and
 //! discover: no trap may fire, and the would-be attacker is still no superuser.
 

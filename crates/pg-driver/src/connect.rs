@@ -21,7 +21,21 @@
 //! turn (each with the transports above), and `connect_timeout` (at least 2 s) bounds the
 //! whole attempt on one address — TCP connect, TLS handshake, start-up and
 //! authentication, for all its transports together; when it expires the next address or
-//! host is tried. The TCP options (`keepalives*`, `tcp_user_timeout`) are applied as libpq
+//! host is tried.
+//!
+//! Only some failures move on to another address or host, as in libpq ("if a connection
+//! is established successfully but authentication fails, the remaining hosts in the list
+//! are not tried"; `PQconnectPoll`):
+//!
+//! | failure on one address | then |
+//! |---|---|
+//! | connection refused, host unreachable, name not resolved | the next address, then host |
+//! | `connect_timeout` expired | the next address, then host |
+//! | SQLSTATE 57P03 "cannot connect now" (starting up, shutting down, recovery) | the next host |
+//! | a server of the wrong kind for `target_session_attrs` | the next host |
+//! | anything else: TLS, authentication, another server error (database missing, too many connections), a connection closed by the server, a reply that is not PostgreSQL | the other transport of the table above on the same address, if any; else the connection fails with this host's error, and no other host is tried |
+//!
+//! The TCP options (`keepalives*`, `tcp_user_timeout`) are applied as libpq
 //! applies them. Settings pgwarden cannot honour (`require_auth` without
 //! `channel_binding=require`, `requirepeer` on a Unix socket, `gssencmode=require`, CRL
 //! setups libpq would mishandle) are refused by [`Connector::new`], never ignored.
@@ -532,6 +546,7 @@ impl Connector {
         self.connect_raw().await.map_err(|failures| {
             let mut error = most_relevant(
                 failures
+                    .attempts
                     .into_iter()
                     .map(|f| match f {
                         AttemptFailure::Setup(how, e) => {
@@ -542,6 +557,7 @@ impl Connector {
                         }
                     })
                     .collect(),
+                failures.decisive,
             );
             if self.negotiation == SslNegotiation::Direct && error.is_early_hangup() {
                 error.append_detail(
@@ -553,7 +569,7 @@ impl Connector {
     }
 
     /// Like [`Connector::connect`] but keeps tokio-postgres' own errors (for the pool).
-    pub(crate) async fn connect_raw(&self) -> Result<Connection, Vec<AttemptFailure>> {
+    pub(crate) async fn connect_raw(&self) -> Result<Connection, Failures> {
         let mut failures = Vec::new();
         // libpq shuffles the hosts once per connection (pqConnectOptions2), and each host
         // name's addresses when it resolves them.
@@ -578,28 +594,14 @@ impl Connector {
                 'addresses: for address in addresses {
                     // libpq restarts its timer for each address, not for each transport.
                     let deadline = self.timeout.map(|t| Instant::now() + t);
+                    // This address's attempts: if they end the connection, theirs is the error.
+                    let first = failures.len();
+                    // Whether the last attempt here failed in a way that tries no other host.
+                    let mut ends = false;
                     for &transport in self.transports(host) {
-                        let how = format!(
-                            "{target}{} {}",
-                            match address {
-                                Some(ip) if several => format!(" ({ip})"),
-                                _ => String::new(),
-                            },
-                            if transport == Transport::Tls {
-                                "with TLS"
-                            } else {
-                                "without TLS"
-                            }
-                        );
-                        let mut config = self.base.clone();
-                        apply_host(&mut config, host);
-                        if let Some(password) = &passwords[index] {
-                            config.password(password.expose_secret());
-                        }
-                        if let Some(ip) = address {
-                            config.hostaddr(ip);
-                        }
-                        config.target_session_attrs(wanted.driver_check());
+                        let how = describe_attempt(&target, address.filter(|_| several), transport);
+                        let config =
+                            self.attempt_config(host, passwords[index].as_ref(), address, wanted);
                         let tls = match (transport, &self.tls) {
                             (Transport::Plain, _) => None,
                             (Transport::Tls, Ok(t)) => Some(t.clone()),
@@ -612,7 +614,8 @@ impl Connector {
                             Ok((client, task)) => {
                                 match check_server_type(&client, wanted, deadline).await {
                                     Ok(()) => Ok((client, task)),
-                                    // A server of the wrong kind: closed (dropping the client
+                                    // A server of the wrong kind (or a check that failed, which
+                                    // libpq treats alike): closed (dropping the client
                                     // terminates the session) and reported like any failure.
                                     Err((e, timed_out)) => Err((e, timed_out, !timed_out)),
                                 }
@@ -633,26 +636,56 @@ impl Connector {
                                 });
                             }
                             Err((e, timed_out, wrong_kind)) => {
-                                // Nothing listens, or connect_timeout expired: as libpq, go on
-                                // with the next address rather than another transport. A
-                                // server that does not match target_session_attrs: as libpq,
-                                // go on with the next host.
-                                let give_up = timed_out || is_unreachable(&e);
-                                tracing::debug!(attempt = %how, error = %e, "connection attempt failed");
+                                let next = Next::after(&e, timed_out, wrong_kind);
+                                tracing::debug!(attempt = %how, error = %e, next = ?next, "connection attempt failed");
                                 failures.push(AttemptFailure::Driver(how, target.clone(), e));
-                                if wrong_kind {
-                                    break 'addresses;
-                                }
-                                if give_up {
-                                    break;
+                                match next {
+                                    Next::Host => break 'addresses,
+                                    Next::Address => {
+                                        ends = false;
+                                        break;
+                                    }
+                                    Next::Transport => ends = true,
                                 }
                             }
                         }
                     }
+                    if ends {
+                        // As libpq: a host that was reached and failed otherwise ends the
+                        // connection; the remaining addresses and hosts are not tried.
+                        tracing::debug!(target = %target, "no other host is tried after this failure");
+                        return Err(Failures {
+                            attempts: failures,
+                            decisive: first,
+                        });
+                    }
                 }
             }
         }
-        Err(failures)
+        Err(Failures {
+            attempts: failures,
+            decisive: 0,
+        })
+    }
+
+    /// The driver's settings for one attempt on `host` (at `address`, when resolved here).
+    fn attempt_config(
+        &self,
+        host: &HostEntry,
+        password: Option<&SecretSlice<u8>>,
+        address: Option<IpAddr>,
+        wanted: ServerType,
+    ) -> tokio_postgres::Config {
+        let mut config = self.base.clone();
+        apply_host(&mut config, host);
+        if let Some(password) = password {
+            config.password(password.expose_secret());
+        }
+        if let Some(ip) = address {
+            config.hostaddr(ip);
+        }
+        config.target_session_attrs(wanted.driver_check());
+        config
     }
 
     /// The password for each host (same order as `self.hosts`) from the password file, read
@@ -930,6 +963,17 @@ async fn resolve(host: &HostEntry) -> Vec<Option<IpAddr>> {
     addresses
 }
 
+/// Why no connection was made.
+#[derive(Debug)]
+pub(crate) struct Failures {
+    /// Every failed attempt, in order.
+    pub(crate) attempts: Vec<AttemptFailure>,
+    /// The first of the attempts whose error is the one to report: those on the address
+    /// whose failure ended the connection (libpq tries no other host after it), or 0 when
+    /// every host was tried.
+    pub(crate) decisive: usize,
+}
+
 /// Why one attempt failed.
 #[derive(Debug)]
 pub(crate) enum AttemptFailure {
@@ -944,24 +988,43 @@ fn clone_setup_error(e: &TlsSetupError) -> TlsSetupError {
     TlsSetupError::Rustls(rustls::Error::General(e.to_string()))
 }
 
-fn is_unreachable(e: &tokio_postgres::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::NotFound
-                    | std::io::ErrorKind::HostUnreachable
-                    | std::io::ErrorKind::NetworkUnreachable
-                    | std::io::ErrorKind::AddrNotAvailable
-            );
+/// Where libpq goes on after a failed attempt on one address (`PQconnectPoll`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The host was reached and failed otherwise (TLS, authentication, any server error
+    /// but 57P03, a closed connection, a protocol violation): the SSL mode's other
+    /// transport on this address if one is left (see the module's table), else no further
+    /// address or host — the connection fails with this host's error.
+    Transport,
+    /// The connection could not be opened (nothing listens, unreachable, name not
+    /// resolved), or `connect_timeout` expired: the next address, then the next host.
+    Address,
+    /// The server cannot take connections now (SQLSTATE 57P03: starting up, shutting
+    /// down, in recovery), or is of the wrong kind for `target_session_attrs`: the next
+    /// host, without this host's other addresses and transports.
+    Host,
+}
+
+impl Next {
+    fn after(e: &tokio_postgres::Error, timed_out: bool, wrong_kind: bool) -> Self {
+        if wrong_kind || e.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW) {
+            Next::Host
+        } else if timed_out || is_connect_failure(e) {
+            Next::Address
+        } else {
+            Next::Transport
         }
-        source = s.source();
     }
-    false
+}
+
+/// Whether the connection itself could not be opened: refused, unreachable, a name that
+/// does not resolve, a TCP option the kernel refuses, the driver's own `connect_timeout` on
+/// the TCP connect. tokio-postgres reports exactly these (and the `target_session_attrs`
+/// refusals, told apart by [`is_wrong_session`] first) as "error connecting to server" —
+/// its error kind is not public; an I/O error once connected (a reset, a keepalive
+/// timeout) is "error communicating with the server".
+fn is_connect_failure(e: &tokio_postgres::Error) -> bool {
+    e.to_string().starts_with("error connecting to server")
 }
 
 /// libpq's default socket directory on Debian builds, else `/tmp`.
@@ -971,6 +1034,20 @@ fn default_socket_dir() -> &'static str {
     } else {
         "/tmp"
     }
+}
+
+/// One attempt, for messages: `host:port`, the address when the name has several, and
+/// the transport.
+fn describe_attempt(target: &str, address: Option<IpAddr>, transport: Transport) -> String {
+    format!(
+        "{target}{} {}",
+        address.map(|ip| format!(" ({ip})")).unwrap_or_default(),
+        if transport == Transport::Tls {
+            "with TLS"
+        } else {
+            "without TLS"
+        }
+    )
 }
 
 fn describe(host: &HostEntry) -> String {

@@ -346,10 +346,17 @@ fn tls_kind(err: &rustls::Error) -> TlsFailure {
     }
 }
 
-/// Several attempts failed: the most useful error, with the others as notes.
-pub(crate) fn most_relevant(mut errors: Vec<(String, ConnectError)>) -> ConnectError {
+/// Several attempts failed: the most useful error of `errors[decisive..]` — the attempts on
+/// the host that ended the connection, or all of them (`decisive` 0) when every host was
+/// tried — with the others as notes (that host's first, then the earlier hosts').
+pub(crate) fn most_relevant(
+    mut errors: Vec<(String, ConnectError)>,
+    decisive: usize,
+) -> ConnectError {
+    let mut candidates = errors.split_off(decisive.min(errors.len()));
+    candidates.sort_by_key(|(_, e)| std::cmp::Reverse(e.relevance()));
     errors.sort_by_key(|(_, e)| std::cmp::Reverse(e.relevance()));
-    let mut iter = errors.into_iter();
+    let mut iter = candidates.into_iter().chain(errors);
     let Some((_, first)) = iter.next() else {
         return ConnectError::Config {
             message: "no host to connect to".to_owned(),

@@ -15,7 +15,7 @@ use deadpool_postgres::{
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::connect::{AttemptFailure, Connector};
+use crate::connect::{AttemptFailure, Connector, Failures};
 use crate::error::ConnectError;
 
 /// Pool size, timeouts and recycling.
@@ -166,10 +166,13 @@ impl deadpool_postgres::Connect for PooledConnect {
     }
 }
 
-/// deadpool-postgres wants a tokio-postgres error: pick the most telling one.
-fn most_relevant_driver_error(failures: Vec<AttemptFailure>) -> tokio_postgres::Error {
+/// deadpool-postgres wants a tokio-postgres error: pick the most telling one of the host
+/// that ended the connection (see [`Failures::decisive`]).
+fn most_relevant_driver_error(failures: Failures) -> tokio_postgres::Error {
     failures
+        .attempts
         .into_iter()
+        .skip(failures.decisive)
         .filter_map(|f| match f {
             AttemptFailure::Driver(_, target, e) => {
                 Some((ConnectError::classify(&target, &e).relevance(), e))

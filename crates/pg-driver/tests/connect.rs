@@ -857,38 +857,58 @@ async fn revocation_lists_are_checked_as_libpq_checks_them() {
     }
 }
 
-/// A server that is starting up: it answers every start-up packet with `FATAL 57P03 the
-/// database system is starting up`, which libpq (and pgwarden) take as "try the next host",
-/// and counts who tried it.
-struct StartingUp {
+/// A fake server that counts who connects to it and either hangs up at once or answers
+/// the start-up packet with a `FATAL` error (after `N` to an SSL or GSS encryption
+/// request, as a server without them does).
+struct FakeServer {
     port: u16,
     count: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl StartingUp {
-    fn start() -> Self {
+impl FakeServer {
+    /// A server that is starting up: `FATAL 57P03 the database system is starting up`,
+    /// which libpq (and pgwarden) take as "try the next host".
+    fn starting_up() -> Self {
+        Self::start(Some(("57P03", "the database system is starting up")))
+    }
+
+    /// A server that answers with `FATAL <code> <message>`.
+    fn answering(code: &'static str, message: &'static str) -> Self {
+        Self::start(Some((code, message)))
+    }
+
+    /// A server that accepts the connection and closes it at once.
+    fn hanging_up() -> Self {
+        Self::start(None)
+    }
+
+    fn start(error: Option<(&'static str, &'static str)>) -> Self {
         use std::io::{Read as _, Write as _};
         use std::sync::atomic::Ordering;
+        const SSL_REQUEST: u32 = 80_877_103;
+        const GSSENC_REQUEST: u32 = 80_877_104;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut reply = Vec::new();
-        for (field, value) in [
-            (b'S', "FATAL"),
-            (b'V', "FATAL"),
-            (b'C', "57P03"),
-            (b'M', "the database system is starting up"),
-        ] {
-            reply.push(field);
-            reply.extend_from_slice(value.as_bytes());
+        let reply = error.map(|(code, message)| {
+            let mut reply = Vec::new();
+            for (field, value) in [
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', code),
+                (b'M', message),
+            ] {
+                reply.push(field);
+                reply.extend_from_slice(value.as_bytes());
+                reply.push(0);
+            }
             reply.push(0);
-        }
-        reply.push(0);
-        let length = u32::try_from(reply.len() + 4).unwrap().to_be_bytes();
-        let reply: Vec<u8> = [&b"E"[..], &length, &reply].concat();
+            let length = u32::try_from(reply.len() + 4).unwrap().to_be_bytes();
+            [&b"E"[..], &length, &reply].concat()
+        });
         let thread = std::thread::spawn({
             let (count, stop) = (count.clone(), stop.clone());
             move || {
@@ -899,19 +919,38 @@ impl StartingUp {
                     let Ok(mut stream) = stream else { continue };
                     // Counted before the client can see the answer.
                     count.fetch_add(1, Ordering::SeqCst);
+                    let Some(reply) = &reply else {
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut length = [0; 4];
-                    if stream.read_exact(&mut length).is_ok() {
+                    loop {
+                        let mut length = [0; 4];
+                        if stream.read_exact(&mut length).is_err() {
+                            break;
+                        }
                         let mut rest =
                             vec![0; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
-                        if stream.read_exact(&mut rest).is_ok() {
-                            let _ = stream.write_all(&reply);
+                        if stream.read_exact(&mut rest).is_err() {
+                            break;
                         }
+                        let request = rest
+                            .get(..4)
+                            .map(|code| u32::from_be_bytes(code.try_into().unwrap()));
+                        if rest.len() == 4 && matches!(request, Some(SSL_REQUEST | GSSENC_REQUEST))
+                        {
+                            if stream.write_all(b"N").is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        let _ = stream.write_all(reply);
+                        break;
                     }
                 }
             }
         });
-        StartingUp {
+        FakeServer {
             port,
             count,
             stop,
@@ -925,7 +964,7 @@ impl StartingUp {
     }
 }
 
-impl Drop for StartingUp {
+impl Drop for FakeServer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         // Wakes the accept loop up.
@@ -1029,7 +1068,7 @@ for _ in range(int(sys.argv[1])):
 async fn load_balance_hosts_random_shuffles_the_hosts_for_every_connection() {
     const ATTEMPTS: usize = 20;
     let c = TempCluster::shared();
-    let starting = StartingUp::start();
+    let starting = FakeServer::starting_up();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = closed.local_addr().unwrap().port();
     drop(closed);
@@ -1454,4 +1493,280 @@ async fn sslpassword_with_an_encrypted_key_is_refused() {
             .unwrap()
             .contains("pgwarden_keyuser")
     );
+}
+
+/// Which host a connection string reaches — the port connected to — or the failure: for
+/// pgwarden, for `psql` (the machine's libpq) and, where the machine has one, for libpq 16
+/// or later.
+async fn reached(cluster: &TempCluster, s: &str) -> [Option<Result<u16, String>>; 3] {
+    let ours = match connect(s).await {
+        Ok(conn) => Ok(conn.target.rsplit(':').next().unwrap().parse().unwrap()),
+        Err(e) => Err(e.to_string()),
+    };
+    let psql = cluster
+        .psql_with(s, "SELECT current_setting('port')")
+        .map(|out| out.trim().parse().unwrap())
+        .map_err(|e| e.to_string());
+    let newer = with_libpq_16(s, 1).map(|mut results| {
+        assert_eq!(results.len(), 1);
+        results.remove(0).map(|port| port.parse().unwrap())
+    });
+    [Some(ours), Some(psql), newer]
+}
+
+/// What a connection string does: the host (port) libpq connects to, or the host whose
+/// error ends the connection and the class of that error.
+type FailoverOutcome = Result<u16, (u16, &'static str)>;
+
+/// Several hosts: as libpq, pgwarden moves on to the next address or host only when the
+/// connection cannot be opened or times out, when the server answers 57P03 ("starting
+/// up"), or when it is of the wrong kind for `target_session_attrs`. A host that was
+/// reached and failed otherwise — closed the connection, rejected the password, has no
+/// such database, has no TLS where TLS is required, has too many connections — ends the
+/// connection, with that host's error: the remaining hosts are not tried. Each string
+/// goes through pgwarden, `psql` and (where found) libpq 16 or later, and all must reach
+/// the same host or all fail.
+#[tokio::test]
+async fn only_unreachable_starting_or_wrong_kind_hosts_are_skipped_as_by_libpq() {
+    const USER: &str = "failover_admin";
+    const PASSWORD: &str = "Failover-Pass-47";
+    // TLS on, so that `sslmode=require` would succeed there.
+    let live = TempCluster::builder()
+        .superuser(USER)
+        .password(PASSWORD)
+        .ssl(SslSetup::Valid)
+        .start()
+        .unwrap();
+    live.create_database("only_on_live").unwrap();
+    live.psql("CREATE ROLE failover_user LOGIN PASSWORD 'Right-Pass-1'")
+        .unwrap();
+    // The same superuser, but no TLS, no database only_on_live, read-only sessions, and
+    // another password for failover_user.
+    let other = TempCluster::builder()
+        .superuser(USER)
+        .password(PASSWORD)
+        .setting("default_transaction_read_only", "on")
+        .start()
+        .unwrap();
+    other
+        .psql("BEGIN READ WRITE; CREATE ROLE failover_user LOGIN PASSWORD 'Other-Pass-2'; COMMIT")
+        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = closed.local_addr().unwrap().port();
+    drop(closed);
+    // Never accepted, never read: the kernel completes the TCP handshake anyway.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hanging_up = FakeServer::hanging_up();
+    let starting = FakeServer::starting_up();
+    let too_many = FakeServer::answering("53300", "sorry, too many clients already");
+
+    let admin = format!("user={USER} password={PASSWORD}");
+    let user = "user=failover_user password=Right-Pass-1";
+    let (live_port, other_port) = (live.port(), other.port());
+    // (what, ports, credentials and settings, outcome)
+    let cases: Vec<(&str, Vec<u16>, String, FailoverOutcome)> = vec![
+        (
+            "a healthy first host",
+            vec![other_port, live_port],
+            format!("{admin} dbname=postgres"),
+            Ok(other_port),
+        ),
+        (
+            "(1) the first host refuses the connection",
+            vec![refused, live_port],
+            format!("{admin} dbname=postgres"),
+            Ok(live_port),
+        ),
+        (
+            "(2) the first host never answers",
+            vec![silent_port, live_port],
+            format!("{admin} dbname=postgres connect_timeout=2"),
+            Ok(live_port),
+        ),
+        (
+            "(3) the first host closes the connection at once",
+            vec![hanging_up.port, live_port],
+            format!("{admin} dbname=postgres"),
+            Err((hanging_up.port, "network")),
+        ),
+        (
+            "(3) the first host closes the connection at once, sslmode=disable",
+            vec![hanging_up.port, live_port],
+            format!("{admin} dbname=postgres sslmode=disable"),
+            Err((hanging_up.port, "network")),
+        ),
+        (
+            "(4) the first host rejects the password",
+            vec![other_port, live_port],
+            format!("{user} dbname=postgres"),
+            Err((other_port, "auth")),
+        ),
+        (
+            "(5) the first host has no such database",
+            vec![other_port, live_port],
+            format!("{admin} dbname=only_on_live"),
+            Err((other_port, "server")),
+        ),
+        (
+            "(6) the first host is starting up (57P03)",
+            vec![starting.port, live_port],
+            format!("{admin} dbname=postgres"),
+            Ok(live_port),
+        ),
+        (
+            "(7) the first host is read-only, read-write wanted",
+            vec![other_port, live_port],
+            format!("{admin} dbname=postgres target_session_attrs=read-write"),
+            Ok(live_port),
+        ),
+        (
+            "the first host has too many connections (53300)",
+            vec![too_many.port, live_port],
+            format!("{admin} dbname=postgres"),
+            Err((too_many.port, "server")),
+        ),
+        (
+            "the first host has no TLS, sslmode=require",
+            vec![other_port, live_port],
+            format!("{admin} dbname=postgres sslmode=require"),
+            Err((other_port, "tls")),
+        ),
+        (
+            "refused, starting up, then no such database: that host's error",
+            vec![refused, starting.port, other_port, live_port],
+            format!("{admin} dbname=only_on_live"),
+            Err((other_port, "server")),
+        ),
+    ];
+    let mut newer_libpq = false;
+    for (what, ports, settings, expected) in &cases {
+        let ports_text: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let s = format!(
+            "host={} port={} {settings}",
+            vec!["127.0.0.1"; ports.len()].join(","),
+            ports_text.join(",")
+        );
+        let [ours, psql, newer] = reached(&live, &s).await;
+        let (ours, psql) = (ours.unwrap(), psql.unwrap());
+        assert_eq!(
+            psql.as_ref().ok(),
+            expected.as_ref().ok(),
+            "psql, {what}: {psql:?}"
+        );
+        if let Some(newer) = newer {
+            newer_libpq = true;
+            assert_eq!(
+                newer.as_ref().ok(),
+                expected.as_ref().ok(),
+                "libpq 16+, {what}: {newer:?}"
+            );
+        }
+        assert_eq!(
+            ours.as_ref().ok(),
+            expected.as_ref().ok(),
+            "pgwarden, {what}: {ours:?}"
+        );
+        if let Err((ended_by, class)) = expected {
+            let e = connect(&s).await.unwrap_err();
+            assert_eq!(e.class(), *class, "{what}: {e}");
+            // The error is the one from the host that ended the connection.
+            let message = e.to_string();
+            let head = message.split(" [also tried").next().unwrap();
+            assert!(
+                head.contains(&format!("127.0.0.1:{ended_by}")),
+                "{what}: {message}"
+            );
+            assert!(!message.contains(PASSWORD), "{message}");
+        }
+    }
+    if !newer_libpq {
+        eprintln!("no libpq 16 or later found: only psql was compared");
+    }
+    // The second host was never tried where the first ended the connection; the others
+    // were tried once by each client (twice by pgwarden: its check above, and TLS then
+    // plaintext for `prefer` on fakes without TLS, counted per TCP connection).
+    assert!(hanging_up.take() >= 4);
+    assert!(starting.take() >= 3);
+    assert!(too_many.take() >= 3);
+
+    // The specific errors.
+    let s = |ports: &[u16], settings: &str| {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "host={} port={} {settings}",
+            vec!["127.0.0.1"; ports.len()].join(","),
+            ports.join(",")
+        )
+    };
+    let e = connect(&s(
+        &[hanging_up.port, live_port],
+        &format!("{admin} dbname=postgres"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Network {
+                kind: NetworkFailure::Closed,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = connect(&s(
+        &[other_port, live_port],
+        &format!("{user} dbname=postgres"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Auth {
+                kind: AuthFailure::WrongPassword,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = connect(&s(
+        &[other_port, live_port],
+        &format!("{admin} dbname=postgres sslmode=require"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectError::Tls {
+                kind: TlsFailure::ServerHasNoTls,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let ended = s(
+        &[refused, starting.port, other_port, live_port],
+        &format!("{admin} dbname=only_on_live"),
+    );
+    let e = connect(&ended).await.unwrap_err();
+    assert!(
+        matches!(&e, ConnectError::Server { code, .. } if code == "3D000"),
+        "{e}"
+    );
+    // The hosts tried before are noted.
+    assert!(e.to_string().contains("57P03"), "{e}");
+    // The pool reports the same host's error.
+    let pool = Pool::new(connector(&ended).unwrap(), &PoolOptions::default()).unwrap();
+    match pool.get().await {
+        Err(pgwarden_pg_driver::pool::PoolError::Connect(ConnectError::Server {
+            code, ..
+        })) => {
+            assert_eq!(code, "3D000");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(silent);
 }
