@@ -953,3 +953,36 @@ async fn an_undroppable_role_is_reported_with_what_holds_it() {
         "{report:?}"
     );
 }
+
+/// Privileges on shared objects (a database, a parameter on 15+) reference the role
+/// from no database in particular: revocation removes them too and drops the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
+    let p = provisioner(UserMode::Ephemeral);
+    setup_database("shared_deps");
+    let g = p
+        .grant(request(
+            "sharon",
+            &["postgresql-schema:shared_deps/s1=read-only"],
+        ))
+        .await
+        .unwrap();
+    let mut sql = format!("GRANT TEMPORARY ON DATABASE shared_deps TO {}", g.username);
+    if cluster().server_major() >= 15 {
+        sql.push_str(&format!(
+            "; GRANT SET ON PARAMETER work_mem TO {}",
+            g.username
+        ));
+    }
+    q(&sql);
+    let report = p.revoke(&g.grant_id).await.unwrap();
+    assert!(report.role_dropped, "{report:?}");
+    assert_eq!(
+        q(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
+            g.username
+        ))
+        .trim(),
+        "0"
+    );
+}

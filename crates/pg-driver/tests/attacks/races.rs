@@ -265,3 +265,50 @@ async fn persistent_roles_lose_sessions_and_outside_members_with_a_grant() {
     );
     p.revoke(&second.grant_id).await.unwrap();
 }
+
+/// Someone creates a role under the name pgwarden would give a requester's persistent
+/// role: the requester's grant fails, and the stranger's role gets neither a new
+/// password nor any membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_name_taken_by_someone_else_is_never_handed_over() {
+    let db = "rc_squat";
+    cluster().create_database(db).unwrap();
+    q_in(db, common::PROBE_SCHEMA_SQL);
+    let access = format!("postgresql-schema:{db}/s1=read-only");
+    let p = provisioner(UserMode::Persistent, None);
+    // Learn the name, then make the instance forget it.
+    let first = p
+        .grant(common::request("rc-victim@example.com", &[&access]))
+        .await
+        .unwrap();
+    p.revoke(&first.grant_id).await.unwrap();
+    q_in("postgres", &format!("DROP ROLE {}", first.username));
+    q_in(
+        "postgres",
+        &format!(
+            "CREATE ROLE {} LOGIN PASSWORD 'squatter-pw'",
+            first.username
+        ),
+    );
+    let e = p
+        .grant(common::request("rc-victim@example.com", &[&access]))
+        .await
+        .expect_err("a grant went to a role pgwarden did not make");
+    assert!(!e.to_string().contains("squatter-pw"), "{e}");
+    common::as_user(cluster(), &first.username, "squatter-pw", db, "SELECT 1")
+        .expect("the stranger's password was changed");
+    let memberships = q_in(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_catalog.pg_auth_members m
+             JOIN pg_catalog.pg_roles u ON u.oid = m.member WHERE u.rolname = '{}'",
+            first.username
+        ),
+    );
+    assert_eq!(
+        memberships.trim(),
+        "0",
+        "the stranger's role got memberships"
+    );
+    q_in("postgres", &format!("DROP ROLE {}", first.username));
+}

@@ -158,8 +158,10 @@ async fn run_every_operation(options: &ConnectOptions, dsn: &str, connector_mode
             }
             for db in ["sp_app", "sp_other"] {
                 let access = access.replace("{db}", db);
+                // A persistent role per connector: on 16+ a CREATEROLE connector may
+                // not alter a persistent role the superuser connector made.
                 let requester = if user_mode == UserMode::Persistent {
-                    "persistent@example.com".to_owned()
+                    format!("persistent-{connector_mode:?}@example.com")
                 } else {
                     format!("sp-{}@example.com", grants.len())
                 };
