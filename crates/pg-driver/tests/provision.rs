@@ -969,10 +969,7 @@ async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
         .unwrap();
     let mut sql = format!("GRANT TEMPORARY ON DATABASE shared_deps TO {}", g.username);
     if cluster().server_major() >= 15 {
-        sql.push_str(&format!(
-            "; GRANT SET ON PARAMETER work_mem TO {}",
-            g.username
-        ));
+        sql = format!("{sql}; GRANT SET ON PARAMETER work_mem TO {}", g.username);
     }
     q(&sql);
     let report = p.revoke(&g.grant_id).await.unwrap();
