@@ -196,20 +196,18 @@ async fn run_every_operation(options: &ConnectOptions, dsn: &str, connector_mode
         .unwrap();
         assert!(!p.list().await.unwrap().is_empty());
         // An expired grant for reconcile to revoke.
-        let short = p
-            .grant(common::request(
-                "short@example.com",
-                &["postgresql-schema:sp_app/s1=read-only"],
-            ))
-            .await
-            .unwrap();
-        p.extend(
-            &short.grant_id,
-            Expiry::At(time::OffsetDateTime::now_utc() - Duration::from_secs(1)),
-        )
-        .await
-        .ok();
-        p.reconcile().await.unwrap();
+        let mut short = common::request(
+            &format!("short-{connector_mode:?}@example.com"),
+            &["postgresql-schema:sp_app/s1=read-only"],
+        );
+        short.expiry = Expiry::After(Ttl::from_secs(1).unwrap());
+        let short = p.grant(short).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let report = p.reconcile().await.unwrap();
+        assert!(
+            report.revoked.iter().any(|r| r.grant_id == short.grant_id),
+            "{report:?}"
+        );
         // A session left open, objects made by the grantee: revocation's full path.
         let mut _open = None;
         if let Some(g) = grants.iter().find(|g| g.password.is_some()) {
