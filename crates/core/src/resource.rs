@@ -443,7 +443,8 @@ impl<'de> Deserialize<'de> for ResourceId {
 }
 
 /// A permission level. Which levels apply to which resource type is fixed by
-/// [`ResourceType::levels`]; DESIGN.md spells out the privileges of each.
+/// [`ResourceType::levels`]; `pgwarden_pg_driver::privilege` spells out the
+/// privileges of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PermissionLevel {

@@ -1,4 +1,4 @@
-//! Revoking completely, in DESIGN.md's order, and resuming where a revocation stopped.
+//! Revoking completely, in this order, and resuming where a revocation stopped.
 //!
 //! 1. Mark the grant "revoking" in the ledger and set the role `NOLOGIN` (one
 //!    transaction), so nobody reconnects during cleanup and a crash leaves a trace.
@@ -12,9 +12,13 @@
 //! 7. Verify: no role, no session. Until then the grant stays "revoking" and
 //!    [`Provisioner::reconcile`](crate::provision::Provisioner::reconcile) retries.
 //!
+//! A role that step 5 cannot free (it owns a tablespace, say) is reported with what
+//! holds it; access has ended by then. With a successor, PUBLIC grants on what is
+//! handed over are revoked first and `SECURITY DEFINER` functions are listed.
+//!
 //! Persistent roles keep their objects: a grant's revocation removes only the
-//! memberships no other active grant of the role needs, and disables login when
-//! none is left.
+//! memberships no other active grant of the role needs (ending the role's sessions
+//! if it keeps others), and disables login when none is left.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
