@@ -90,22 +90,68 @@ impl RoleRecord {
             .iter()
             .map(|g| key.lookup_tag(&g.grant_id))
             .collect();
-        key.seal(
-            oid,
-            name,
-            &tags,
-            &serde_json::to_string(self).unwrap_or_default(),
-        )
+        seal_record(key, oid, name, &tags, self)
     }
 
     /// Opens a comment; `None` for anything that is not a record pgwarden sealed for
     /// this role with this key.
     #[must_use]
     pub fn from_comment(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
-        serde_json::from_str::<RoleRecord>(&key.open(oid, name, comment)?)
-            .ok()
-            .filter(|r| r.pgwarden >= LEDGER_VERSION)
+        open_record(key, oid, name, comment)
     }
+
+    /// The privilege roles its grants made it a member of.
+    pub fn privilege_roles(&self) -> impl Iterator<Item = &String> {
+        self.grants.iter().flat_map(|g| g.privilege_roles.iter())
+    }
+}
+
+/// A record pgwarden seals into a role's comment.
+trait Sealed: Serialize + serde::de::DeserializeOwned {
+    /// The record's format (`pgwarden`).
+    fn format(&self) -> u32;
+}
+
+impl Sealed for RoleRecord {
+    fn format(&self) -> u32 {
+        self.pgwarden
+    }
+}
+
+impl Sealed for PrivilegeRecord {
+    fn format(&self) -> u32 {
+        self.pgwarden
+    }
+}
+
+impl Sealed for MarkerRecord {
+    fn format(&self) -> u32 {
+        self.pgwarden
+    }
+}
+
+/// `record` as JSON, sealed for the role with `oid` and `name`.
+fn seal_record<T: Sealed>(
+    key: &LedgerKey,
+    oid: u32,
+    name: &str,
+    tags: &[String],
+    record: &T,
+) -> String {
+    key.seal(
+        oid,
+        name,
+        tags,
+        &serde_json::to_string(record).unwrap_or_default(),
+    )
+}
+
+/// The record sealed in `comment` for the role with `oid` and `name`, if it opens
+/// with `key` and is of the current format.
+fn open_record<T: Sealed>(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<T> {
+    serde_json::from_str::<T>(&key.open(oid, name, comment)?)
+        .ok()
+        .filter(|r| r.format() >= LEDGER_VERSION)
 }
 
 /// State of a privilege role.
@@ -133,20 +179,13 @@ impl PrivilegeRecord {
     /// The comment text, sealed for the role with `oid` and `name`.
     #[must_use]
     pub fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
-        key.seal(
-            oid,
-            name,
-            &[],
-            &serde_json::to_string(self).unwrap_or_default(),
-        )
+        seal_record(key, oid, name, &[], self)
     }
 
     /// Opens a comment; `None` unless pgwarden sealed it for this role with this key.
     #[must_use]
     pub fn from_comment(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
-        serde_json::from_str::<PrivilegeRecord>(&key.open(oid, name, comment)?)
-            .ok()
-            .filter(|r| r.pgwarden >= LEDGER_VERSION)
+        open_record(key, oid, name, comment)
     }
 }
 
@@ -172,20 +211,13 @@ impl MarkerRecord {
     /// The comment text, sealed for the marker role with `oid`.
     #[must_use]
     pub fn to_comment(&self, key: &LedgerKey, oid: u32) -> String {
-        key.seal(
-            oid,
-            MARKER_ROLE,
-            &[],
-            &serde_json::to_string(self).unwrap_or_default(),
-        )
+        seal_record(key, oid, MARKER_ROLE, &[], self)
     }
 
     /// Whether `comment` is the marker record pgwarden sealed for the marker with `oid`.
     #[must_use]
     pub fn authentic(key: &LedgerKey, oid: u32, comment: &str) -> bool {
-        key.open(oid, MARKER_ROLE, comment)
-            .and_then(|json| serde_json::from_str::<MarkerRecord>(&json).ok())
-            .is_some_and(|r| r.pgwarden >= LEDGER_VERSION)
+        open_record::<MarkerRecord>(key, oid, MARKER_ROLE, comment).is_some()
     }
 }
 

@@ -69,6 +69,12 @@ pub(crate) async fn privileges_transaction<'a>(
     locked_transaction(conn, PRIVILEGES_LOCK, &format!("locking {action}")).await
 }
 
+/// One role's oid and comment (`$1`): what its sealed record is checked against.
+const ROLE_RECORD_SQL: &str = "
+SELECT r.oid, d.description FROM pg_catalog.pg_roles r
+LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+WHERE r.rolname = $1";
+
 /// Privilege roles with their comments and oids, by name (`$1`, an array).
 const PRIVILEGE_ROLES_BY_NAME_SQL: &str = "
 SELECT r.rolname::text, d.description, r.oid FROM pg_catalog.pg_roles r
@@ -658,13 +664,7 @@ impl Provisioner {
         client: &C,
     ) -> Result<bool, ProvisionError> {
         let row = client
-            .query_opt(
-                "SELECT r.oid, d.description FROM pg_catalog.pg_roles r
-                 LEFT JOIN pg_catalog.pg_shdescription d
-                        ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
-                 WHERE r.rolname = $1",
-                &[&MARKER_ROLE],
-            )
+            .query_opt(ROLE_RECORD_SQL, &[&MARKER_ROLE])
             .await
             .map_err(db("reading the marker role"))?;
         let Some(row) = row else { return Ok(false) };
@@ -833,17 +833,17 @@ impl Provisioner {
             return self.create_ephemeral_fast(entry, facts).await;
         }
         let mut conn = self.admin.get().await?;
-        let tx = conn.transaction().await.map_err(db("starting the grant"))?;
-        if explicit_id {
-            xact_lock(&*tx, &format!("pgwarden:grant:{}", entry.grant_id))
-                .await
-                .map_err(db("locking the grant id"))?;
-            let ledger = read_ledger(&*tx, &self.config.ledger_key)
-                .await
-                .map_err(db("reading the ledger"))?;
-            if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
-                return Ok(existing_grant(role, g));
-            }
+        let tx = locked_transaction(
+            &mut conn,
+            &format!("pgwarden:grant:{}", entry.grant_id),
+            "locking the grant id",
+        )
+        .await?;
+        let ledger = read_ledger(&*tx, &self.config.ledger_key)
+            .await
+            .map_err(db("reading the ledger"))?;
+        if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
+            return Ok(existing_grant(role, g));
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
             .await?;
@@ -1235,12 +1235,7 @@ impl Provisioner {
             let name = privilege_role_name(entry);
             let key = &self.config.ledger_key;
             let row = tx
-                .query_opt(
-                    "SELECT r.oid, d.description FROM pg_catalog.pg_roles r
-                     LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
-                     WHERE r.rolname = $1",
-                    &[&name],
-                )
+                .query_opt(ROLE_RECORD_SQL, &[&name])
                 .await
                 .map_err(db("reading a privilege role"))?;
             let existing = match &row {

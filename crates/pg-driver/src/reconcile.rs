@@ -7,7 +7,7 @@
 //! reports drift: managed roles changed by hand. It is safe to run any time, from any
 //! number of processes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pgwarden_core::naming::{MARKER_ROLE, PRIVILEGE_ROLE_PREFIX};
 use serde::Serialize;
@@ -362,11 +362,7 @@ impl Provisioner {
         let listed: BTreeSet<(&str, &str)> = ledger
             .iter()
             .filter_map(|r| r.record.as_ref().map(|rec| (r.username.as_str(), rec)))
-            .flat_map(|(u, rec)| {
-                rec.grants
-                    .iter()
-                    .flat_map(move |g| g.privilege_roles.iter().map(move |p| (p.as_str(), u)))
-            })
+            .flat_map(|(u, rec)| rec.privilege_roles().map(move |p| (p.as_str(), u)))
             .collect();
         let key = &self.config.ledger_key;
         let version_num = self.facts().await?.version_num;
@@ -375,22 +371,16 @@ impl Provisioner {
             .query(PRIVILEGE_MEMBERS_SQL, &[&MARKER_ROLE])
             .await
             .map_err(db("reading privilege roles' members"))?;
-        let mut suspects: Vec<(String, String, Vec<String>)> = Vec::new();
+        // (role, member) -> the grantors of that membership (one row each on 16+).
+        let mut suspects: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for row in &rows {
             let (role, member, grantor): (String, String, String) =
                 (row.get(0), row.get(1), row.get(2));
-            if listed.contains(&(role.as_str(), member.as_str())) {
-                continue;
-            }
-            match suspects
-                .iter_mut()
-                .find(|(r, m, _)| *r == role && *m == member)
-            {
-                Some((_, _, grantors)) => grantors.push(grantor),
-                None => suspects.push((role, member, vec![grantor])),
+            if !listed.contains(&(role.as_str(), member.as_str())) {
+                suspects.entry((role, member)).or_default().push(grantor);
             }
         }
-        for (role, member, grantors) in suspects {
+        for ((role, member), grantors) in suspects {
             let tx = locked_transaction(
                 &mut conn,
                 &format!("pgwarden:role:{member}"),
@@ -403,7 +393,7 @@ impl Provisioner {
             let still_unlisted = !fresh
                 .as_ref()
                 .and_then(|r| r.record.as_ref())
-                .is_some_and(|rec| rec.grants.iter().any(|g| g.privilege_roles.contains(&role)));
+                .is_some_and(|rec| rec.privilege_roles().any(|p| *p == role));
             if !still_unlisted {
                 continue;
             }

@@ -153,6 +153,16 @@ WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalo
   AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
   AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)";
 
+/// Whether `record` holds grant `grant_id` active and unexpired at `now`: an
+/// extension moved it after it was found expired, and its revocation for expiry must
+/// not go on.
+fn not_expired(record: &crate::ledger::RoleRecord, grant_id: &str, now: OffsetDateTime) -> bool {
+    record
+        .grants
+        .iter()
+        .any(|g| g.grant_id == grant_id && g.state == GrantState::Active && g.expires_at > now)
+}
+
 /// What marking a grant revoking found.
 enum Mark {
     /// Marked: the revocation goes on.
@@ -445,54 +455,47 @@ impl Provisioner {
         username: &str,
         expired_only: bool,
     ) -> Result<Mark, ProvisionError> {
+        let tx = locked_transaction(
+            conn,
+            &format!("pgwarden:grant:{grant_id}"),
+            "locking the grant id",
+        )
+        .await?;
+        let Some(role) = read_ledger_role_cached(&tx, key, username)
+            .await
+            .map_err(db("reading the ledger"))?
+        else {
+            return Ok(Mark::Gone);
+        };
+        if expired_only
+            && role
+                .record
+                .as_ref()
+                .is_some_and(|r| not_expired(r, grant_id, OffsetDateTime::now_utc()))
         {
-            {
-                let tx = locked_transaction(
-                    conn,
-                    &format!("pgwarden:grant:{grant_id}"),
-                    "locking the grant id",
-                )
-                .await?;
-                let Some(role) = read_ledger_role_cached(&tx, key, username)
-                    .await
-                    .map_err(db("reading the ledger"))?
-                else {
-                    return Ok(Mark::Gone);
-                };
-                if expired_only
-                    && role.record.as_ref().is_some_and(|r| {
-                        r.grants.iter().any(|g| {
-                            g.grant_id == grant_id
-                                && g.state == GrantState::Active
-                                && g.expires_at > OffsetDateTime::now_utc()
-                        })
-                    })
-                {
-                    return Ok(Mark::Extended);
-                }
-                let mut sql = format!("ALTER ROLE {} NOLOGIN", Ident(username));
-                if let Some(mut record) = role.record.clone() {
-                    for g in &mut record.grants {
-                        if g.grant_id == grant_id {
-                            g.state = GrantState::Revoking;
-                        }
-                    }
-                    let _ = write!(
-                        sql,
-                        "; COMMENT ON ROLE {} IS {}",
-                        Ident(username),
-                        literal(&record.to_comment(key, role.oid, username))
-                    );
-                }
-                tx.batch_execute(&sql)
-                    .await
-                    .map_err(db("disabling login"))?;
-                tx.commit()
-                    .await
-                    .map_err(db("committing the revocation mark"))?;
-                Ok(Mark::Marked)
-            }
+            return Ok(Mark::Extended);
         }
+        let mut sql = format!("ALTER ROLE {} NOLOGIN", Ident(username));
+        if let Some(mut record) = role.record.clone() {
+            for g in &mut record.grants {
+                if g.grant_id == grant_id {
+                    g.state = GrantState::Revoking;
+                }
+            }
+            let _ = write!(
+                sql,
+                "; COMMENT ON ROLE {} IS {}",
+                Ident(username),
+                literal(&record.to_comment(key, role.oid, username))
+            );
+        }
+        tx.batch_execute(&sql)
+            .await
+            .map_err(db("disabling login"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing the revocation mark"))?;
+        Ok(Mark::Marked)
     }
 
     /// Step 5 in one database (on `admin` when it is the default database, so one
@@ -597,13 +600,7 @@ impl Provisioner {
                     return Ok(None);
                 };
                 let now = OffsetDateTime::now_utc();
-                if expired_only
-                    && record.grants.iter().any(|g| {
-                        g.grant_id == grant_id
-                            && g.state == GrantState::Active
-                            && g.expires_at > now
-                    })
-                {
+                if expired_only && not_expired(&record, grant_id, now) {
                     return Err(ProvisionError::NotExpired {
                         grant_id: grant_id.to_owned(),
                     });
@@ -649,11 +646,7 @@ impl Provisioner {
             report.already_revoked = true;
             return Ok(report);
         };
-        let keep: BTreeSet<String> = record
-            .grants
-            .iter()
-            .flat_map(|g| g.privilege_roles.iter().cloned())
-            .collect();
+        let keep: BTreeSet<String> = record.privilege_roles().cloned().collect();
         if record.grants.is_empty() {
             report.login_disabled = true;
             self.step(Step::RevokeTerminateSessions)?;
