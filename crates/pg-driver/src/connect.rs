@@ -23,6 +23,23 @@
 //! authentication, for all its transports together; when it expires the next address or
 //! host is tried.
 //!
+//! # Where pgwarden's defaults differ from libpq's
+//!
+//! A library that must revoke access on time cannot wait forever for a peer, so when the
+//! connection string says nothing, [`ConnectOptions`] supplies bounds libpq does not
+//! have. Whatever the string sets wins, with libpq's meaning:
+//!
+//! | setting | string sets nothing | libpq |
+//! |---|---|---|
+//! | `connect_timeout` | [`ConnectOptions::default_connect_timeout`], 10 s | no limit |
+//! | `keepalives_idle`, `_interval`, `_count` | [`ConnectOptions::default_keepalives`]: 30 s, 10 s, 3 | the system's (2 h, 75 s, 9 on Linux) |
+//! | `statement_timeout` (server side) | [`ConnectOptions::statement_timeout`], 60 s | the server's |
+//!
+//! `connect_timeout=0` (or negative) in the string keeps libpq's "no limit": it was asked
+//! for. With the default connect timeout, resolving a host name is bounded by it too (libpq
+//! leaves that to the system resolver); a name that does not resolve in time fails like an
+//! address that does not answer, and the next host is tried.
+//!
 //! Only some failures move on to another address or host, as in libpq ("if a connection
 //! is established successfully but authentication fails, the remaining hosts in the list
 //! are not tried"; `PQconnectPoll`):
@@ -35,10 +52,12 @@
 //! | a server of the wrong kind for `target_session_attrs` | the next host |
 //! | anything else: TLS, authentication, another server error (database missing, too many connections), a connection closed by the server, a reply that is not PostgreSQL | the other transport of the table above on the same address, if any; else the connection fails with this host's error, and no other host is tried |
 //!
-//! The TCP options (`keepalives*`, `tcp_user_timeout`) are applied as libpq
-//! applies them. Settings pgwarden cannot honour (`require_auth` without
-//! `channel_binding=require`, `requirepeer` on a Unix socket, `gssencmode=require`, CRL
-//! setups libpq would mishandle) are refused by [`Connector::new`], never ignored.
+//! The TCP options (`keepalives*`, `tcp_user_timeout`) are applied as libpq applies them
+//! (with pgwarden's keepalive defaults for those the string does not set: see *Where
+//! pgwarden's defaults differ from libpq's* above). Settings pgwarden cannot honour
+//! (`require_auth` without `channel_binding=require`, `requirepeer` on a Unix socket,
+//! `gssencmode=require`, CRL setups libpq would mishandle) are refused by
+//! [`Connector::new`], never ignored.
 //!
 //! Also as in libpq, for every connection:
 //!
@@ -94,7 +113,40 @@ pub struct ConnectOptions {
     /// its SQL is safe even without the pin (defence in depth).
     #[doc(hidden)]
     pub pin_search_path: bool,
+    /// The `connect_timeout` used when the connection string sets none: a bound on each
+    /// attempt on one address (TCP connect, TLS handshake, start-up, authentication), and
+    /// on resolving each host name. Default [`DEFAULT_CONNECT_TIMEOUT`]; `None` (or zero)
+    /// waits as long as libpq would — forever. Unlike the string's `connect_timeout`, it is
+    /// not raised to 2 s. A `connect_timeout` in the string, `0` included ("no limit"),
+    /// always wins.
+    pub default_connect_timeout: Option<Duration>,
+    /// The `statement_timeout` of every session, sent in the startup packet
+    /// (`-c statement_timeout=<ms>`) so that no catalog query or DDL statement waits for
+    /// ever on a lock or a stuck server. Default [`DEFAULT_STATEMENT_TIMEOUT`]; `None`
+    /// sends nothing (the server's setting applies). It comes before the string's own
+    /// `options`, so `options='-c statement_timeout=0'` there wins; like any startup
+    /// option it overrides `ALTER ROLE`/`ALTER DATABASE ... SET statement_timeout`. A
+    /// statement that runs out fails with SQLSTATE 57014 (`query_canceled`).
+    /// `lock_timeout` is not set here: revocation sets its own for each step.
+    pub statement_timeout: Option<Duration>,
+    /// TCP keepalive settings (`keepalives_idle`, `keepalives_interval`,
+    /// `keepalives_count`) used for each one the connection string does not set, so that a
+    /// peer that vanished is noticed in about a minute rather than two hours. Default
+    /// [`DEFAULT_KEEPALIVES`]; `None` leaves the unset ones to the operating system, as
+    /// libpq does. Nothing applies with `keepalives=0` or on Unix sockets.
+    pub default_keepalives: Option<(Duration, Duration, u32)>,
 }
+
+/// [`ConnectOptions::default_connect_timeout`]'s default: 10 s per address.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`ConnectOptions::statement_timeout`]'s default: 60 s per statement.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`ConnectOptions::default_keepalives`]'s default: first probe after 30 s idle, then
+/// every 10 s, the connection dropped after 3 unanswered probes (about a minute in all).
+pub const DEFAULT_KEEPALIVES: (Duration, Duration, u32) =
+    (Duration::from_secs(30), Duration::from_secs(10), 3);
 
 /// The `search_path` every pgwarden session runs with, set in the startup packet (so no
 /// `RESET`, pool recycling or role setting can change it): objects that other users
@@ -110,6 +162,9 @@ impl Default for ConnectOptions {
             home_dir: std::env::var_os("HOME").map(PathBuf::from),
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
             pin_search_path: true,
+            default_connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            default_keepalives: Some(DEFAULT_KEEPALIVES),
         }
     }
 }
@@ -150,8 +205,12 @@ pub struct Connector {
     mode: SslMode,
     negotiation: SslNegotiation,
     tls: Result<Arc<ClientConfig>, Arc<TlsSetupError>>,
-    /// `connect_timeout` (at least 2 s), for a whole attempt on one address.
+    /// `connect_timeout` (at least 2 s), else [`ConnectOptions::default_connect_timeout`],
+    /// for a whole attempt on one address.
     timeout: Option<Duration>,
+    /// Whether `timeout` is pgwarden's default rather than the string's (it then also
+    /// bounds host name resolution).
+    default_timeout: bool,
     /// `load_balance_hosts=random`: hosts, then each host's addresses, in a new random
     /// order for every connection.
     random_order: bool,
@@ -264,6 +323,7 @@ impl std::fmt::Debug for Connector {
             .field("negotiation", &self.negotiation)
             .field("tls_ready", &self.tls.is_ok())
             .field("timeout", &self.timeout)
+            .field("default_timeout", &self.default_timeout)
             .field("random_order", &self.random_order)
             .field("server_type", &self.server_type)
             .field("passfile", &self.passfile.as_ref().map(|p| &p.path))
@@ -285,11 +345,14 @@ fn file_if_exists(home: Option<&Path>, name: &str) -> Option<PathBuf> {
 /// libpq's TCP options (seconds, except `tcp_user_timeout` in milliseconds), as libpq sets
 /// them on each TCP socket: nothing at all with `keepalives=0` — not even
 /// `tcp_user_timeout`, which libpq sets only after the keepalive options. `tcp` says whether
-/// any host is reached over TCP (libpq sets none of these on Unix sockets).
+/// any host is reached over TCP (libpq sets none of these on Unix sockets). `defaults`
+/// ([`ConnectOptions::default_keepalives`]) stand in for the keepalive settings the string
+/// does not set.
 fn apply_tcp_options(
     base: &mut tokio_postgres::Config,
     info: &ConnInfo,
     tcp: bool,
+    defaults: Option<(Duration, Duration, u32)>,
 ) -> Result<(), ConnectError> {
     let int = |keyword| {
         info.int_option(keyword)
@@ -318,13 +381,22 @@ fn apply_tcp_options(
             ))),
         }
     };
+    // pgwarden's defaults only where the string sets nothing: a value it sets but that is
+    // ignored (out of range, Unix sockets only) stays ignored, as in libpq.
+    let unset = |keyword: &str| info.get(keyword).is_none();
     if let Some(secs) = ranged("keepalives_idle", "TCP_KEEPIDLE", 32_767)? {
         base.keepalives_idle(Duration::from_secs(secs.into()));
+    } else if let Some((idle, _, _)) = defaults.filter(|_| unset("keepalives_idle")) {
+        base.keepalives_idle(idle);
     }
     if let Some(secs) = ranged("keepalives_interval", "TCP_KEEPINTVL", 32_767)? {
         base.keepalives_interval(Duration::from_secs(secs.into()));
+    } else if let Some((_, interval, _)) = defaults.filter(|_| unset("keepalives_interval")) {
+        base.keepalives_interval(interval);
     }
     if let Some(count) = ranged("keepalives_count", "TCP_KEEPCNT", 127)? {
+        base.keepalives_retries(count);
+    } else if let Some((_, _, count)) = defaults.filter(|_| unset("keepalives_count")) {
         base.keepalives_retries(count);
     }
     if let Some(ms) = int("tcp_user_timeout")? {
@@ -373,6 +445,51 @@ fn tls_version(
     TlsVersion::parse(canonical.unwrap_or(value))
 }
 
+/// The bound on one attempt on one address, and whether it is pgwarden's default. libpq
+/// waits at least 2 s per address; 0 or negative means no limit. Unset,
+/// [`ConnectOptions::default_connect_timeout`] applies (libpq would wait forever).
+fn attempt_timeout(
+    info: &ConnInfo,
+    options: &ConnectOptions,
+) -> Result<(Option<Duration>, bool), ConnectError> {
+    if info.get("connect_timeout").is_none() {
+        return Ok((
+            options.default_connect_timeout.filter(|t| !t.is_zero()),
+            true,
+        ));
+    }
+    let timeout = info
+        .connect_timeout()
+        .map_err(|e| config_error(e.to_string()))?
+        .map(|t| t.max(Duration::from_secs(2)));
+    Ok((timeout, false))
+}
+
+/// The startup packet's `options`: [`ConnectOptions::statement_timeout`] first, then the
+/// string's own `options` (so a `-c statement_timeout=...` there wins), then the
+/// `search_path` pin last (so nothing overrides it); `None` when there is nothing to send.
+fn startup_options(info: &ConnInfo, options: &ConnectOptions) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(timeout) = options.statement_timeout {
+        // Whole milliseconds, rounded up so that a sub-millisecond limit is not 0 (none),
+        // and at most the server's maximum (i32::MAX ms, about 24 days): a larger value
+        // would make the server refuse every connection.
+        let ms = timeout
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(i32::MAX.unsigned_abs().into());
+        parts.push(format!("-c statement_timeout={ms}"));
+    }
+    if let Some(own) = info.get("options").filter(|o| !o.is_empty()) {
+        parts.push(own.to_owned());
+    }
+    if options.pin_search_path {
+        // In the startup packet, so it is the session's reset value too.
+        parts.push(format!("-c search_path={PINNED_SEARCH_PATH}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 /// The operating-system user name, which libpq uses when no `user` is given.
 fn os_user_name() -> Option<String> {
     let uid = rustix::process::geteuid().as_raw().to_string();
@@ -411,20 +528,10 @@ impl Connector {
             base.password(password.expose_secret());
         }
         base.application_name(info.application_name().unwrap_or(&options.application_name));
-        let user_options = info.get("options").filter(|o| !o.is_empty());
-        if options.pin_search_path {
-            // Last, so it wins over a search_path in the string's own options; in the
-            // startup packet, so it is the session's reset value too.
-            let pin = format!("-c search_path={PINNED_SEARCH_PATH}");
-            base.options(user_options.map_or(pin.clone(), |o| format!("{o} {pin}")));
-        } else if let Some(o) = user_options {
-            base.options(o);
+        if let Some(startup) = startup_options(info, options) {
+            base.options(&startup);
         }
-        // libpq waits at least 2 s per address; unset, 0 or negative means no limit.
-        let timeout = info
-            .connect_timeout()
-            .map_err(|e| config_error(e.to_string()))?
-            .map(|t| t.max(Duration::from_secs(2)));
+        let (timeout, default_timeout) = attempt_timeout(info, options)?;
         if let Some(t) = timeout {
             // The driver's own limit covers the TCP connect only; connect_raw bounds the
             // whole attempt with the same duration.
@@ -436,7 +543,12 @@ impl Connector {
             _ => ChannelBinding::Prefer,
         });
         base.target_session_attrs(ServerType::of(info).driver_check());
-        apply_tcp_options(&mut base, info, hosts.iter().any(|h| !h.is_unix_socket()))?;
+        apply_tcp_options(
+            &mut base,
+            info,
+            hosts.iter().any(|h| !h.is_unix_socket()),
+            options.default_keepalives,
+        )?;
         base.ssl_negotiation(match negotiation {
             SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
             SslNegotiation::Postgres => tokio_postgres::config::SslNegotiation::Postgres,
@@ -494,6 +606,7 @@ impl Connector {
             negotiation,
             tls,
             timeout,
+            default_timeout,
             random_order: info.get("load_balance_hosts") == Some("random"),
             server_type: ServerType::of(info),
             passfile: PassFile::of(info, options, hosts.len()),
@@ -519,6 +632,27 @@ impl Connector {
     #[must_use]
     pub fn ssl_mode(&self) -> SslMode {
         self.mode
+    }
+
+    /// The bound on one connection attempt on one address: the string's `connect_timeout`
+    /// (at least 2 s), else [`ConnectOptions::default_connect_timeout`]; `None` for none.
+    #[must_use]
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// How long a whole [`Connector::connect`] may take when every host (each resolving
+    /// to one address) runs out its connect timeout: the timeout once per host (twice for
+    /// `target_session_attrs=prefer-standby`, which makes two passes); `None` without a
+    /// timeout.
+    pub(crate) fn connect_budget(&self) -> Option<Duration> {
+        let passes = if self.server_type == ServerType::PreferStandby {
+            2
+        } else {
+            1
+        };
+        let attempts = u32::try_from(self.hosts.len().max(1) * passes).unwrap_or(u32::MAX);
+        self.timeout.map(|t| t.saturating_mul(attempts))
     }
 
     /// A tokio-postgres config for the first host, without TLS settings (for tools
@@ -586,7 +720,19 @@ impl Connector {
             for &index in &order {
                 let host = &self.hosts[index];
                 let target = describe(host);
-                let mut addresses = resolve(host).await;
+                let resolving = self.timeout.filter(|_| self.default_timeout);
+                let Ok(mut addresses) = resolve(host, resolving).await else {
+                    // The name did not resolve within the default connect timeout: like an
+                    // address that does not answer, the next host is tried.
+                    let how = format!("{target} (resolving the host name)");
+                    tracing::debug!(attempt = %how, "host name resolution timed out");
+                    failures.push(AttemptFailure::Driver(
+                        how,
+                        target.clone(),
+                        tokio_postgres::Error::__private_api_timeout(),
+                    ));
+                    continue;
+                };
                 if self.random_order {
                     shuffle(&mut addresses);
                 }
@@ -944,13 +1090,19 @@ async fn attempt(
 /// The addresses to try for `host`, in order, as libpq tries each address of a host
 /// name. `None` leaves the address to the driver: Unix sockets, `hostaddr`, IP literals,
 /// and names that do not resolve (the driver then reports the resolution error itself).
-async fn resolve(host: &HostEntry) -> Vec<Option<IpAddr>> {
+/// `Err` when the lookup took longer than `limit`.
+async fn resolve(host: &HostEntry, limit: Option<Duration>) -> Result<Vec<Option<IpAddr>>, ()> {
     let name = match (&host.host, &host.hostaddr) {
         (Some(name), None) if !host.is_unix_socket() && name.parse::<IpAddr>().is_err() => name,
-        _ => return vec![None],
+        _ => return Ok(vec![None]),
     };
     let mut addresses: Vec<Option<IpAddr>> = Vec::new();
-    if let Ok(found) = tokio::net::lookup_host((name.as_str(), host.port)).await {
+    let lookup = tokio::net::lookup_host((name.as_str(), host.port));
+    let found = match limit {
+        None => lookup.await,
+        Some(limit) => tokio::time::timeout(limit, lookup).await.map_err(drop)?,
+    };
+    if let Ok(found) = found {
         for address in found {
             if !addresses.contains(&Some(address.ip())) {
                 addresses.push(Some(address.ip()));
@@ -960,7 +1112,7 @@ async fn resolve(host: &HostEntry) -> Vec<Option<IpAddr>> {
     if addresses.is_empty() {
         addresses.push(None);
     }
-    addresses
+    Ok(addresses)
 }
 
 /// Why no connection was made.

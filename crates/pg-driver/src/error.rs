@@ -11,7 +11,8 @@ use crate::tls::TlsSetupError;
 pub enum NetworkFailure {
     /// Nothing listens there, or the host cannot be reached or resolved.
     Unreachable,
-    /// No answer within `connect_timeout`.
+    /// No answer within `connect_timeout` (or
+    /// [`ConnectOptions::default_connect_timeout`](crate::connect::ConnectOptions::default_connect_timeout)).
     Timeout,
     /// The server closed the connection during start-up.
     Closed,
@@ -111,7 +112,7 @@ fn hint_network(kind: NetworkFailure) -> &'static str {
             " — check the host name and port, and that the server listens there (listen_addresses) and no firewall is in the way"
         }
         NetworkFailure::Timeout => {
-            " — the connection (TCP, TLS handshake, start-up and authentication) did not complete within connect_timeout: check the address, firewalls and the server's load"
+            " — timed out: the connection (TCP, TLS handshake, start-up and authentication) did not complete within connect_timeout (the connection string's, else ConnectOptions::default_connect_timeout, 10 s unless changed): check the address, firewalls and the server's load, or raise connect_timeout"
         }
         NetworkFailure::Closed => " — the server closed the connection; see its log",
     }

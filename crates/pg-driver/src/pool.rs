@@ -3,6 +3,19 @@
 //! Built on deadpool-postgres with `Manager::from_connect`: every new pooled
 //! connection is made by [`Connector`], so `allow`/`prefer` fallbacks, certificate
 //! checks and host order are the same as for a single connection.
+//!
+//! # Timeouts
+//!
+//! [`Pool::get`] first waits up to [`PoolOptions::wait_timeout`] for a free slot (all
+//! `max_size` connections in use or being made), then, if no idle connection is left,
+//! makes one within [`PoolOptions::create_timeout`]. The connector bounds each attempt
+//! itself with its connect timeout (the string's `connect_timeout`, else
+//! [`ConnectOptions::default_connect_timeout`](crate::connect::ConnectOptions::default_connect_timeout)),
+//! and its error says which host timed out; so that the pool never cuts such an attempt
+//! short with a bare "create timed out", the create timeout is raised to at least the
+//! connect timeout once per host, plus a second. A server that accepts connections and
+//! never answers therefore gives a [`PoolError::Connect`] naming it within that time, and
+//! every other `get` waiting meanwhile a [`PoolError::Timeout`] after `wait_timeout`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,9 +36,11 @@ use crate::error::ConnectError;
 pub struct PoolOptions {
     /// The most connections open at once.
     pub max_size: usize,
-    /// How long `get` waits for a free connection.
+    /// How long `get` waits for a free slot in the pool (see the module's *Timeouts*).
     pub wait_timeout: Option<Duration>,
-    /// How long creating one connection may take.
+    /// How long creating one connection may take: at least the connector's connect
+    /// timeout once per host, plus a second ([`Pool::new`] raises a shorter one). `None`
+    /// leaves it to the connector's own timeout alone.
     pub create_timeout: Option<Duration>,
     /// How long checking a returned connection may take.
     pub recycle_timeout: Option<Duration>,
@@ -193,9 +208,35 @@ fn most_relevant_driver_error(failures: Failures) -> tokio_postgres::Error {
         )
 }
 
+/// The margin over the connector's own bound, so that its error (naming the host) comes
+/// before the pool's.
+const CREATE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The create timeout actually used: `wanted`, raised to the connector's `budget` plus
+/// [`CREATE_MARGIN`] when shorter.
+fn create_timeout(wanted: Option<Duration>, budget: Option<Duration>) -> Option<Duration> {
+    match (wanted, budget) {
+        (Some(wanted), Some(budget)) if wanted < budget.saturating_add(CREATE_MARGIN) => {
+            let raised = budget.saturating_add(CREATE_MARGIN);
+            tracing::debug!(
+                ?wanted,
+                ?raised,
+                "pool create_timeout raised to outlast the connect timeout"
+            );
+            Some(raised)
+        }
+        _ => wanted,
+    }
+}
+
 impl Pool {
     /// A pool over `connector`. Connections are made lazily, on first use.
+    ///
+    /// A [`PoolOptions::create_timeout`] shorter than the connector's connect timeout
+    /// once per host, plus a second, is raised to that, so that a timed-out connection
+    /// reports its host rather than a bare pool timeout.
     pub fn new(connector: Connector, options: &PoolOptions) -> Result<Self, ConnectError> {
+        let create = create_timeout(options.create_timeout, connector.connect_budget());
         let connector = Arc::new(connector);
         let recycling_method = match options.recycling {
             Recycling::Fast => RecyclingMethod::Fast,
@@ -214,7 +255,7 @@ impl Pool {
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
                 wait: options.wait_timeout,
-                create: options.create_timeout,
+                create,
                 recycle: options.recycle_timeout,
             })
             .build()
@@ -275,5 +316,19 @@ impl Pool {
     /// Closes the pool: waiting `get`s fail, connections are dropped as they return.
     pub fn close(&self) {
         self.inner.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_create_timeout_outlasts_the_connect_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(create_timeout(Some(s(30)), Some(s(10))), Some(s(30)));
+        assert_eq!(create_timeout(Some(s(5)), Some(s(10))), Some(s(11)));
+        assert_eq!(create_timeout(Some(s(5)), None), Some(s(5)));
+        assert_eq!(create_timeout(None, Some(s(10))), None);
     }
 }

@@ -4,26 +4,70 @@ use std::sync::Arc;
 
 use pgwarden_core::config::SecretRef;
 
-use crate::{DynSecretStore, EnvStore, Error, FileStore, RetryConfig, RetryStore, SecretKey};
+use crate::{
+    DynSecretStore, EnvStore, Error, FileStore, RetryConfig, RetryStore, SecretKey, TimeoutConfig,
+    TimeoutStore,
+};
 
-/// The store and key the `[secret]` section names, wrapped in a [`RetryStore`] with
-/// the default [`RetryConfig`]. Backend clients are set up here (Vault's `AppRole`
-/// login included), so a bad address or missing token is reported now.
+/// The store and key the `[secret]` section names, with the default [`RetryConfig`] and
+/// [`TimeoutConfig`]: each call to the store bounded (10 s), a call that times out or
+/// finds the store unreachable retried with jittered backoff, and the whole call bounded
+/// (60 s); see [`from_config_layered`]. Backend clients are set up here (Vault's
+/// `AppRole` login included), so a bad address or missing token is reported now.
 pub async fn from_config(secret: &SecretRef) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
-    from_config_with(secret, Some(RetryConfig::default())).await
+    from_config_layered(
+        secret,
+        Some(RetryConfig::default()),
+        Some(TimeoutConfig::default()),
+    )
+    .await
 }
 
-/// [`from_config`] with a chosen retry policy (`None`: no retries).
+/// [`from_config`] with a chosen retry policy (`None`: no retries) and the default
+/// [`TimeoutConfig`].
 pub async fn from_config_with(
     secret: &SecretRef,
     retry: Option<RetryConfig>,
 ) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
+    from_config_layered(secret, retry, Some(TimeoutConfig::default())).await
+}
+
+/// [`from_config`] with a chosen retry policy and time limits (`None`: no retries, no
+/// limits beyond the backend client's own). The layers, from the outside in:
+///
+/// 1. [`TimeoutStore::total`] with [`TimeoutConfig::total`], around
+/// 2. [`RetryStore`], which retries transient errors (timeouts included), around
+/// 3. [`TimeoutStore::new`] with [`TimeoutConfig::per_call`], around the store.
+///
+/// Without a total limit, a call still ends within about
+/// `max_attempts × (per_call + max_backoff)`.
+pub async fn from_config_layered(
+    secret: &SecretRef,
+    retry: Option<RetryConfig>,
+    timeout: Option<TimeoutConfig>,
+) -> Result<(Arc<DynSecretStore>, SecretKey), Error> {
     let (store, key) = build(secret).await?;
+    Ok((layer(store, retry, timeout), key))
+}
+
+/// Wraps `store` in the layers [`from_config_layered`] describes.
+fn layer(
+    store: Arc<DynSecretStore>,
+    retry: Option<RetryConfig>,
+    timeout: Option<TimeoutConfig>,
+) -> Arc<DynSecretStore> {
+    let store = match timeout {
+        Some(limits) => Arc::new(TimeoutStore::new(store, limits.per_call)) as Arc<DynSecretStore>,
+        None => store,
+    };
     let store = match retry {
         Some(config) => Arc::new(RetryStore::new(store, config)) as Arc<DynSecretStore>,
         None => store,
     };
-    Ok((store, key))
+    match timeout.and_then(|limits| limits.total) {
+        Some(total) => Arc::new(TimeoutStore::total(store, total)),
+        None => store,
+    }
 }
 
 /// The key of the credentials a `[secret]` section names, without opening the store
@@ -142,6 +186,34 @@ mod tests {
                 .await
                 .unwrap_err()
                 .is_not_found()
+        );
+    }
+
+    #[tokio::test]
+    async fn stores_are_bounded_per_call_inside_retries_and_in_all() {
+        let section = secret_section(
+            "backend = \"env\"\nusername_var = \"PGW_TEST_NO_SUCH_USER\"\npassword_var = \"PGW_TEST_NO_SUCH_PASSWORD\"",
+        );
+        let (store, _) = from_config(&section).await.unwrap();
+        let layers = format!("{store:?}");
+        assert!(
+            layers.starts_with(
+                "TimeoutStore { inner: RetryStore { inner: TimeoutStore { inner: EnvStore"
+            ),
+            "{layers}"
+        );
+        assert!(layers.contains("limit: 60s, scope: Total"), "{layers}");
+        assert!(layers.contains("limit: 10s, scope: PerCall"), "{layers}");
+        let (store, _) = from_config_layered(&section, None, None).await.unwrap();
+        assert!(format!("{store:?}").starts_with("EnvStore"), "{store:?}");
+        let limits = TimeoutConfig::new(std::time::Duration::from_secs(3), None);
+        let (store, _) = from_config_layered(&section, None, Some(limits))
+            .await
+            .unwrap();
+        let layers = format!("{store:?}");
+        assert!(
+            layers.starts_with("TimeoutStore { inner: EnvStore") && layers.contains("limit: 3s"),
+            "{layers}"
         );
     }
 

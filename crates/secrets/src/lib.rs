@@ -7,7 +7,8 @@
 //! `Arc<`[`DynSecretStore`]`>`; options structs with `Default` so fields can be added;
 //! conveniences in an extension trait ([`SecretStoreExt`]); one `#[non_exhaustive]`
 //! [`Error`] whose variants name the backend and key; layers that wrap any store
-//! ([`CachingStore`], [`RetryStore`]); and backends behind cargo features.
+//! ([`CachingStore`], [`RetryStore`], [`TimeoutStore`]); and backends behind cargo
+//! features.
 //!
 //! **The key decision: a value is a whole document, and secrets never show.** Values
 //! travel as [`secrecy::SecretString`] (zeroized on drop, redacted in `Debug`); no
@@ -28,6 +29,16 @@
 //!
 //! [`from_config`] turns the `[secret]` section into a store and a key; a backend that
 //! is not compiled in is [`Error::FeatureDisabled`], naming the feature to enable.
+//!
+//! # No call waits for ever
+//!
+//! A store that accepts the connection and never answers must not hang the expiry or
+//! rotation of access. [`from_config`] therefore wraps every store as
+//! `TimeoutStore::total(RetryStore::new(TimeoutStore::new(store, 10 s), retry), 60 s)`:
+//! each call to the store is bounded ([`TimeoutConfig::per_call`], default 10 s); one that
+//! runs out is [`Error::Unreachable`], transient, so it is retried with jittered backoff up
+//! to [`RetryConfig::max_attempts`] times; and the whole retried call is bounded too
+//! ([`TimeoutConfig::total`], default 60 s). [`from_config_layered`] chooses both policies.
 //!
 //! # Credentials for the stores themselves
 //!
@@ -145,9 +156,12 @@ pub use pgwarden_core as core;
 pub use credentials::{PendingPassword, SecretDocument, SecretStoreExt, StoredCredentials};
 pub use env::EnvStore;
 pub use error::{Error, Operation};
-pub use factory::{from_config, from_config_with, key_for};
+pub use factory::{from_config, from_config_layered, from_config_with, key_for};
 pub use file::FileStore;
-pub use layers::{CachingStore, RetryConfig, RetryStore};
+pub use layers::{
+    CachingStore, DEFAULT_PER_CALL_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, RetryConfig, RetryStore,
+    TimeoutConfig, TimeoutStore,
+};
 pub use memory::{FailureTiming, InMemory};
 pub use store::{
     Capabilities, DynSecretStore, GetOptions, PutMode, PutOptions, SecretKey, SecretStore,

@@ -2,6 +2,8 @@
 
 mod cache;
 mod retry;
+mod timeout;
 
 pub use cache::CachingStore;
 pub use retry::{RetryConfig, RetryStore};
+pub use timeout::{DEFAULT_PER_CALL_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, TimeoutConfig, TimeoutStore};
