@@ -119,3 +119,18 @@ impl AuditSink for RecordingAuditSink {
             .push(event.clone());
     }
 }
+
+/// The detail of a finished revocation's event.
+pub(crate) fn revocation_detail(r: &pgwarden_pg_driver::revoke::RevocationReport) -> String {
+    format!(
+        "revoked: {} session(s) ended, {} membership(s) removed, cleaned {} database(s), role {}",
+        r.sessions_terminated,
+        r.memberships_removed.len(),
+        r.databases.len(),
+        if r.role_dropped {
+            "dropped"
+        } else {
+            "kept (persistent)"
+        }
+    )
+}

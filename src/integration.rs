@@ -1,5 +1,20 @@
 //! The [`Integration`]: one PostgreSQL instance under pgwarden's care.
+//!
+//! **Replicas and rotated credentials.** Several processes (or several integrations)
+//! may share one connector role and one secret store. When one of them rotates the
+//! connector's password, the others keep the sessions they have, but every new login
+//! with the old password fails. A process whose login fails with "wrong password"
+//! therefore re-reads the store ([`Integration::refresh_credentials`]): the current
+//! password, then the staged (pending) one of a rotation under way or interrupted;
+//! it switches its pools to the one that logs in and says so in its log. One refresh
+//! runs at a time per process; a caller that waited for another's refresh uses its
+//! result instead of reading the store again. Every public operation refreshes and
+//! retries once on such a failure: a refused login happens when a connection is
+//! made, before anything is done, so the retry cannot do anything twice (a grant
+//! creates its login role in one transaction, the last step, on a connection that
+//! is already logged in).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +26,9 @@ use pgwarden_core::owners::{Directory, OwnerResolver, Resolution};
 use pgwarden_core::resource::{AccessEntry, ResourceId};
 use pgwarden_core::tags::{InMemoryTagSource, TagSource};
 use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::discovery::{DiscoveryOptions, DiscoveryResult, discover};
+use pgwarden_pg_driver::discovery::{DiscoveryError, DiscoveryOptions, DiscoveryResult, discover};
 use pgwarden_pg_driver::error::{AuthFailure, ConnectError};
+use pgwarden_pg_driver::pool::PoolError;
 use pgwarden_pg_driver::preflight::Preflight;
 use pgwarden_pg_driver::provision::{
     Expiry, GrantRequest, ListedGrant, ProvisionError, Provisioner, ProvisionerConfig,
@@ -24,7 +40,7 @@ use pgwarden_pg_driver::seal::LedgerKey;
 use pgwarden_secrets::{DynSecretStore, SecretKey, SecretStoreExt};
 use secrecy::SecretString;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::{Mutex, Notify, RwLock};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAuditSink};
 use crate::error::IntegrationError;
@@ -125,6 +141,8 @@ impl std::fmt::Debug for AccessGrant {
 pub(crate) struct Connected {
     pub(crate) connector: Connector,
     pub(crate) provisioner: Provisioner,
+    /// The credentials both log in with.
+    pub(crate) credentials: Credentials,
 }
 
 /// One PostgreSQL instance under pgwarden's care: discovery, owners, grants,
@@ -140,6 +158,8 @@ pub struct Integration {
     tags: Arc<InMemoryTagSource>,
     discovered: RwLock<Option<DiscoveryResult>>,
     pub(crate) wake: Notify,
+    /// One credential refresh (or swap of `connected`) at a time.
+    refresh: Mutex<()>,
 }
 
 impl std::fmt::Debug for Integration {
@@ -203,6 +223,7 @@ impl Integration {
             tags: Arc::new(InMemoryTagSource::new()),
             discovered: RwLock::new(None),
             wake: Notify::new(),
+            refresh: Mutex::new(()),
         }))
     }
 
@@ -220,6 +241,85 @@ impl Integration {
 
     pub(crate) async fn connected(&self) -> Arc<Connected> {
         self.connected.read().await.clone()
+    }
+
+    /// Puts `fresh` in place of the connection side (after a rotation), in turn with
+    /// credential refreshes.
+    pub(crate) async fn replace_connected(&self, fresh: Connected) {
+        let _one_at_a_time = self.refresh.lock().await;
+        *self.connected.write().await = Arc::new(fresh);
+    }
+
+    /// Re-reads the connector's credentials from the store after a login failed with
+    /// "wrong password" (another process rotated them): the current password, then
+    /// the staged one; switches the pools to the one that logs in. Returns whether the
+    /// credentials in use changed (here, or by a concurrent refresh or rotation this
+    /// caller waited for). Retries with a bounded, jittered backoff while neither
+    /// logs in (a rotation elsewhere may be between its steps).
+    pub(crate) async fn refresh_credentials(&self) -> Result<bool, IntegrationError> {
+        let seen = self.connected().await;
+        self.refresh_from(Some(&seen)).await
+    }
+
+    /// [`Integration::refresh_credentials`] for a caller that failed with `seen`:
+    /// when another refresh or a rotation replaced it meanwhile, there is nothing to
+    /// read. `None`: read the store whatever happened.
+    pub(crate) async fn refresh_from(
+        &self,
+        seen: Option<&Arc<Connected>>,
+    ) -> Result<bool, IntegrationError> {
+        let _one_at_a_time = self.refresh.lock().await;
+        let current = self.connected().await;
+        if let Some(seen) = seen
+            && !Arc::ptr_eq(seen, &current)
+        {
+            return Ok(true);
+        }
+        let mut attempt: u32 = 1;
+        let credentials = loop {
+            match stored_login(&self.config, &self.secrets, &self.key, &self.options).await {
+                Ok(c) => break c,
+                Err(e) if is_wrong_password(&e) && attempt < REFRESH_ATTEMPTS => {
+                    let delay = refresh_backoff(attempt);
+                    tracing::warn!(integration = %self.config.name, attempt, retry_in = ?delay, "neither the connector's current nor its staged password in the secret store logs in (a rotation elsewhere may be under way); reading the store again");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(integration = %self.config.name, error = %e, "the connector's password was refused and re-reading the secret store did not help");
+                    return Err(e);
+                }
+            }
+        };
+        if same_credentials(&credentials, &current.credentials) {
+            return Ok(false);
+        }
+        let fresh = build_connected(&self.config, &self.options, &credentials, &self.ledger_key)?;
+        *self.connected.write().await = Arc::new(fresh);
+        tracing::warn!(integration = %self.config.name, "the connector's password was changed elsewhere (a rotation by another process): reconnected with the one in the secret store");
+        Ok(true)
+    }
+
+    /// Runs `op` on the connection side; when it fails because the connector's login
+    /// was refused as a wrong password, refreshes the credentials and runs it once
+    /// more. Only that failure is retried: it happens when a connection is made,
+    /// before anything is done.
+    async fn with_current_credentials<T, E, F, Fut>(&self, op: F) -> Result<T, IntegrationError>
+    where
+        F: Fn(Arc<Connected>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<IntegrationError>,
+    {
+        let connected = self.connected().await;
+        let error: IntegrationError = match op(connected.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e.into(),
+        };
+        if !is_wrong_password(&error) {
+            return Err(error);
+        }
+        self.refresh_from(Some(&connected)).await?;
+        op(self.connected().await).await.map_err(Into::into)
     }
 
     pub(crate) fn audit(&self, action: AuditAction, fill: impl FnOnce(&mut AuditEvent)) {
@@ -241,12 +341,10 @@ impl Integration {
     /// Discovers the resource types the config selects, across every database, and
     /// keeps the tags found for owner resolution.
     pub async fn discover(&self) -> Result<DiscoveryResult, IntegrationError> {
-        let connected = self.connected().await;
-        let result = discover(
-            &connected.connector,
-            &DiscoveryOptions::for_integration(&self.config),
-        )
-        .await?;
+        let options = &DiscoveryOptions::for_integration(&self.config);
+        let result = self
+            .with_current_credentials(|c| async move { discover(&c.connector, options).await })
+            .await?;
         result.fill_tag_source(&self.tags);
         *self.discovered.write().await = Some(result.clone());
         Ok(result)
@@ -275,16 +373,18 @@ impl Integration {
 
     /// Grants access and renders the access details for it.
     pub async fn grant(&self, request: AccessRequest) -> Result<AccessGrant, IntegrationError> {
-        let connected = self.connected().await;
         let access: Vec<String> = request.access.iter().map(ToString::to_string).collect();
-        let result = connected
-            .provisioner
-            .grant(GrantRequest {
-                grant_id: request.grant_id.clone(),
-                requester: request.requester.clone(),
-                access: request.access.clone(),
-                expiry: Expiry::After(request.duration),
-                user_mode: None,
+        let grant_request = &GrantRequest {
+            grant_id: request.grant_id.clone(),
+            requester: request.requester.clone(),
+            access: request.access.clone(),
+            expiry: Expiry::After(request.duration),
+            user_mode: None,
+        };
+        // A retry after a refused login cannot grant twice: see the module docs.
+        let result = self
+            .with_current_credentials(|c| async move {
+                c.provisioner.grant(grant_request.clone()).await
             })
             .await;
         match result {
@@ -344,7 +444,7 @@ impl Integration {
                     e.error = Some(err.to_string());
                     e.detail = "grant failed".into();
                 });
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -355,10 +455,12 @@ impl Integration {
         grant_id: &str,
         duration: Ttl,
     ) -> Result<ListedGrant, IntegrationError> {
-        let connected = self.connected().await;
-        let result = connected
-            .provisioner
-            .extend(grant_id, Expiry::After(duration))
+        let result = self
+            .with_current_credentials(|c| async move {
+                c.provisioner
+                    .extend(grant_id, Expiry::After(duration))
+                    .await
+            })
             .await;
         self.audit(AuditAction::Extend, |e| {
             e.grant_id = Some(grant_id.to_owned());
@@ -375,7 +477,7 @@ impl Integration {
             }
         });
         self.wake.notify_waiters();
-        Ok(result?)
+        result
     }
 
     /// Revokes a grant completely.
@@ -388,21 +490,23 @@ impl Integration {
         grant_id: &str,
         action: AuditAction,
     ) -> Result<RevocationReport, IntegrationError> {
-        let connected = self.connected().await;
-        let result = if action == AuditAction::Expire {
-            // Re-checked under the grant's lock: an extension that came first wins.
-            match connected.provisioner.revoke_expired(grant_id).await {
-                Err(ProvisionError::NotExpired { .. }) => {
-                    return Ok(RevocationReport {
-                        grant_id: grant_id.to_owned(),
-                        ..RevocationReport::default()
-                    });
+        let expire = action == AuditAction::Expire;
+        let result = self
+            .with_current_credentials(|c| async move {
+                if expire {
+                    // Re-checked under the grant's lock: an extension that came first wins.
+                    c.provisioner.revoke_expired(grant_id).await
+                } else {
+                    c.provisioner.revoke(grant_id).await
                 }
-                other => other,
-            }
-        } else {
-            connected.provisioner.revoke(grant_id).await
-        };
+            })
+            .await;
+        if let Err(IntegrationError::Provision(ProvisionError::NotExpired { .. })) = &result {
+            return Ok(RevocationReport {
+                grant_id: grant_id.to_owned(),
+                ..RevocationReport::default()
+            });
+        }
         // A revocation another process already finished is not an event of ours.
         if !matches!(&result, Ok(r) if r.already_revoked) {
             self.audit(action, |e| {
@@ -410,13 +514,7 @@ impl Integration {
                 match &result {
                     Ok(r) => {
                         e.username.clone_from(&r.username);
-                        e.detail = format!(
-                            "revoked: {} session(s) ended, {} membership(s) removed, cleaned {} database(s), role {}",
-                            r.sessions_terminated,
-                            r.memberships_removed.len(),
-                            r.databases.len(),
-                            if r.role_dropped { "dropped" } else { "kept (persistent)" }
-                        );
+                        e.detail = crate::audit::revocation_detail(r);
                     }
                     Err(err) => {
                         e.error = Some(err.to_string());
@@ -425,22 +523,25 @@ impl Integration {
                 }
             });
         }
-        Ok(result?)
+        result
     }
 
     /// Every grant this integration recorded in the instance.
     pub async fn list(&self) -> Result<Vec<ListedGrant>, IntegrationError> {
-        let mut grants = self.connected().await.provisioner.list().await?;
+        let mut grants = self
+            .with_current_credentials(|c| async move { c.provisioner.list().await })
+            .await?;
         grants.retain(|g| g.integration == self.config.name);
         Ok(grants)
     }
 
     /// Reconciles the instance with its ledger.
     pub async fn reconcile(&self) -> Result<ReconcileReport, IntegrationError> {
-        let connected = self.connected().await;
-        let result = connected
-            .provisioner
-            .reconcile_integration(Some(&self.config.name))
+        let name = self.config.name.as_str();
+        let result = self
+            .with_current_credentials(|c| async move {
+                c.provisioner.reconcile_integration(Some(name)).await
+            })
             .await;
         self.audit(AuditAction::Reconcile, |e| match &result {
             Ok(r) => {
@@ -460,7 +561,7 @@ impl Integration {
                 e.detail = "reconcile failed".into();
             }
         });
-        Ok(result?)
+        result
     }
 }
 
@@ -479,6 +580,7 @@ pub(crate) fn build_connected(
     Ok(Connected {
         connector,
         provisioner,
+        credentials: credentials.clone(),
     })
 }
 
@@ -514,6 +616,112 @@ fn is_auth_failure(e: &ConnectError) -> bool {
     )
 }
 
+fn pool_wrong_password(e: &PoolError) -> bool {
+    matches!(e, PoolError::Connect(c) if is_auth_failure(c))
+}
+
+fn provision_wrong_password(e: &ProvisionError) -> bool {
+    match e {
+        ProvisionError::Connect(c) => is_auth_failure(c),
+        ProvisionError::Pool(p) => pool_wrong_password(p),
+        _ => false,
+    }
+}
+
+/// Whether `e` is the connector's login refused as a wrong password (the server's
+/// `28P01`), however it is wrapped: directly, in a pool error, a provisioning error,
+/// a discovery error, or anywhere down the error's source chain. Errors of statements
+/// on a session already logged in never count, whatever their text.
+pub(crate) fn is_wrong_password(e: &IntegrationError) -> bool {
+    let direct = match e {
+        IntegrationError::Connect(c) => is_auth_failure(c),
+        IntegrationError::Provision(p) => provision_wrong_password(p),
+        IntegrationError::Discovery(DiscoveryError::Connect { source, .. }) => {
+            is_auth_failure(source)
+        }
+        _ => false,
+    };
+    if direct {
+        return true;
+    }
+    // Wrappers added later: look down the chain (`transparent` variants hide their
+    // inner error itself, hence the explicit cases above).
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<ConnectError>()
+            .is_some_and(is_auth_failure)
+            || s.downcast_ref::<PoolError>()
+                .is_some_and(pool_wrong_password)
+            || s.downcast_ref::<ProvisionError>()
+                .is_some_and(provision_wrong_password)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// How many times a refresh reads the store while no stored password logs in.
+const REFRESH_ATTEMPTS: u32 = 5;
+
+/// The wait before a refresh's attempt `attempt + 1`: 100 ms doubling, at most 2 s,
+/// each time between half and all of that (jitter keeps replicas apart).
+fn refresh_backoff(attempt: u32) -> Duration {
+    let full = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+        .min(Duration::from_secs(2));
+    full.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn same_credentials(a: &Credentials, b: &Credentials) -> bool {
+    use secrecy::ExposeSecret;
+    a.username == b.username && a.password.expose_secret() == b.password.expose_secret()
+}
+
+/// Logs in once with `credentials` (to the config's database) and hangs up.
+async fn try_login(
+    config: &IntegrationConfig,
+    options: &IntegrationOptions,
+    credentials: &Credentials,
+) -> Result<(), ConnectError> {
+    let info = config.conninfo(Some(credentials), None);
+    Connector::new(&info, &options.connect)?
+        .connect()
+        .await
+        .map(drop)
+}
+
+/// The stored credentials that log in now: the current password, else the staged
+/// one (a rotation elsewhere changed the role and has not promoted it yet, or
+/// stopped before). Nothing is written to the store. A wrong-password error when
+/// neither logs in.
+async fn stored_login(
+    config: &IntegrationConfig,
+    secrets: &Arc<DynSecretStore>,
+    key: &SecretKey,
+    options: &IntegrationOptions,
+) -> Result<Credentials, IntegrationError> {
+    let stored = secrets.get_credentials(key).await?;
+    let refused = match try_login(config, options, &stored.credentials).await {
+        Ok(()) => return Ok(stored.credentials),
+        Err(e) if is_auth_failure(&e) => e,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(pending) = secrets.pending_password(key).await? {
+        let candidate = Credentials {
+            username: stored.credentials.username.clone(),
+            password: pending.password,
+        };
+        match try_login(config, options, &candidate).await {
+            Ok(()) => return Ok(candidate),
+            Err(e) if is_auth_failure(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(refused.into())
+}
+
 /// Reads the credentials; if the current password is refused and a staged one works,
 /// an earlier rotation changed the role but did not promote: promote it now.
 async fn recover_credentials(
@@ -523,12 +731,7 @@ async fn recover_credentials(
     options: &IntegrationOptions,
 ) -> Result<Credentials, IntegrationError> {
     let stored = secrets.get_credentials(key).await?;
-    let try_login = |c: &Credentials| {
-        let info = config.conninfo(Some(c), None);
-        let opts = options.connect.clone();
-        async move { Connector::new(&info, &opts)?.connect().await.map(drop) }
-    };
-    match try_login(&stored.credentials).await {
+    match try_login(config, options, &stored.credentials).await {
         Ok(()) => Ok(stored.credentials),
         Err(e) if is_auth_failure(&e) => {
             let Some(pending) = secrets.pending_password(key).await? else {
@@ -538,7 +741,7 @@ async fn recover_credentials(
                 username: stored.credentials.username.clone(),
                 password: pending.password.clone(),
             };
-            try_login(&candidate)
+            try_login(config, options, &candidate)
                 .await
                 .map_err(|_| IntegrationError::Connect(e))?;
             secrets.promote_password(key, &pending.version).await?;
@@ -552,6 +755,71 @@ async fn recover_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused(kind: AuthFailure) -> ConnectError {
+        ConnectError::Auth {
+            target: "127.0.0.1:5432".into(),
+            kind,
+            detail: "password authentication failed for user \"c\"".into(),
+        }
+    }
+
+    #[test]
+    fn a_wrong_password_is_recognized_through_every_wrapper() {
+        let wrong = || refused(AuthFailure::WrongPassword);
+        for e in [
+            IntegrationError::Connect(wrong()),
+            IntegrationError::Provision(ProvisionError::Connect(wrong())),
+            IntegrationError::Provision(ProvisionError::Pool(PoolError::Connect(wrong()))),
+            IntegrationError::Discovery(DiscoveryError::Connect {
+                database: "postgres".into(),
+                source: wrong(),
+            }),
+        ] {
+            assert!(is_wrong_password(&e), "{e:?}");
+        }
+        for e in [
+            IntegrationError::Connect(refused(AuthFailure::NoHbaEntry)),
+            IntegrationError::Provision(ProvisionError::Pool(PoolError::Connect(refused(
+                AuthFailure::Other,
+            )))),
+            IntegrationError::Provision(ProvisionError::Pool(PoolError::Timeout("create"))),
+            IntegrationError::Provision(ProvisionError::InvalidRequest(
+                "password authentication failed".into(),
+            )),
+            // A statement's failure on a session already logged in is never retried.
+            IntegrationError::Database {
+                action: "locking the rotation",
+                message: "password authentication failed (SQLSTATE 28P01)".into(),
+            },
+            IntegrationError::Config("wrong password".into()),
+        ] {
+            assert!(!is_wrong_password(&e), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn the_refresh_backoff_is_jittered_and_bounded() {
+        let full = |attempt: u32| {
+            Duration::from_millis(100)
+                .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+                .min(Duration::from_secs(2))
+        };
+        for attempt in (1..=40).chain([u32::MAX]) {
+            for _ in 0..20 {
+                let d = refresh_backoff(attempt);
+                assert!(
+                    d >= full(attempt) / 2 && d <= full(attempt),
+                    "{attempt}: {d:?}"
+                );
+            }
+        }
+        assert_eq!(full(1), Duration::from_millis(100));
+        assert_eq!(full(u32::MAX), Duration::from_secs(2));
+        // A refresh that finds no password that logs in gives up within 2 s of waiting.
+        let total: Duration = (1..REFRESH_ATTEMPTS).map(full).sum();
+        assert!(total <= Duration::from_secs(2), "{total:?}");
+    }
 
     #[test]
     fn opted_in_roles_are_named_in_the_audit_note() {

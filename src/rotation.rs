@@ -11,21 +11,59 @@
 //! A failure or crash at any point leaves the connector able to log in: before 2 the
 //! old password is current everywhere; after 2 the store holds the new one as
 //! pending, and [`Integration::connect`] (or the next rotation) finds the current
-//! password refused, the pending one accepted, and promotes it. Replicas serialize
-//! rotations with an advisory lock.
+//! password refused, the pending one accepted, and promotes it.
+//!
+//! **One rotation at a time per connector role.** Every process and every
+//! integration that logs in as the same connector role rotates the same password,
+//! whatever its integration name or database, so the lock belongs to the role: a
+//! session advisory lock on `pgwarden:rotation:role:<role>`. Advisory locks are per
+//! database, and two integrations on one connector may point at different
+//! databases, so the lock is taken in a database every one of them finds the same
+//! way: the connectable (`datallowconn`), non-template database with the lowest oid
+//! on which the role has CONNECT. Databases and the role's privileges are
+//! instance-wide, so all of them see the same answer (normally `postgres`, created
+//! by `initdb` before any other), independent of their own config.
+//!
+//! `ALTER ROLE`, and putting the old password back when the new one is refused, run
+//! on the session that holds the lock, so they never run while another rotation
+//! does: if that session ends, the lock is gone and so is any chance to run them.
+//! After taking the lock a rotation re-reads the store and switches to the password
+//! that logs in now (a rotation that waited sees the other's new password; one that
+//! finds an unpromoted staged password that works promotes it first), and the "old
+//! password" it would restore is that one: never an older one over another
+//! process's new one.
+//!
+//! Replicas that did not rotate keep their sessions; their next login with the old
+//! password is refused, and they re-read the store (the current password, then the
+//! staged one), reconnect with the one that logs in and retry what they were doing
+//! once; one such refresh at a time per process, with a bounded, jittered backoff
+//! while neither password logs in.
 
 use std::sync::Arc;
 
 use pgwarden_core::credentials::Credentials;
-use pgwarden_pg_driver::connect::Connector;
+use pgwarden_pg_driver::connect::{Connection, Connector};
 use pgwarden_pg_driver::scram::{generate_password, verifier};
 use pgwarden_pg_driver::sql::{advisory_key, literal};
 use pgwarden_secrets::SecretStoreExt;
+use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
 use crate::audit::AuditAction;
 use crate::error::IntegrationError;
-use crate::integration::{Integration, build_connected};
+use crate::integration::{Integration, build_connected, is_wrong_password};
+
+/// The database of the rotation lock: the connectable, non-template database with
+/// the lowest oid the connector may connect to (see the module docs); also the
+/// connector's role name and the database this session is in.
+const LOCK_DATABASE_SQL: &str = "SELECT d.datname::pg_catalog.text, \
+       SESSION_USER::pg_catalog.text, \
+       pg_catalog.current_database()::pg_catalog.text \
+  FROM pg_catalog.pg_database d \
+ WHERE d.datallowconn AND NOT d.datistemplate \
+   AND pg_catalog.has_database_privilege(d.oid, 'CONNECT'::pg_catalog.text) \
+ ORDER BY d.oid \
+ LIMIT 1";
 
 /// The document field recording when the password was last rotated (RFC 3339).
 pub const ROTATED_AT_FIELD: &str = "rotated_at";
@@ -125,19 +163,33 @@ impl Integration {
             step,
             message: message.to_owned(),
         };
-        let connected = self.connected().await;
-        // One rotation at a time across replicas: a session lock on a dedicated connection.
-        let lock = connected.connector.connect().await?;
-        let key = advisory_key(&format!("pgwarden:rotation:{}", self.config.name));
-        lock.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
-            .await
-            .map_err(|e| IntegrationError::Database {
-                action: "locking the rotation",
-                message: e.to_string(),
-            })?;
+        // One rotation at a time per connector role, across every process and
+        // integration: a session lock on a dedicated connection (see the module docs).
+        let (lock, key) = self.lock_rotation().await?;
 
+        // A rotation that waited for another sees its new password here: log in with
+        // what the store holds now. `old` is what logs in, and what a failed
+        // verification puts back.
+        self.refresh_from(None).await?;
+        let old = self.connected().await.credentials.clone();
         let mut current = self.secrets.get_credentials(&self.key).await?;
-        let old = current.credentials.clone();
+        if current.credentials.password.expose_secret() != old.password.expose_secret() {
+            // The stored current password is refused and the staged one works: an
+            // earlier rotation changed the role and stopped before promoting.
+            match self.secrets.pending_password(&self.key).await? {
+                Some(p) if p.password.expose_secret() == old.password.expose_secret() => {
+                    self.secrets.promote_password(&self.key, &p.version).await?;
+                    tracing::warn!(integration = %self.config.name, "finished an interrupted credential rotation: the staged password is now current");
+                }
+                _ => {
+                    return Err(stop(
+                        "lock",
+                        "the secret store was changed by another writer while this rotation held the lock: the password that logs in is neither its current nor its staged one; nothing changed",
+                    ));
+                }
+            }
+            current = self.secrets.get_credentials(&self.key).await?;
+        }
         let new_password = generate_password();
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
@@ -230,7 +282,7 @@ impl Integration {
             &new_credentials,
             &self.ledger_key,
         )?;
-        *self.connected.write().await = Arc::new(fresh);
+        self.replace_connected(fresh).await;
 
         // 4. Promote.
         match fault(RotationStep::Promote) {
@@ -256,5 +308,52 @@ impl Integration {
             username: old.username,
             rotated_at: now,
         })
+    }
+
+    /// A session holding the connector role's rotation lock, in the database every
+    /// process sharing the role chooses alike (see the module docs), and the lock's key.
+    async fn lock_rotation(&self) -> Result<(Connection, i64), IntegrationError> {
+        let connected = self.connected().await;
+        let first = match connected.connector.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = IntegrationError::from(e);
+                if !is_wrong_password(&e) {
+                    return Err(e);
+                }
+                self.refresh_from(Some(&connected)).await?;
+                self.connected().await.connector.connect().await?
+            }
+        };
+        let db = |action: &'static str| {
+            move |e: pgwarden_pg_driver::tokio_postgres::Error| IntegrationError::Database {
+                action,
+                message: e.to_string(),
+            }
+        };
+        let row = first
+            .query_opt(LOCK_DATABASE_SQL, &[])
+            .await
+            .map_err(db("choosing the database of the rotation lock"))?
+            .ok_or_else(|| IntegrationError::Rotation {
+                step: "lock",
+                message: "the connector may connect to no database that accepts connections; nothing changed".to_owned(),
+            })?;
+        let (database, role, here): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let lock = if database == here {
+            first
+        } else {
+            drop(first);
+            let credentials = self.connected().await.credentials.clone();
+            let info = self.config.conninfo(Some(&credentials), Some(&database));
+            Connector::new(&info, &self.options.connect)?
+                .connect()
+                .await?
+        };
+        let key = advisory_key(&format!("pgwarden:rotation:role:{role}"));
+        lock.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+            .await
+            .map_err(db("locking the rotation"))?;
+        Ok((lock, key))
     }
 }
