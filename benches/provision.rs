@@ -62,6 +62,7 @@ fn provisioner(who: &As, iterations: u32) -> Arc<Provisioner> {
         pool_size: CONCURRENCY + 2,
         connector_mode: who.mode,
         sensitive_roles_allowed: Vec::new(),
+        cleanup_lock_timeout: pgwarden::pg_driver::provision::DEFAULT_CLEANUP_LOCK_TIMEOUT,
         ledger_key: ledger_key(),
     };
     Arc::new(

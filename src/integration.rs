@@ -666,12 +666,9 @@ pub(crate) fn is_wrong_password(e: &IntegrationError) -> bool {
 const REFRESH_ATTEMPTS: u32 = 5;
 
 /// The wait before a refresh's attempt `attempt + 1`: 100 ms doubling, at most 2 s,
-/// each time between half and all of that (jitter keeps replicas apart).
+/// jittered (keeps replicas apart).
 fn refresh_backoff(attempt: u32) -> Duration {
-    let full = Duration::from_millis(100)
-        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
-        .min(Duration::from_secs(2));
-    full.mul_f64(0.5 + fastrand::f64() / 2.0)
+    pgwarden_pg_driver::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(2))
 }
 
 fn same_credentials(a: &Credentials, b: &Credentials) -> bool {

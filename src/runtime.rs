@@ -10,17 +10,29 @@
 //! password when it is due. At start-up its first pass revokes whatever expired while
 //! nothing ran. Each grant is revoked once: revocations of one grant are serialized in
 //! PostgreSQL, and one already finished elsewhere is not revoked (or audited) again.
+//!
+//! Expiry never waits on one slow revocation. Each pass hands every grant due to
+//! [`Provisioner::revoke_expired_batch`](pgwarden_pg_driver::provision::Provisioner),
+//! which ends their access together (login, sessions, memberships) and drops the roles
+//! that own nothing, without waiting for any lock. What is left — roles that own
+//! objects, persistent roles — is finished by at most `revocation_concurrency`
+//! background revocations, each clean-up bounded by the driver's lock timeout; one
+//! that fails (a lock held by another session, named in its audit event) is retried
+//! with jittered backoff, from 1 s up to a minute, while later expiries go on.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgwarden_pg_driver::provision::ListedState;
+use pgwarden_pg_driver::expire::BatchOutcome;
+use pgwarden_pg_driver::provision::{ListedGrant, ListedState};
+use pgwarden_pg_driver::retry::backoff;
 use pgwarden_pg_driver::sql::advisory_key;
 use time::OffsetDateTime;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::audit::AuditAction;
+use crate::audit::{AuditAction, revocation_detail};
 use crate::integration::Integration;
 
 /// Stops a running runtime.
@@ -31,7 +43,9 @@ pub struct RunHandle {
 }
 
 impl RunHandle {
-    /// Stops the runtime after the step it is in, and waits for it.
+    /// Stops the runtime after the step it is in, and waits for it. Revocations still
+    /// running in the background are abandoned where they are (they are cancel-safe:
+    /// each grant stays marked revoking, and the next sweeper finishes it).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -41,6 +55,117 @@ impl RunHandle {
     #[must_use]
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
+    }
+}
+
+/// The first wait before retrying a failed expiry revocation, and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(60);
+
+/// The sweeper's revocations in flight and those waiting to be retried.
+struct Expiries {
+    tasks: JoinSet<(String, Ended)>,
+    /// Grant of each task, also when it panics.
+    task_grants: HashMap<tokio::task::Id, String>,
+    in_flight: HashSet<String>,
+    /// Failures in a row and when to try again.
+    retry: HashMap<String, (u32, Instant)>,
+    /// Grants an attempt failed on half-way (a lost connection, a crashed server): the
+    /// server may have finished the revocation without our hearing of it. Found gone
+    /// later, such a grant's revocation is audited then, once.
+    uncertain: HashSet<String>,
+    slots: Arc<Semaphore>,
+}
+
+/// How a background revocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Revoked (and audited).
+    Revoked,
+    /// Nothing was left to revoke.
+    Gone,
+    /// It failed (and the failure was audited); it is retried.
+    Failed,
+}
+
+impl Expiries {
+    fn new(concurrency: usize) -> Self {
+        Expiries {
+            tasks: JoinSet::new(),
+            task_grants: HashMap::new(),
+            in_flight: HashSet::new(),
+            retry: HashMap::new(),
+            uncertain: HashSet::new(),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// Whether `grant_id` is left alone this pass: revoking already, or backing off.
+    fn skip(&self, grant_id: &str, now: Instant) -> bool {
+        self.in_flight.contains(grant_id)
+            || self.retry.get(grant_id).is_some_and(|(_, at)| *at > now)
+    }
+
+    /// Revokes `grant_id` singly in the background, in one of the slots.
+    fn spawn(&mut self, integration: &Arc<Integration>, grant_id: String) {
+        if !self.in_flight.insert(grant_id.clone()) {
+            return;
+        }
+        let (this, slots, id) = (integration.clone(), self.slots.clone(), grant_id.clone());
+        let handle = self.tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let ended = match this.revoke_as(&id, AuditAction::Expire).await {
+                Ok(r) if r.already_revoked => Ended::Gone,
+                Ok(_) => Ended::Revoked,
+                Err(_) => Ended::Failed,
+            };
+            (id, ended)
+        });
+        self.task_grants.insert(handle.id(), grant_id);
+    }
+
+    /// Collects finished revocations: a failed one is retried after a backoff.
+    fn reap(&mut self, integration: &Integration) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            let (task, ended) = match done {
+                Ok((task, (_, ended))) => (task, ended),
+                Err(e) => (e.id(), Ended::Failed),
+            };
+            let Some(grant_id) = self.task_grants.remove(&task) else {
+                continue;
+            };
+            self.in_flight.remove(&grant_id);
+            match ended {
+                Ended::Revoked => self.settled(&grant_id, true),
+                Ended::Gone => self.gone(integration, &grant_id),
+                Ended::Failed => self.settled(&grant_id, false),
+            }
+        }
+    }
+
+    /// After an attempt on `grant_id`: forget it, or schedule its retry.
+    fn settled(&mut self, grant_id: &str, ok: bool) {
+        if ok {
+            self.retry.remove(grant_id);
+            self.uncertain.remove(grant_id);
+        } else {
+            let failures = self.retry.get(grant_id).map_or(0, |(n, _)| *n) + 1;
+            let at = Instant::now() + backoff(failures, RETRY_FIRST, RETRY_CAP);
+            self.retry.insert(grant_id.to_owned(), (failures, at));
+            self.uncertain.insert(grant_id.to_owned());
+        }
+    }
+
+    /// `grant_id` is no longer in the ledger. If an attempt of ours failed half-way,
+    /// that attempt finished it server-side: audit the revocation now, once.
+    fn gone(&mut self, integration: &Integration, grant_id: &str) {
+        self.retry.remove(grant_id);
+        if self.uncertain.remove(grant_id) {
+            integration.audit(AuditAction::Expire, |e| {
+                e.grant_id = Some(grant_id.to_owned());
+                e.detail = "revoked: the role is gone; an attempt interrupted by a lost connection had finished it".into();
+            });
+        }
     }
 }
 
@@ -102,7 +227,7 @@ impl Integration {
     }
 
     async fn sweep(
-        &self,
+        self: &Arc<Self>,
         lock: &pgwarden_pg_driver::connect::Connection,
         stopped: &mut watch::Receiver<bool>,
     ) {
@@ -111,11 +236,12 @@ impl Integration {
         // A failed rotation is retried soon (30 s, doubling), not a whole check
         // interval later.
         let mut rotation_failures: u32 = 0;
+        let mut expiries = Expiries::new(self.options.pool_size.saturating_sub(1));
         loop {
             if *stopped.borrow() || lock.client.is_closed() {
                 return;
             }
-            let next_expiry = self.revoke_expired().await;
+            let next_expiry = self.revoke_expired(&mut expiries).await;
             if last_reconcile.is_none_or(|t| t.elapsed() >= self.options.reconcile_interval) {
                 let _ = self.reconcile().await;
                 last_reconcile = Some(Instant::now());
@@ -147,8 +273,10 @@ impl Integration {
         }
     }
 
-    /// Revokes every grant past its expiry; returns the next expiry to wake for.
-    async fn revoke_expired(&self) -> Option<OffsetDateTime> {
+    /// Revokes every grant past its expiry (see the module docs); returns the next
+    /// expiry to wake for.
+    async fn revoke_expired(self: &Arc<Self>, expiries: &mut Expiries) -> Option<OffsetDateTime> {
+        expiries.reap(self);
         let grants = match self.list().await {
             Ok(g) => g,
             Err(e) => {
@@ -156,15 +284,59 @@ impl Integration {
                 return None;
             }
         };
-        let now = OffsetDateTime::now_utc();
+        let (now, instant) = (OffsetDateTime::now_utc(), Instant::now());
         let mut next = None::<OffsetDateTime>;
+        let mut due: Vec<ListedGrant> = Vec::new();
+        let listed: HashSet<&str> = grants.iter().map(|g| g.grant_id.as_str()).collect();
+        let vanished: Vec<String> = expiries
+            .uncertain
+            .iter()
+            .filter(|id| !listed.contains(id.as_str()) && !expiries.in_flight.contains(*id))
+            .cloned()
+            .collect();
+        for id in vanished {
+            expiries.gone(self, &id);
+        }
         for g in grants {
             if g.state == ListedState::Active && g.expires_at > now {
                 next = Some(next.map_or(g.expires_at, |n| n.min(g.expires_at)));
-                continue;
+            } else if !expiries.skip(&g.grant_id, instant) {
+                due.push(g);
             }
-            if let Err(e) = self.revoke_as(&g.grant_id, AuditAction::Expire).await {
-                tracing::warn!(integration = %self.config.name, grant_id = %g.grant_id, error = %e, "expiry revocation failed; retrying");
+        }
+        if due.is_empty() {
+            return next;
+        }
+        let connected = self.connected().await;
+        match connected.provisioner.revoke_expired_batch(&due).await {
+            Ok(outcomes) => {
+                for (grant_id, outcome) in outcomes {
+                    match outcome {
+                        BatchOutcome::Revoked(report) => {
+                            expiries.settled(&grant_id, true);
+                            self.audit(AuditAction::Expire, |e| {
+                                e.grant_id = Some(grant_id);
+                                e.username.clone_from(&report.username);
+                                e.detail = revocation_detail(&report);
+                            });
+                        }
+                        BatchOutcome::AccessEnded(_) | BatchOutcome::Individual => {
+                            expiries.spawn(self, grant_id);
+                        }
+                        BatchOutcome::AlreadyRevoked => expiries.gone(self, &grant_id),
+                        // Taken by another process, or extended: nothing to do now.
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                // Whatever stopped the batch, each grant is tried on its own.
+                // It may have finished some of them before it failed.
+                tracing::warn!(integration = %self.config.name, error = %e, grants = due.len(), "batch expiry failed; revoking one by one");
+                for g in due {
+                    expiries.uncertain.insert(g.grant_id.clone());
+                    expiries.spawn(self, g.grant_id);
+                }
             }
         }
         next

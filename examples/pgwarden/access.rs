@@ -102,6 +102,7 @@ async fn session(target: &Target) -> Result<Session, Failure> {
             pool_size: 4,
             connector_mode: pgwarden::core::config::ConnectorMode::Superuser,
             sensitive_roles_allowed: Vec::new(),
+            cleanup_lock_timeout: pgwarden::pg_driver::provision::DEFAULT_CLEANUP_LOCK_TIMEOUT,
             ledger_key,
         },
     };

@@ -279,6 +279,8 @@ ORDER BY 1"
 const LEDGER_SQL: &str = ledger_sql!("");
 /// One role (`$2`).
 const LEDGER_ROLE_SQL: &str = ledger_sql!("WHERE r.rolname = $2");
+/// The roles named in `$2` (an array).
+const LEDGER_ROLES_SQL: &str = ledger_sql!("WHERE r.rolname = ANY($2::pg_catalog.text[])");
 /// Roles whose comment matches the LIKE pattern `$2`.
 const LEDGER_LIKE_SQL: &str = ledger_sql!("WHERE d.description LIKE $2::pg_catalog.text");
 
@@ -310,6 +312,19 @@ pub(crate) async fn read_ledger_role_cached<C: crate::sql::CachedQuery>(
         .query_cached(LEDGER_ROLE_SQL, &[&MARKER_ROLE, &username])
         .await?;
     Ok(ledger_roles(&rows, key).into_iter().next())
+}
+
+/// The managed roles among `usernames` with their records, in one query (through the
+/// statement cache): what a batch of expiries reads under its locks.
+pub(crate) async fn read_ledger_roles_cached<C: crate::sql::CachedQuery>(
+    client: &C,
+    key: &LedgerKey,
+    usernames: &[String],
+) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+    let rows = client
+        .query_cached(LEDGER_ROLES_SQL, &[&MARKER_ROLE, &usernames])
+        .await?;
+    Ok(ledger_roles(&rows, key))
 }
 
 /// The managed roles whose record may hold `grant_id`: those whose comment carries

@@ -86,6 +86,7 @@ pub mod connect;
 pub mod danger;
 pub mod discovery;
 pub mod error;
+pub mod expire;
 pub mod ledger;
 mod owned;
 pub mod pool;

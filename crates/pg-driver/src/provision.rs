@@ -31,7 +31,8 @@ use crate::connect::Connector;
 use crate::error::ConnectError;
 use crate::ledger::{
     GrantEntry, GrantState, LEDGER_VERSION, LedgerRole, MarkerRecord, PrivilegeRecord,
-    PrivilegeState, RoleMode, RoleRecord, read_ledger,
+    PrivilegeState, RoleMode, RoleRecord, read_ledger, read_ledger_for_grant_cached,
+    read_ledger_role_cached,
 };
 use crate::pool::{Pool, PoolError, PoolOptions, Unsettled};
 use crate::privilege::{PrivilegeError, check_grantable, grant_statements, privilege_role_name};
@@ -143,6 +144,11 @@ pub struct ProvisionerConfig {
     /// The key every ledger record is sealed with (see [`crate::seal`]). Every
     /// integration and replica managing the instance must use the same key.
     pub ledger_key: LedgerKey,
+    /// How long a revocation's clean-up (`REASSIGN OWNED`, `DROP OWNED`) waits for a
+    /// lock held by another session before it stops and reports who holds it
+    /// ([`ProvisionError::CleanupWaiting`]); access has ended by then, and the clean-up
+    /// is retried. Default 2 s.
+    pub cleanup_lock_timeout: std::time::Duration,
 }
 
 impl ProvisionerConfig {
@@ -163,9 +169,13 @@ impl ProvisionerConfig {
             pool_size: 4,
             connector_mode: config.connector_mode,
             sensitive_roles_allowed: config.sensitive_roles_allowed.clone(),
+            cleanup_lock_timeout: DEFAULT_CLEANUP_LOCK_TIMEOUT,
         }
     }
 }
+
+/// The default [`ProvisionerConfig::cleanup_lock_timeout`].
+pub const DEFAULT_CLEANUP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// When a grant ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +350,23 @@ pub enum ProvisionError {
     NotExpired {
         /// The grant.
         grant_id: String,
+    },
+    /// Access has ended (login disabled, sessions ended, memberships removed), but
+    /// removing what the role owns waited longer than `cleanup_lock_timeout` for locks
+    /// other sessions hold. The grant stays "revoking" and the clean-up is retried.
+    #[error(
+        "access of {username} has ended, but removing what it owns in database {database} waited {waited:?} for locks held by {}; it stays revoking and is retried",
+        crate::revoke::describe_blockers(blockers)
+    )]
+    CleanupWaiting {
+        /// The login role.
+        username: String,
+        /// The database whose clean-up waits.
+        database: String,
+        /// How long it waited (the lock timeout).
+        waited: std::time::Duration,
+        /// The sessions holding locks on what the role owns there.
+        blockers: Vec<crate::revoke::Blocker>,
     },
     /// Another process is revoking this grant right now.
     #[error("grant {grant_id} is being revoked by another process")]
@@ -839,7 +866,9 @@ impl Provisioner {
             "locking the grant id",
         )
         .await?;
-        let ledger = read_ledger(&*tx, &self.config.ledger_key)
+        // Only the roles that may hold this id: a grant's cost does not grow with the
+        // number of grants.
+        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, &entry.grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
@@ -1006,7 +1035,7 @@ impl Provisioner {
         xact_lock(&*tx, &format!("pgwarden:grant:{}", entry.grant_id))
             .await
             .map_err(db("locking the grant id"))?;
-        let ledger = read_ledger(&*tx, &self.config.ledger_key)
+        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, &entry.grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
@@ -1014,10 +1043,10 @@ impl Provisioner {
         }
         self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
             .await?;
-        let existing = ledger
-            .iter()
-            .find(|r| r.username == username)
-            .and_then(|r| r.record.clone().map(|rec| (r.oid, rec)));
+        let existing = read_ledger_role_cached(&tx, &self.config.ledger_key, &username)
+            .await
+            .map_err(db("reading the ledger"))?
+            .and_then(|r| r.record.map(|rec| (r.oid, rec)));
         let u = Ident(&username);
         let key = &self.config.ledger_key;
         let password = match existing {
@@ -1328,7 +1357,7 @@ impl Provisioner {
             "locking the grant id",
         )
         .await?;
-        let ledger = read_ledger(&*tx, &self.config.ledger_key)
+        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         let Some((role, _)) =

@@ -46,3 +46,41 @@ where
         }
     }
 }
+
+/// The wait before retry number `failures` (1-based) of an operation that failed:
+/// `first`, doubling with each failure up to `cap`, with the upper half jittered
+/// (between half and all of it), so replicas and grants that failed together do not
+/// retry together.
+#[must_use]
+pub fn backoff(failures: u32, first: Duration, cap: Duration) -> Duration {
+    let ceiling = first
+        .saturating_mul(1 << failures.saturating_sub(1).min(20))
+        .min(cap);
+    let half = ceiling / 2;
+    let spread = u32::from_le_bytes(random_bytes::<4>());
+    half + half.mul_f64(f64::from(spread) / f64::from(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_is_jittered() {
+        let (first, cap) = (Duration::from_secs(1), Duration::from_secs(30));
+        for _ in 0..100 {
+            let b = backoff(1, first, cap);
+            assert!(b >= Duration::from_millis(500) && b <= first, "{b:?}");
+            let b = backoff(3, first, cap);
+            assert!(
+                b >= Duration::from_secs(2) && b <= Duration::from_secs(4),
+                "{b:?}"
+            );
+            let b = backoff(u32::MAX, first, cap);
+            assert!(b >= cap / 2 && b <= cap, "{b:?}");
+        }
+        let distinct: std::collections::HashSet<Duration> =
+            (0..20).map(|_| backoff(5, first, cap)).collect();
+        assert!(distinct.len() > 1, "jittered");
+    }
+}

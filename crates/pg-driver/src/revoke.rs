@@ -58,6 +58,48 @@ pub struct DatabaseCleanup {
     pub security_definer_functions: Vec<String>,
 }
 
+/// A session holding a lock that a revocation's clean-up waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocker {
+    /// Its backend pid.
+    pub pid: i32,
+    /// Its user (`None` for a background process).
+    pub user: Option<String>,
+    /// Its `pg_stat_activity.state`, e.g. `idle in transaction`.
+    pub state: Option<String>,
+    /// Its `application_name`.
+    pub application_name: Option<String>,
+    /// How long its transaction has been open, in seconds.
+    pub transaction_seconds: Option<i64>,
+}
+
+/// `pid 123 (user alice, idle in transaction for 12 s, application psql)`, joined.
+pub(crate) fn describe_blockers(blockers: &[Blocker]) -> String {
+    if blockers.is_empty() {
+        return "sessions that have let go since (none found)".into();
+    }
+    blockers
+        .iter()
+        .map(|b| {
+            let mut s = format!(
+                "pid {} (user {}, {}",
+                b.pid,
+                b.user.as_deref().unwrap_or("-"),
+                b.state.as_deref().unwrap_or("unknown state")
+            );
+            if let Some(t) = b.transaction_seconds {
+                let _ = write!(s, " for {t} s");
+            }
+            if let Some(a) = b.application_name.as_deref().filter(|a| !a.is_empty()) {
+                let _ = write!(s, ", application {a}");
+            }
+            s.push(')');
+            s
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What a revocation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RevocationReport {
@@ -145,6 +187,24 @@ SELECT 'SCHEMA', pg_catalog.quote_ident(n.nspname),
        false
 FROM pg_catalog.pg_namespace n WHERE n.nspowner = (SELECT oid FROM r)
 ORDER BY 1, 2";
+
+/// Sessions other than ours holding locks, in the current database, on objects that
+/// reference role `$1` (what `DROP OWNED`/`REASSIGN OWNED` must lock).
+const BLOCKERS_SQL: &str = "
+WITH dep AS (
+  SELECT s.classid, s.objid FROM pg_catalog.pg_shdepend s
+  WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+    AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+    AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1))
+SELECT DISTINCT a.pid, a.usename::pg_catalog.text, a.state, a.application_name,
+       pg_catalog.date_part('epoch'::pg_catalog.text, pg_catalog.now() OPERATOR(pg_catalog.-) a.xact_start)::pg_catalog.int8
+FROM pg_catalog.pg_locks l
+JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+  AND ((l.locktype = 'relation' AND l.relation IN (SELECT objid FROM dep WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid))
+    OR (l.locktype = 'object' AND (l.classid, l.objid) IN (SELECT classid, objid FROM dep)))
+ORDER BY 1";
 
 const DEPENDENCIES_SQL: &str = "
 SELECT pg_catalog.count(*) FILTER (WHERE s.deptype = 'o'), pg_catalog.count(*) FILTER (WHERE s.deptype <> 'o')
@@ -475,7 +535,13 @@ impl Provisioner {
         {
             return Ok(Mark::Extended);
         }
-        let mut sql = format!("ALTER ROLE {} NOLOGIN", Ident(username));
+        let mut sql = format!(
+            "ALTER ROLE {} NOLOGIN VALID UNTIL {}",
+            Ident(username),
+            literal(&timestamp(
+                OffsetDateTime::now_utc() - time::Duration::seconds(1)
+            ))
+        );
         if let Some(mut record) = role.record.clone() {
             for g in &mut record.grants {
                 if g.grant_id == grant_id {
@@ -549,7 +615,14 @@ impl Provisioner {
             let _ = write!(sql, "REASSIGN OWNED BY {u} TO {}; ", Ident(s));
         }
         let _ = write!(sql, "DROP OWNED BY {u}");
-        with_retry(
+        // Never wait without limit for another session's lock: access has ended
+        // already, and the caller retries the clean-up later.
+        let waited = self.config.cleanup_lock_timeout;
+        let sql = format!(
+            "SELECT pg_catalog.set_config('lock_timeout', {}, true); {sql}",
+            literal(&format!("{}ms", waited.as_millis().max(1)))
+        );
+        let result = with_retry(
             || async {
                 conn.batch_execute(&sql)
                     .await
@@ -557,7 +630,35 @@ impl Provisioner {
             },
             transient,
         )
-        .await?;
+        .await;
+        if let Err(ProvisionError::Database { source, .. }) = &result
+            && source
+                .as_db_error()
+                .is_some_and(|d| d.code().code() == "55P03")
+        {
+            let blockers = conn
+                .query_cached(BLOCKERS_SQL, &[&username])
+                .await
+                .map_err(db(format!(
+                    "finding what the clean-up in {database} waits for"
+                )))?
+                .iter()
+                .map(|r| Blocker {
+                    pid: r.get(0),
+                    user: r.get(1),
+                    state: r.get(2),
+                    application_name: r.get(3),
+                    transaction_seconds: r.get(4),
+                })
+                .collect();
+            return Err(ProvisionError::CleanupWaiting {
+                username: username.to_owned(),
+                database: database.to_owned(),
+                waited,
+                blockers,
+            });
+        }
+        result?;
         let kept = self.config.successor.is_some();
         Ok(DatabaseCleanup {
             database: database.to_owned(),

@@ -487,6 +487,15 @@ impl TempCluster {
         self.start_locked(&mut postmaster)
     }
 
+    /// Crashes the server (`pg_ctl stop -m immediate`: no clean shutdown, crash
+    /// recovery at the next start) and starts it again on the same port: what a
+    /// failover or an OOM kill looks like to clients.
+    pub fn restart_immediate(&self) -> Result<(), Error> {
+        let mut postmaster = self.lock_postmaster();
+        self.stop_locked(&mut postmaster, "immediate")?;
+        self.start_locked(&mut postmaster)
+    }
+
     fn lock_postmaster(&self) -> MutexGuard<'_, Option<u32>> {
         // A test that panicked while holding the lock leaves consistent state behind.
         self.postmaster

@@ -63,6 +63,7 @@ pub(crate) fn provisioner_config(
         pool_size: 4,
         connector_mode,
         sensitive_roles_allowed: Vec::new(),
+        cleanup_lock_timeout: pgwarden_pg_driver::provision::DEFAULT_CLEANUP_LOCK_TIMEOUT,
         ledger_key: ledger_key(),
     }
 }
