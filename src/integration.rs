@@ -160,6 +160,30 @@ pub struct Integration {
     pub(crate) wake: Notify,
     /// One credential refresh (or swap of `connected`) at a time.
     refresh: Mutex<()>,
+    /// Grants a revocation of ours failed on half-way (a lost connection, a crashed
+    /// server): it may have finished server-side unheard. The first successful
+    /// revocation event for such a grant clears it; the sweeper audits one it finds
+    /// gone without one (see [`crate::runtime`]).
+    pub(crate) unconfirmed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Revocations and reconciles running in this process: while any runs, a grant
+    /// found gone may be one whose event is still to come, so none is confirmed.
+    pub(crate) revoking: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a revocation or reconcile in [`Integration::revoking`] while alive.
+pub(crate) struct Revoking<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Revoking<'a> {
+    pub(crate) fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Revoking(count)
+    }
+}
+
+impl Drop for Revoking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Integration {
@@ -224,6 +248,8 @@ impl Integration {
             discovered: RwLock::new(None),
             wake: Notify::new(),
             refresh: Mutex::new(()),
+            unconfirmed: std::sync::Mutex::default(),
+            revoking: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -335,7 +361,22 @@ impl Integration {
             detail: String::new(),
         };
         fill(&mut e);
+        if matches!(e.action, AuditAction::Expire | AuditAction::Revoke)
+            && !e.failed()
+            && let Some(id) = &e.grant_id
+        {
+            self.unconfirmed().remove(id);
+        }
         self.options.audit.record(&e);
+    }
+
+    /// The grants whose revocation may have finished unheard (see the field).
+    pub(crate) fn unconfirmed(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Discovers the resource types the config selects, across every database, and
@@ -490,6 +531,7 @@ impl Integration {
         grant_id: &str,
         action: AuditAction,
     ) -> Result<RevocationReport, IntegrationError> {
+        let _counted = Revoking::new(&self.revoking);
         let expire = action == AuditAction::Expire;
         let result = self
             .with_current_credentials(|c| async move {
@@ -506,6 +548,9 @@ impl Integration {
                 grant_id: grant_id.to_owned(),
                 ..RevocationReport::default()
             });
+        }
+        if result.is_err() {
+            self.unconfirmed().insert(grant_id.to_owned());
         }
         // A revocation another process already finished is not an event of ours.
         if !matches!(&result, Ok(r) if r.already_revoked) {
@@ -537,12 +582,23 @@ impl Integration {
 
     /// Reconciles the instance with its ledger.
     pub async fn reconcile(&self) -> Result<ReconcileReport, IntegrationError> {
+        let _counted = Revoking::new(&self.revoking);
         let name = self.config.name.as_str();
         let result = self
             .with_current_credentials(|c| async move {
                 c.provisioner.reconcile_integration(Some(name)).await
             })
             .await;
+        // Each revocation reconcile finished is audited on its own, as the sweeper's are.
+        for r in result.iter().flat_map(|r| &r.revoked) {
+            if !r.already_revoked {
+                self.audit(AuditAction::Expire, |e| {
+                    e.grant_id = Some(r.grant_id.clone());
+                    e.username.clone_from(&r.username);
+                    e.detail = format!("{} (by reconcile)", crate::audit::revocation_detail(r));
+                });
+            }
+        }
         self.audit(AuditAction::Reconcile, |e| match &result {
             Ok(r) => {
                 e.detail = format!(

@@ -19,6 +19,14 @@
 //! background revocations, each clean-up bounded by the driver's lock timeout; one
 //! that fails (a lock held by another session, named in its audit event) is retried
 //! with jittered backoff, from 1 s up to a minute, while later expiries go on.
+//! Reconcile and rotation run beside expiry, one of each at a time, so neither a slow
+//! reconcile nor a secret store that hangs holds up a revocation.
+//!
+//! Each revocation is audited once. One cut short by a lost connection or a crashed
+//! server may have finished server-side unheard: its grant is remembered, and when it
+//! is found gone with no revocation event since, the event is written then. (A
+//! revocation the server itself loses — a failover to a replica that had not
+//! received it — brings the grant back; it is revoked, and audited, again.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -62,6 +70,9 @@ impl RunHandle {
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
+/// How long a stopping sweeper lets a rotation under way finish.
+const ROTATION_GRACE: Duration = Duration::from_secs(30);
+
 /// The sweeper's revocations in flight and those waiting to be retried.
 struct Expiries {
     tasks: JoinSet<(String, Ended)>,
@@ -70,10 +81,6 @@ struct Expiries {
     in_flight: HashSet<String>,
     /// Failures in a row and when to try again.
     retry: HashMap<String, (u32, Instant)>,
-    /// Grants an attempt failed on half-way (a lost connection, a crashed server): the
-    /// server may have finished the revocation without our hearing of it. Found gone
-    /// later, such a grant's revocation is audited then, once.
-    uncertain: HashSet<String>,
     slots: Arc<Semaphore>,
 }
 
@@ -95,7 +102,6 @@ impl Expiries {
             task_grants: HashMap::new(),
             in_flight: HashSet::new(),
             retry: HashMap::new(),
-            uncertain: HashSet::new(),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
         }
     }
@@ -147,20 +153,29 @@ impl Expiries {
     fn settled(&mut self, grant_id: &str, ok: bool) {
         if ok {
             self.retry.remove(grant_id);
-            self.uncertain.remove(grant_id);
         } else {
             let failures = self.retry.get(grant_id).map_or(0, |(n, _)| *n) + 1;
             let at = Instant::now() + backoff(failures, RETRY_FIRST, RETRY_CAP);
             self.retry.insert(grant_id.to_owned(), (failures, at));
-            self.uncertain.insert(grant_id.to_owned());
         }
     }
 
-    /// `grant_id` is no longer in the ledger. If an attempt of ours failed half-way,
-    /// that attempt finished it server-side: audit the revocation now, once.
+    /// `grant_id` is no longer in the ledger. If a revocation of ours failed half-way
+    /// and none has been audited since, that attempt finished it server-side: audit
+    /// the revocation now, once.
+    /// While a revocation or reconcile of this process runs, it may be the one that
+    /// finished it and is yet to say so: the grant stays unconfirmed, for a later pass.
     fn gone(&mut self, integration: &Integration, grant_id: &str) {
         self.retry.remove(grant_id);
-        if self.uncertain.remove(grant_id) {
+        if integration
+            .revoking
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            return;
+        }
+        let unheard = integration.unconfirmed().remove(grant_id);
+        if unheard {
             integration.audit(AuditAction::Expire, |e| {
                 e.grant_id = Some(grant_id.to_owned());
                 e.detail = "revoked: the role is gone; an attempt interrupted by a lost connection had finished it".into();
@@ -176,11 +191,14 @@ impl Integration {
         let (stop, mut stopped) = watch::channel(false);
         let this = self.clone();
         let task = tokio::spawn(async move {
+            // Kept across sweeper sessions: revocations in flight and retries go on
+            // when a lost connection ends one session and the next takes over.
+            let mut expiries = Expiries::new(this.options.pool_size.saturating_sub(1));
             while !*stopped.borrow() {
                 match this.try_become_sweeper().await {
                     Ok(Some(lock)) => {
                         tracing::info!(integration = %this.config.name, "this process is the sweeper");
-                        this.sweep(&lock, &mut stopped).await;
+                        this.sweep(&lock, &mut expiries, &mut stopped).await;
                         drop(lock);
                     }
                     Ok(None) => {}
@@ -229,34 +247,58 @@ impl Integration {
     async fn sweep(
         self: &Arc<Self>,
         lock: &pgwarden_pg_driver::connect::Connection,
+        expiries: &mut Expiries,
         stopped: &mut watch::Receiver<bool>,
     ) {
+        // Reconcile and rotation run beside expiry, one of each at a time: a slow
+        // reconcile or a secret store that hangs never holds up a revocation.
+        let mut reconciling: Option<JoinHandle<()>> = None;
+        let mut rotating: Option<JoinHandle<bool>> = None;
         let mut last_reconcile: Option<Instant> = None;
         let mut last_rotation_check: Option<Instant> = None;
         // A failed rotation is retried soon (30 s, doubling), not a whole check
         // interval later.
         let mut rotation_failures: u32 = 0;
-        let mut expiries = Expiries::new(self.options.pool_size.saturating_sub(1));
         loop {
             if *stopped.borrow() || lock.client.is_closed() {
-                return;
+                break;
             }
-            let next_expiry = self.revoke_expired(&mut expiries).await;
-            if last_reconcile.is_none_or(|t| t.elapsed() >= self.options.reconcile_interval) {
-                let _ = self.reconcile().await;
+            let next_expiry = self.revoke_expired(expiries).await;
+            if reconciling.as_ref().is_none_or(JoinHandle::is_finished)
+                && last_reconcile.is_none_or(|t| t.elapsed() >= self.options.reconcile_interval)
+            {
+                let this = self.clone();
+                reconciling = Some(tokio::spawn(async move {
+                    let _ = this.reconcile().await;
+                }));
                 last_reconcile = Some(Instant::now());
             }
-            if last_rotation_check.is_none_or(|t| {
-                t.elapsed()
-                    >= rotation_check_delay(rotation_failures, self.options.rotation_check_interval)
-            }) {
-                match self.rotate_if_due().await {
-                    Ok(_) => rotation_failures = 0,
-                    Err(e) => {
-                        rotation_failures = rotation_failures.saturating_add(1);
-                        tracing::warn!(integration = %self.config.name, error = %e, retry_in = ?rotation_check_delay(rotation_failures, self.options.rotation_check_interval), "scheduled credential rotation failed; the connector still logs in");
-                    }
+            if let Some(done) = rotating.take_if(|h| h.is_finished()) {
+                if done.await.unwrap_or(false) {
+                    rotation_failures = 0;
+                } else {
+                    rotation_failures = rotation_failures.saturating_add(1);
                 }
+            }
+            let rotation_delay =
+                rotation_check_delay(rotation_failures, self.options.rotation_check_interval);
+            if rotating.is_none()
+                && last_rotation_check.is_none_or(|t| t.elapsed() >= rotation_delay)
+            {
+                let this = self.clone();
+                let retry_in = rotation_check_delay(
+                    rotation_failures.saturating_add(1),
+                    self.options.rotation_check_interval,
+                );
+                rotating = Some(tokio::spawn(async move {
+                    match this.rotate_if_due().await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!(integration = %this.config.name, error = %e, ?retry_in, "scheduled credential rotation failed; the connector still logs in");
+                            false
+                        }
+                    }
+                }));
                 last_rotation_check = Some(Instant::now());
             }
             let mut wait = self.options.sweep_interval;
@@ -270,6 +312,14 @@ impl Integration {
                 () = self.wake.notified() => {}
                 _ = stopped.changed() => {}
             }
+        }
+        if let Some(r) = reconciling {
+            r.abort();
+        }
+        // A rotation is let finish (bounded): stopped half-way it is recovered, but
+        // the next start would have to promote its staged password.
+        if let Some(r) = rotating {
+            let _ = tokio::time::timeout(ROTATION_GRACE, r).await;
         }
     }
 
@@ -287,15 +337,19 @@ impl Integration {
         let (now, instant) = (OffsetDateTime::now_utc(), Instant::now());
         let mut next = None::<OffsetDateTime>;
         let mut due: Vec<ListedGrant> = Vec::new();
-        let listed: HashSet<&str> = grants.iter().map(|g| g.grant_id.as_str()).collect();
-        let vanished: Vec<String> = expiries
-            .uncertain
-            .iter()
-            .filter(|id| !listed.contains(id.as_str()) && !expiries.in_flight.contains(*id))
-            .cloned()
-            .collect();
-        for id in vanished {
-            expiries.gone(self, &id);
+        // A grant a failed attempt left unheard and now gone was finished by that
+        // attempt (see `gone`).
+        {
+            let listed: HashSet<&str> = grants.iter().map(|g| g.grant_id.as_str()).collect();
+            let vanished: Vec<String> = self
+                .unconfirmed()
+                .iter()
+                .filter(|id| !listed.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in vanished {
+                expiries.gone(self, &id);
+            }
         }
         for g in grants {
             if g.state == ListedState::Active && g.expires_at > now {
@@ -333,8 +387,9 @@ impl Integration {
                 // Whatever stopped the batch, each grant is tried on its own.
                 // It may have finished some of them before it failed.
                 tracing::warn!(integration = %self.config.name, error = %e, grants = due.len(), "batch expiry failed; revoking one by one");
+                self.unconfirmed()
+                    .extend(due.iter().map(|g| g.grant_id.clone()));
                 for g in due {
-                    expiries.uncertain.insert(g.grant_id.clone());
                     expiries.spawn(self, g.grant_id);
                 }
             }

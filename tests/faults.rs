@@ -56,6 +56,13 @@ fn restart_cluster() -> &'static TempCluster {
     })
 }
 
+/// The ledger key every integration of this binary shares: integrations of one
+/// instance must.
+fn ledger_key() -> LedgerKey {
+    static KEY: std::sync::OnceLock<LedgerKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(LedgerKey::generate).clone()
+}
+
 fn connector(c: &TempCluster, name: &str) -> Credentials {
     let password = format!("{name}-pw");
     c.psql(&format!(
@@ -141,7 +148,7 @@ fn expiries(audit: &RecordingAuditSink) -> HashMap<String, usize> {
 async fn a_revocation_stuck_on_a_lock_stalls_no_other_expiry() {
     let c = cluster();
     let audit = Arc::new(RecordingAuditSink::new());
-    let key = LedgerKey::generate();
+    let key = ledger_key();
     let i = integration(c, "stuck", &connector(c, "conn_stuck"), &key, audit.clone()).await;
     let runtime = i.run();
 
@@ -281,7 +288,7 @@ async fn a_server_crash_during_an_expiry_storm_loses_and_repeats_nothing() {
     const GRANTS: usize = 300;
     let c = restart_cluster();
     let audit = Arc::new(RecordingAuditSink::new());
-    let key = LedgerKey::generate();
+    let key = ledger_key();
     let creds = connector(c, "conn_restart");
     let i = integration(c, "restart", &creds, &key, audit.clone()).await;
     // Granted straight through the driver, all for the same instant.
@@ -399,4 +406,142 @@ async fn a_server_crash_during_an_expiry_storm_loses_and_repeats_nothing() {
         );
     }
     assert!(i.list().await.unwrap().is_empty());
+}
+
+/// A secret store that answers until told to hang, then never answers again.
+#[derive(Debug)]
+struct Hanging {
+    inner: InMemory,
+    hang: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for Hanging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a store that stops answering")
+    }
+}
+
+impl Hanging {
+    async fn gate(&self) {
+        if self.hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pgwarden::secrets::SecretStore for Hanging {
+    fn backend(&self) -> &'static str {
+        "hanging"
+    }
+
+    fn capabilities(&self) -> pgwarden::secrets::Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn get(
+        &self,
+        key: &SecretKey,
+        options: pgwarden::secrets::GetOptions,
+    ) -> Result<pgwarden::secrets::SecretValue, pgwarden::secrets::Error> {
+        self.gate().await;
+        self.inner.get(key, options).await
+    }
+
+    async fn put(
+        &self,
+        key: &SecretKey,
+        value: secrecy::SecretString,
+        options: PutOptions,
+    ) -> Result<pgwarden::secrets::Version, pgwarden::secrets::Error> {
+        self.gate().await;
+        self.inner.put(key, value, options).await
+    }
+
+    async fn delete(&self, key: &SecretKey) -> Result<(), pgwarden::secrets::Error> {
+        self.gate().await;
+        self.inner.delete(key).await
+    }
+}
+
+/// A secret store that stops answering: a rotation through it fails within the
+/// store's time bound, and the runtime — whose rotation is due and hangs on the store
+/// for far longer than a sweep — keeps revoking grants on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_store_that_never_answers_holds_up_no_expiry() {
+    let c = cluster();
+    let creds = connector(c, "conn_hang");
+    let hanging = Arc::new(Hanging {
+        inner: InMemory::new(),
+        hang: std::sync::atomic::AtomicBool::new(false),
+    });
+    hanging
+        .inner
+        .put_credentials(&SecretKey::new("connector"), &creds, PutOptions::create())
+        .await
+        .unwrap();
+    let store: Arc<pgwarden::secrets::DynSecretStore> = Arc::new(
+        pgwarden::secrets::TimeoutStore::new(hanging.clone(), Duration::from_secs(20)),
+    );
+    let audit = Arc::new(RecordingAuditSink::new());
+    let options = IntegrationOptions {
+        secret_key: Some(SecretKey::new("connector")),
+        ledger_key: Some(ledger_key()),
+        audit: audit.clone(),
+        sweep_interval: Duration::from_millis(250),
+        scram_iterations: ScramIterations::new(16).unwrap(),
+        ..IntegrationOptions::default()
+    };
+    let mut config = config(c, "hang");
+    // Due at once: no rotation is recorded yet.
+    config.credential_rotation_days = Some(30);
+    let i = Integration::connect(config, store, options).await.unwrap();
+    hanging
+        .hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let runtime = i.run();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let g = i
+        .grant(request("postgresql-schema:app/sales=read-only", 2))
+        .await
+        .unwrap();
+    let deadline = g.expires_at + time::Duration::seconds(1);
+    while role_exists(c, &g.username) {
+        assert!(
+            OffsetDateTime::now_utc() < deadline,
+            "a rotation hanging on the store held up the expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A rotation asked for directly fails within the store's bound, with a clear error.
+    let short: Arc<pgwarden::secrets::DynSecretStore> = Arc::new(
+        pgwarden::secrets::TimeoutStore::new(hanging.clone(), Duration::from_millis(500)),
+    );
+    let started = Instant::now();
+    let err =
+        pgwarden::secrets::SecretStoreExt::get_credentials(&*short, &SecretKey::new("connector"))
+            .await
+            .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.is_transient() && err.to_string().contains("500ms"),
+        "{err}"
+    );
+    runtime.shutdown().await;
+    assert!(
+        can_still_log_in(c, &creds),
+        "the connector's password must be unchanged"
+    );
+}
+
+fn can_still_log_in(c: &TempCluster, creds: &Credentials) -> bool {
+    c.psql_with(
+        &c.conninfo(&creds.username, creds.password.expose_secret(), "app"),
+        "SELECT 1",
+    )
+    .is_ok()
 }
