@@ -40,17 +40,15 @@ async fn main() {
         "granted (16 at a time) and moved to one expiry in {:.1?}",
         made.elapsed()
     );
-    let runtime = storm.run();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    harness::reset_peak_rss();
+    let read = Instant::now();
+    let listed = storm.integration.list().await.expect("the ledger").len();
+    println!(
+        "one sweep's ledger read of {listed} grants: {:.1?}",
+        read.elapsed()
+    );
     let expired =
         Instant::now() + Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default();
-    let done = storm
-        .until_all_revoked(Duration::from_secs(600))
-        .await
-        .unwrap_or_else(|left| panic!("{left} grants left after 10 minutes"));
-    let rss = harness::peak_rss_kib();
-    runtime.shutdown().await;
+    let (done, rss) = storm.run_until_all_revoked().await;
     report(
         "expiring while serve runs",
         n,
@@ -67,15 +65,8 @@ async fn main() {
             + Duration::from_secs(1),
     )
     .await;
-    harness::reset_peak_rss();
     let started = Instant::now();
-    let runtime = storm.run();
-    let done = storm
-        .until_all_revoked(Duration::from_secs(600))
-        .await
-        .unwrap_or_else(|left| panic!("{left} grants left after 10 minutes"));
-    let rss = harness::peak_rss_kib();
-    runtime.shutdown().await;
+    let (done, rss) = storm.run_until_all_revoked().await;
     report(
         "expired before start-up",
         n,

@@ -304,7 +304,7 @@ impl Integration {
         let mut attempt: u32 = 1;
         let credentials = loop {
             match stored_login(&self.config, &self.secrets, &self.key, &self.options).await {
-                Ok(c) => break c,
+                Ok((c, _)) => break c,
                 Err(e) if is_wrong_password(&e) && attempt < REFRESH_ATTEMPTS => {
                     let delay = refresh_backoff(attempt);
                     tracing::warn!(integration = %self.config.name, attempt, retry_in = ?delay, "neither the connector's current nor its staged password in the secret store logs in (a rotation elsewhere may be under way); reading the store again");
@@ -747,17 +747,17 @@ async fn try_login(
 
 /// The stored credentials that log in now: the current password, else the staged
 /// one (a rotation elsewhere changed the role and has not promoted it yet, or
-/// stopped before). Nothing is written to the store. A wrong-password error when
-/// neither logs in.
+/// stopped before), with the version that holds it. Nothing is written to the store.
+/// A wrong-password error when neither logs in.
 async fn stored_login(
     config: &IntegrationConfig,
     secrets: &Arc<DynSecretStore>,
     key: &SecretKey,
     options: &IntegrationOptions,
-) -> Result<Credentials, IntegrationError> {
+) -> Result<(Credentials, Option<pgwarden_secrets::Version>), IntegrationError> {
     let stored = secrets.get_credentials(key).await?;
     let refused = match try_login(config, options, &stored.credentials).await {
-        Ok(()) => return Ok(stored.credentials),
+        Ok(()) => return Ok((stored.credentials, None)),
         Err(e) if is_auth_failure(&e) => e,
         Err(e) => return Err(e.into()),
     };
@@ -767,7 +767,7 @@ async fn stored_login(
             password: pending.password,
         };
         match try_login(config, options, &candidate).await {
-            Ok(()) => return Ok(candidate),
+            Ok(()) => return Ok((candidate, Some(pending.version))),
             Err(e) if is_auth_failure(&e) => {}
             Err(e) => return Err(e.into()),
         }
@@ -783,26 +783,12 @@ async fn recover_credentials(
     key: &SecretKey,
     options: &IntegrationOptions,
 ) -> Result<Credentials, IntegrationError> {
-    let stored = secrets.get_credentials(key).await?;
-    match try_login(config, options, &stored.credentials).await {
-        Ok(()) => Ok(stored.credentials),
-        Err(e) if is_auth_failure(&e) => {
-            let Some(pending) = secrets.pending_password(key).await? else {
-                return Err(e.into());
-            };
-            let candidate = Credentials {
-                username: stored.credentials.username.clone(),
-                password: pending.password.clone(),
-            };
-            try_login(config, options, &candidate)
-                .await
-                .map_err(|_| IntegrationError::Connect(e))?;
-            secrets.promote_password(key, &pending.version).await?;
-            tracing::warn!(integration = %config.name, "finished an interrupted credential rotation: the staged password is now current");
-            Ok(candidate)
-        }
-        Err(e) => Err(e.into()),
+    let (credentials, staged) = stored_login(config, secrets, key, options).await?;
+    if let Some(version) = staged {
+        secrets.promote_password(key, &version).await?;
+        tracing::warn!(integration = %config.name, "finished an interrupted credential rotation: the staged password is now current");
     }
+    Ok(credentials)
 }
 
 #[cfg(test)]

@@ -101,16 +101,7 @@ impl Storm {
             )
             .unwrap(),
         );
-        let observer = Connector::new(
-            &c.conninfo(c.superuser(), c.password(), "postgres")
-                .parse()
-                .unwrap(),
-            &ConnectOptions::default(),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        let observer = superuser_session(c).await;
         Storm {
             integration,
             provisioner,
@@ -183,6 +174,20 @@ impl Storm {
         }
     }
 
+    /// Runs until every grant is revoked (at most 10 minutes); the instant that was,
+    /// and the peak RSS meanwhile (KiB).
+    pub(crate) async fn run_until_all_revoked(&self) -> (Instant, Option<u64>) {
+        reset_peak_rss();
+        let runtime = self.run();
+        let done = self
+            .until_all_revoked(Duration::from_secs(600))
+            .await
+            .unwrap_or_else(|left| panic!("{left} grants left after 10 minutes"));
+        let rss = peak_rss_kib();
+        runtime.shutdown().await;
+        (done, rss)
+    }
+
     /// Grants whose expiry was audited as a success, and how many of them more than once.
     pub(crate) fn audited(&self) -> (usize, usize) {
         let mut seen = std::collections::HashMap::<String, usize>::new();
@@ -195,10 +200,9 @@ impl Storm {
     }
 }
 
-/// The floor: a plain client (one session) creating `n` login roles and then timing
-/// `DROP ROLE` of each, one statement per role.
-pub(crate) async fn drop_role_floor(c: &TempCluster, n: usize) -> Duration {
-    let client = Connector::new(
+/// A session of the cluster's superuser.
+pub(crate) async fn superuser_session(c: &TempCluster) -> Connection {
+    Connector::new(
         &c.conninfo(c.superuser(), c.password(), "postgres")
             .parse()
             .unwrap(),
@@ -207,7 +211,13 @@ pub(crate) async fn drop_role_floor(c: &TempCluster, n: usize) -> Duration {
     .unwrap()
     .connect()
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// The floor: a plain client (one session) creating `n` login roles and then timing
+/// `DROP ROLE` of each, one statement per role.
+pub(crate) async fn drop_role_floor(c: &TempCluster, n: usize) -> Duration {
+    let client = superuser_session(c).await;
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let sql = chunk.iter().fold(String::new(), |mut sql, i| {
             let _ = write!(sql, "CREATE ROLE floor_{i} LOGIN; ");
