@@ -362,36 +362,27 @@ impl Integration {
             return next;
         }
         let connected = self.connected().await;
-        match connected.provisioner.revoke_expired_batch(&due).await {
-            Ok(outcomes) => {
-                for (grant_id, outcome) in outcomes {
-                    match outcome {
-                        BatchOutcome::Revoked(report) => {
-                            expiries.settled(&grant_id, true);
-                            self.audit(AuditAction::Expire, |e| {
-                                e.grant_id = Some(grant_id);
-                                e.username.clone_from(&report.username);
-                                e.detail = revocation_detail(&report);
-                            });
-                        }
-                        BatchOutcome::AccessEnded(_) | BatchOutcome::Individual => {
-                            expiries.spawn(self, grant_id);
-                        }
-                        BatchOutcome::AlreadyRevoked => expiries.gone(self, &grant_id),
-                        // Taken by another process, or extended: nothing to do now.
-                        _ => {}
-                    }
+        for (grant_id, outcome) in connected.provisioner.revoke_expired_batch(&due).await {
+            match outcome {
+                BatchOutcome::Revoked(report) => {
+                    expiries.settled(&grant_id, true);
+                    self.audit(AuditAction::Expire, |e| {
+                        e.grant_id = Some(grant_id);
+                        e.username.clone_from(&report.username);
+                        e.detail = revocation_detail(&report);
+                    });
                 }
-            }
-            Err(e) => {
-                // Whatever stopped the batch, each grant is tried on its own.
-                // It may have finished some of them before it failed.
-                tracing::warn!(integration = %self.config.name, error = %e, grants = due.len(), "batch expiry failed; revoking one by one");
-                self.unconfirmed()
-                    .extend(due.iter().map(|g| g.grant_id.clone()));
-                for g in due {
-                    expiries.spawn(self, g.grant_id);
+                BatchOutcome::AccessEnded(_) | BatchOutcome::Individual => {
+                    expiries.spawn(self, grant_id);
                 }
+                BatchOutcome::Failed(_) => {
+                    // It may have finished before the batch failed: see `gone`.
+                    self.unconfirmed().insert(grant_id.clone());
+                    expiries.spawn(self, grant_id);
+                }
+                BatchOutcome::AlreadyRevoked => expiries.gone(self, &grant_id),
+                // Taken by another process, or extended: nothing to do now.
+                _ => {}
             }
         }
         next

@@ -59,6 +59,10 @@ pub enum BatchOutcome {
     /// Not for a batch (a persistent role, or a role whose record holds other grants):
     /// revoke it with [`Provisioner::revoke_expired`].
     Individual,
+    /// The batch failed before this grant's outcome was known (the instance could not
+    /// be reached, say): it may be marked revoking, or even revoked unheard. Revoke it
+    /// with [`Provisioner::revoke_expired`], which finishes whatever is left.
+    Failed(String),
 }
 
 /// Ends every session of the roles `$1` (oids) but ours, waiting up to 5 s for each
@@ -118,13 +122,14 @@ struct Item {
 
 impl Provisioner {
     /// Revokes expired grants in batches (see the module docs); returns each grant's
-    /// outcome, in no particular order. Grants that are neither expired nor
-    /// revoking are ignored. An error means the instance could not be reached: grants
-    /// already marked stay revoking, and the next call (or reconcile) finishes them.
+    /// outcome, in no particular order. Grants that are neither expired nor revoking
+    /// are ignored. A batch the instance failed half-way reports its unfinished grants
+    /// [`BatchOutcome::Failed`]: those it marked stay revoking, and the next call (or
+    /// reconcile) finishes them; the other batches go on.
     pub async fn revoke_expired_batch(
         &self,
         grants: &[ListedGrant],
-    ) -> Result<Vec<(String, BatchOutcome)>, ProvisionError> {
+    ) -> Vec<(String, BatchOutcome)> {
         let now = OffsetDateTime::now_utc();
         let mut outcomes = Vec::with_capacity(grants.len());
         let mut batch: Vec<&ListedGrant> = Vec::new();
@@ -136,17 +141,29 @@ impl Provisioner {
             }
         }
         for chunk in batch.chunks(BATCH_SIZE) {
-            outcomes.extend(self.revoke_chunk(chunk).await?);
+            let mut done = Vec::with_capacity(chunk.len());
+            if let Err(e) = self.revoke_chunk(chunk, &mut done).await {
+                let why = e.to_string();
+                tracing::warn!(error = %why, grants = chunk.len(), "a batch of expiries failed half-way");
+                let settled: HashSet<&str> = done.iter().map(|(id, _)| id.as_str()).collect();
+                let failed: Vec<(String, BatchOutcome)> = chunk
+                    .iter()
+                    .filter(|g| !settled.contains(g.grant_id.as_str()))
+                    .map(|g| (g.grant_id.clone(), BatchOutcome::Failed(why.clone())))
+                    .collect();
+                done.extend(failed);
+            }
+            outcomes.extend(done);
         }
-        Ok(outcomes)
+        outcomes
     }
 
     async fn revoke_chunk(
         &self,
         chunk: &[&ListedGrant],
-    ) -> Result<Vec<(String, BatchOutcome)>, ProvisionError> {
+        outcomes: &mut Vec<(String, BatchOutcome)>,
+    ) -> Result<(), ProvisionError> {
         let facts = self.facts().await?.clone();
-        let mut outcomes = Vec::with_capacity(chunk.len());
         // Unsettled until the revocation locks are released: dropped half-way, the
         // connection closes and the server releases them.
         let mut conn = Unsettled::new(self.admin.get().await?);
@@ -168,12 +185,12 @@ impl Provisioner {
             }
         }
         let result = self
-            .revoke_locked_chunk(&mut conn, &facts, &locked, &mut outcomes)
+            .revoke_locked_chunk(&mut conn, &facts, &locked, outcomes)
             .await;
         if conn.query_one_cached(UNLOCK_SQL, &[&held]).await.is_ok() {
             conn.settle();
         }
-        result.map(|()| outcomes)
+        result
     }
 
     async fn revoke_locked_chunk(
