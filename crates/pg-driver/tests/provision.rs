@@ -32,6 +32,13 @@ fn cluster() -> &'static TempCluster {
     })
 }
 
+/// Held by tests that reconcile (which revokes every expired grant in the instance)
+/// and by those whose expired grants must wait for their own revocation.
+fn reconciling() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    &LOCK
+}
+
 fn config(mode: UserMode) -> ProvisionerConfig {
     common::provisioner_config("test", mode, ConnectorMode::Superuser)
 }
@@ -303,6 +310,7 @@ async fn persistent_users_keep_objects_and_lose_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_until_stops_logins_with_nothing_running() {
+    let _alone = reconciling().lock().await;
     let p = provisioner(UserMode::Ephemeral);
     setup_database("expiry");
     let mut req = request("dave", &["postgresql-database:expiry=connect"]);
@@ -562,6 +570,7 @@ async fn sixty_four_concurrent_grants_and_revokes_on_one_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_refreshes_new_objects_drops_unused_and_reports_drift() {
+    let _alone = reconciling().lock().await;
     let p = provisioner(UserMode::Ephemeral);
     setup_database("recon");
     cluster()
@@ -626,6 +635,7 @@ async fn reconcile_refreshes_new_objects_drops_unused_and_reports_drift() {
 /// instance clean and consistent: no grant lost, no role orphaned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_step_then_reconcile_is_clean() {
+    let _alone = reconciling().lock().await;
     setup_database("crash");
     let grant_steps = [Step::GrantPrivilegeRoles, Step::GrantLoginRole];
     let revoke_steps = [
@@ -731,6 +741,7 @@ async fn crash_at_every_step_then_reconcile_is_clean() {
 /// network goes away); the next run completes the revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_mid_revocation_are_recovered() {
+    let _alone = reconciling().lock().await;
     setup_database("killed");
     let fresh = provisioner(UserMode::Ephemeral);
     let g = fresh
@@ -823,6 +834,7 @@ async fn persistent_passwords_are_renewed_when_older_than_the_period() {
 /// managed again once adopted — and not before: an unsealed record is nobody's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
+    let _alone = reconciling().lock().await;
     use pgwarden_pg_driver::ledger::{
         GrantEntry, GrantState, PrivilegeRecord, PrivilegeState, RoleMode, RoleRecord,
     };
@@ -921,6 +933,7 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
 /// finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undroppable_role_is_reported_with_what_holds_it() {
+    let _alone = reconciling().lock().await;
     let p = provisioner(UserMode::Ephemeral);
     setup_database("holds");
     let g = p
@@ -982,4 +995,167 @@ async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
         .trim(),
         "0"
     );
+}
+
+/// A batch of expiries: each grant gets its own outcome and every guarantee of a
+/// single revocation — sessions ended, roles that own nothing dropped, a role that
+/// owns a table left to `revoke_expired` with its access ended, an extension that
+/// came first respected, a revocation running elsewhere not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
+    let _alone = reconciling().lock().await;
+    use pgwarden_pg_driver::expire::BatchOutcome;
+
+    let p = provisioner(UserMode::Ephemeral);
+    setup_database("batch_db");
+    cluster()
+        .psql_in(
+            "batch_db",
+            "CREATE SCHEMA scratch; GRANT CREATE, USAGE ON SCHEMA scratch TO PUBLIC;",
+        )
+        .unwrap();
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let mut grants = BTreeMap::new();
+    for id in ["plain", "session", "owner", "extended", "busy"] {
+        let mut r = request("batch", &["postgresql-database:batch_db=read-write"]);
+        r.grant_id = Some(format!("batch-{id}"));
+        r.expiry = Expiry::At(at);
+        grants.insert(id, p.grant(r).await.unwrap());
+    }
+    let pw = |id: &str| {
+        grants[id]
+            .password
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    };
+    as_user(
+        &grants["owner"].username,
+        &pw("owner"),
+        "batch_db",
+        "CREATE TABLE scratch.owned (id int)",
+    )
+    .unwrap();
+    // A session that stays open until the batch ends it.
+    let info: ConnInfo = cluster()
+        .conninfo(&grants["session"].username, &pw("session"), "batch_db")
+        .parse()
+        .unwrap();
+    let session = Connector::new(&info, &ConnectOptions::default())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Another process is revoking "busy": it holds the grant's revocation lock.
+    let holder = Connector::new(
+        &cluster().dsn().parse().unwrap(),
+        &ConnectOptions::default(),
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let key = pgwarden_pg_driver::sql::advisory_key("pgwarden:revoking:batch-busy");
+    holder
+        .execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    tokio::time::sleep(
+        std::time::Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Found expired, then extended before the batch runs.
+    let due: Vec<_> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.grant_id.starts_with("batch-"))
+        .collect();
+    assert_eq!(due.len(), 5);
+    assert!(due.iter().all(|g| g.state == ListedState::Expired));
+    p.extend(
+        "batch-extended",
+        Expiry::After(Ttl::from_secs(600).unwrap()),
+    )
+    .await
+    .unwrap();
+
+    let outcomes: BTreeMap<String, BatchOutcome> =
+        p.revoke_expired_batch(&due).await.into_iter().collect();
+    let login = |id: &str| as_user(&grants[id].username, &pw(id), "batch_db", "SELECT 1");
+    match &outcomes["batch-plain"] {
+        BatchOutcome::Revoked(r) => assert!(r.role_dropped && r.login_disabled, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    match &outcomes["batch-session"] {
+        BatchOutcome::Revoked(r) => assert_eq!(r.sessions_terminated, 1, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        session.simple_query("SELECT 1").await.is_err(),
+        "its session was ended"
+    );
+    for id in ["plain", "session"] {
+        assert_eq!(count(&grants[id].username), 0, "{id} dropped");
+    }
+    match &outcomes["batch-owner"] {
+        BatchOutcome::AccessEnded(r) => assert!(!r.memberships_removed.is_empty(), "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        login("owner").is_err(),
+        "access ended although the role stays"
+    );
+    assert_eq!(outcomes["batch-extended"], BatchOutcome::Extended);
+    assert!(
+        login("extended").is_ok(),
+        "the extension that came first stands"
+    );
+    assert_eq!(outcomes["batch-busy"], BatchOutcome::InProgress);
+    // Left to the revocation holding it (its expired VALID UNTIL already refuses it).
+    assert_eq!(
+        q(&format!(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = '{}'",
+            grants["busy"].username
+        ))
+        .trim(),
+        "t",
+        "a revocation held elsewhere is left to it"
+    );
+
+    // The role that owns a table is finished singly; the busy one once released.
+    let r = p.revoke_expired("batch-owner").await.unwrap();
+    assert!(
+        r.role_dropped && r.databases.iter().any(|d| d.objects_dropped == 1),
+        "{r:?}"
+    );
+    holder
+        .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    let busy: Vec<_> = due
+        .into_iter()
+        .filter(|g| g.grant_id == "batch-busy")
+        .collect();
+    let again = p.revoke_expired_batch(&busy).await;
+    assert!(
+        matches!(&again[..], [(_, BatchOutcome::Revoked(_))]),
+        "{again:?}"
+    );
+    p.revoke("batch-extended").await.unwrap();
+    for g in grants.values() {
+        assert_eq!(count(&g.username), 0, "{} gone", g.username);
+    }
+}
+
+fn count(role: &str) -> i64 {
+    q(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+    ))
+    .trim()
+    .parse()
+    .unwrap()
 }
