@@ -834,10 +834,10 @@ async fn persistent_passwords_are_renewed_when_older_than_the_period() {
 /// managed again once adopted — and not before: an unsealed record is nobody's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
-    let _alone = reconciling().lock().await;
     use pgwarden_pg_driver::ledger::{
         GrantEntry, GrantState, PrivilegeRecord, PrivilegeState, RoleMode, RoleRecord,
     };
+    let _alone = reconciling().lock().await;
     // A cluster of its own: the marker's record is rewritten here.
     let c = TempCluster::start().unwrap();
     c.create_database("ad_app").unwrap();
@@ -1003,8 +1003,8 @@ async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
 /// came first respected, a revocation running elsewhere not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
-    let _alone = reconciling().lock().await;
     use pgwarden_pg_driver::expire::BatchOutcome;
+    let _alone = reconciling().lock().await;
 
     let p = provisioner(UserMode::Ephemeral);
     setup_database("batch_db");
