@@ -77,6 +77,13 @@ fn provisioner_with(config: ProvisionerConfig) -> Provisioner {
     .unwrap()
 }
 
+/// Held by tests that reconcile (which revokes every expired grant in the instance)
+/// and by those whose expired grants must wait for their own revocation.
+fn reconciling() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    &LOCK
+}
+
 fn provisioner() -> Provisioner {
     provisioner_with(config(UserMode::Ephemeral, ConnectorMode::Createrole))
 }
@@ -370,6 +377,7 @@ async fn what_the_mode_cannot_do_is_a_clear_error_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_refreshes_revokes_expired_and_drops_unused() {
+    let _alone = reconciling().lock().await;
     let p = provisioner();
     app_database("m_recon");
     let scope = "postgresql-schema:m_recon/s1=read-only";
@@ -418,6 +426,7 @@ async fn reconcile_refreshes_revokes_expired_and_drops_unused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_revocation_is_finished_by_reconcile() {
+    let _alone = reconciling().lock().await;
     app_database("m_crash");
     as_connector("m_crash", "CREATE SCHEMA scratch").unwrap();
     let hooked = provisioner().with_step_hook(std::sync::Arc::new(|step: &Step| {
@@ -557,4 +566,91 @@ async fn a_marker_made_by_another_role_is_named() {
         let g = result.unwrap();
         createrole().revoke(&g.grant_id).await.unwrap();
     }
+}
+
+/// Expiries in a batch work for a connector without SUPERUSER: sessions are ended
+/// (through `pg_signal_backend`), roles that own nothing are dropped together (from
+/// PostgreSQL 16 the connector's ADMIN OPTION on each allows it), and a role that owns
+/// a table is finished singly, the connector acting as the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiries_in_a_batch_work_without_superuser() {
+    use pgwarden_pg_driver::expire::BatchOutcome;
+
+    let _alone = reconciling().lock().await;
+    let p = provisioner();
+    app_database("m_batch");
+    as_connector("m_batch", "GRANT CREATE ON SCHEMA s1 TO PUBLIC").unwrap();
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let mut grants = Vec::new();
+    for n in 0..4 {
+        let g = p
+            .grant(GrantRequest {
+                grant_id: Some(format!("m-batch-{n}")),
+                expiry: Expiry::At(at),
+                ..request("mbatch", &["postgresql-schema:m_batch/s1=read-write"])
+            })
+            .await
+            .unwrap();
+        grants.push(g);
+    }
+    let pw = |n: usize| {
+        grants[n]
+            .password
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    };
+    as_user(
+        &grants[0].username,
+        &pw(0),
+        "m_batch",
+        "CREATE TABLE s1.m_owned (id int)",
+    )
+    .unwrap();
+    let info: ConnInfo = cluster()
+        .conninfo(&grants[1].username, &pw(1), "m_batch")
+        .parse()
+        .unwrap();
+    let session = Connector::new(&info, &ConnectOptions::default())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tokio::time::sleep(
+        std::time::Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default()
+            + std::time::Duration::from_millis(200),
+    )
+    .await;
+    let due: Vec<_> = p
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.grant_id.starts_with("m-batch-"))
+        .collect();
+    assert_eq!(due.len(), 4);
+    let outcomes: BTreeMap<String, BatchOutcome> =
+        p.revoke_expired_batch(&due).await.into_iter().collect();
+    assert!(
+        matches!(outcomes["m-batch-0"], BatchOutcome::AccessEnded(_)),
+        "{outcomes:?}"
+    );
+    for n in 1..4 {
+        assert!(
+            matches!(outcomes[&format!("m-batch-{n}")], BatchOutcome::Revoked(_)),
+            "{outcomes:?}"
+        );
+        assert!(!role_exists(&grants[n].username));
+    }
+    assert!(
+        session.simple_query("SELECT 1").await.is_err(),
+        "session ended"
+    );
+    let r = p.revoke_expired("m-batch-0").await.unwrap();
+    assert!(r.role_dropped, "{r:?}");
+    assert_eq!(
+        common::leftovers(cluster(), &grants[0].username, &["m_batch"]),
+        0
+    );
 }
