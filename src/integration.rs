@@ -4,7 +4,7 @@
 //! may share one connector role and one secret store. When one of them rotates the
 //! connector's password, the others keep the sessions they have, but every new login
 //! with the old password fails. A process whose login fails with "wrong password"
-//! therefore re-reads the store ([`Integration::refresh_credentials`]): the current
+//! therefore re-reads the store ([`Integration::refresh_from`]): the current
 //! password, then the staged (pending) one of a rotation under way or interrupted;
 //! it switches its pools to the one that logs in and says so in its log. One refresh
 //! runs at a time per process; a caller that waited for another's refresh uses its
@@ -282,14 +282,10 @@ impl Integration {
     /// credentials in use changed (here, or by a concurrent refresh or rotation this
     /// caller waited for). Retries with a bounded, jittered backoff while neither
     /// logs in (a rotation elsewhere may be between its steps).
-    pub(crate) async fn refresh_credentials(&self) -> Result<bool, IntegrationError> {
-        let seen = self.connected().await;
-        self.refresh_from(Some(&seen)).await
-    }
-
-    /// [`Integration::refresh_credentials`] for a caller that failed with `seen`:
-    /// when another refresh or a rotation replaced it meanwhile, there is nothing to
-    /// read. `None`: read the store whatever happened.
+    ///
+    /// `seen` is what the caller failed with: when another refresh or a rotation
+    /// replaced it meanwhile, there is nothing to read. `None`: read the store
+    /// whatever happened.
     pub(crate) async fn refresh_from(
         &self,
         seen: Option<&Arc<Connected>>,
@@ -324,6 +320,36 @@ impl Integration {
         *self.connected.write().await = Arc::new(fresh);
         tracing::warn!(integration = %self.config.name, "the connector's password was changed elsewhere (a rotation by another process): reconnected with the one in the secret store");
         Ok(true)
+    }
+
+    /// A new session of the connector's own, in `database` (`None`: the config's); a
+    /// login refused as a wrong password re-reads the store first (see
+    /// [`Integration::refresh_from`]) and tries once more.
+    pub(crate) async fn connector_session(
+        &self,
+        database: Option<&str>,
+    ) -> Result<pgwarden_pg_driver::connect::Connection, IntegrationError> {
+        let session = |connected: Arc<Connected>| async move {
+            match database {
+                None => Ok(connected.connector.connect().await?),
+                Some(db) => {
+                    let info = self.config.conninfo(Some(&connected.credentials), Some(db));
+                    Ok::<_, IntegrationError>(
+                        Connector::new(&info, &self.options.connect)?
+                            .connect()
+                            .await?,
+                    )
+                }
+            }
+        };
+        let connected = self.connected().await;
+        match session(connected.clone()).await {
+            Err(e) if is_wrong_password(&e) => {
+                self.refresh_from(Some(&connected)).await?;
+                session(self.connected().await).await
+            }
+            other => other,
+        }
     }
 
     /// Runs `op` on the connection side; when it fails because the connector's login

@@ -51,7 +51,7 @@ use time::OffsetDateTime;
 
 use crate::audit::AuditAction;
 use crate::error::IntegrationError;
-use crate::integration::{Integration, build_connected, is_wrong_password};
+use crate::integration::{Integration, build_connected};
 
 /// The database of the rotation lock: the connectable, non-template database with
 /// the lowest oid the connector may connect to (see the module docs); also the
@@ -313,18 +313,7 @@ impl Integration {
     /// A session holding the connector role's rotation lock, in the database every
     /// process sharing the role chooses alike (see the module docs), and the lock's key.
     async fn lock_rotation(&self) -> Result<(Connection, i64), IntegrationError> {
-        let connected = self.connected().await;
-        let first = match connected.connector.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                let e = IntegrationError::from(e);
-                if !is_wrong_password(&e) {
-                    return Err(e);
-                }
-                self.refresh_from(Some(&connected)).await?;
-                self.connected().await.connector.connect().await?
-            }
-        };
+        let first = self.connector_session(None).await?;
         let db = |action: &'static str| {
             move |e: pgwarden_pg_driver::tokio_postgres::Error| IntegrationError::Database {
                 action,
@@ -344,11 +333,7 @@ impl Integration {
             first
         } else {
             drop(first);
-            let credentials = self.connected().await.credentials.clone();
-            let info = self.config.conninfo(Some(&credentials), Some(&database));
-            Connector::new(&info, &self.options.connect)?
-                .connect()
-                .await?
+            self.connector_session(Some(&database)).await?
         };
         let key = advisory_key(&format!("pgwarden:rotation:role:{role}"));
         lock.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])

@@ -219,19 +219,7 @@ impl Integration {
     async fn try_become_sweeper(
         &self,
     ) -> Result<Option<pgwarden_pg_driver::connect::Connection>, crate::IntegrationError> {
-        let connected = self.connected().await;
-        let conn = match connected.connector.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Another process rotated the connector's password: re-read the store.
-                let e = crate::IntegrationError::from(e);
-                if !crate::integration::is_wrong_password(&e) {
-                    return Err(e);
-                }
-                self.refresh_credentials().await?;
-                self.connected().await.connector.connect().await?
-            }
-        };
+        let conn = self.connector_session(None).await?;
         let key = advisory_key(&format!("pgwarden:sweeper:{}", self.config.name));
         let got: bool = conn
             .query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
