@@ -27,6 +27,10 @@ pub enum AuditAction {
     Rotate,
     /// A reconciliation ran.
     Reconcile,
+    /// A grant whose revocation of ours was cut off (a lost connection, a crashed
+    /// server) is found gone: that attempt finished it unheard, or another process
+    /// did (and audited it there). Access has ended; this is not a second revocation.
+    RevocationObserved,
 }
 
 /// One audit event.

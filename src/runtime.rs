@@ -22,9 +22,11 @@
 //! Reconcile and rotation run beside expiry, one of each at a time, so neither a slow
 //! reconcile nor a secret store that hangs holds up a revocation.
 //!
-//! Each revocation is audited once. One cut short by a lost connection or a crashed
-//! server may have finished server-side unheard: its grant is remembered, and when it
-//! is found gone with no revocation event since, the event is written then. (A
+//! Each revocation is audited once, by the process that heard it finish. One cut short
+//! by a lost connection or a crashed server may have finished server-side unheard: its
+//! grant is remembered, and when it is found gone with no revocation event here since,
+//! a `RevocationObserved` event says so (another process may have revoked and audited
+//! it; which one finished it cannot be known). (A
 //! revocation the server itself loses — a failover to a replica that had not
 //! received it — brings the grant back; it is revoked, and audited, again.)
 
@@ -161,8 +163,9 @@ impl Expiries {
     }
 
     /// `grant_id` is no longer in the ledger. If a revocation of ours failed half-way
-    /// and none has been audited since, that attempt finished it server-side: audit
-    /// the revocation now, once.
+    /// and none has been audited here since, record that it is gone: that attempt
+    /// finished it unheard, or another process did — which cannot be told apart, so
+    /// this is an observation, not a second revocation event.
     /// While a revocation or reconcile of this process runs, it may be the one that
     /// finished it and is yet to say so: the grant stays unconfirmed, for a later pass.
     fn gone(&mut self, integration: &Integration, grant_id: &str) {
@@ -176,9 +179,9 @@ impl Expiries {
         }
         let unheard = integration.unconfirmed().remove(grant_id);
         if unheard {
-            integration.audit(AuditAction::Expire, |e| {
+            integration.audit(AuditAction::RevocationObserved, |e| {
                 e.grant_id = Some(grant_id.to_owned());
-                e.detail = "revoked: the role is gone; an attempt interrupted by a lost connection had finished it".into();
+                e.detail = "the grant is gone: a revocation of ours was cut off, and it or another process finished it".into();
             });
         }
     }
