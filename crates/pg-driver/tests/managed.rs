@@ -617,18 +617,7 @@ async fn expiries_in_a_batch_work_without_superuser() {
         .connect()
         .await
         .unwrap();
-    tokio::time::sleep(
-        std::time::Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default()
-            + std::time::Duration::from_millis(200),
-    )
-    .await;
-    let due: Vec<_> = p
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|g| g.grant_id.starts_with("m-batch-"))
-        .collect();
+    let due = common::expired_by_prefix(&p, at, "m-batch-").await;
     assert_eq!(due.len(), 4);
     let outcomes: BTreeMap<String, BatchOutcome> =
         p.revoke_expired_batch(&due).await.into_iter().collect();

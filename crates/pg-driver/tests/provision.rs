@@ -1061,19 +1061,8 @@ async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
         .execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
         .await
         .unwrap();
-    tokio::time::sleep(
-        std::time::Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default(),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // Found expired, then extended before the batch runs.
-    let due: Vec<_> = p
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|g| g.grant_id.starts_with("batch-"))
-        .collect();
+    let due = common::expired_by_prefix(&p, at, "batch-").await;
     assert_eq!(due.len(), 5);
     assert!(due.iter().all(|g| g.state == ListedState::Expired));
     p.extend(

@@ -259,3 +259,22 @@ pub(crate) fn leftovers(cluster: &TempCluster, username: &str, databases: &[&str
     }
     total
 }
+
+/// Waits until just after `at`, then lists the grants whose id starts with `prefix`:
+/// what a sweep finds expired.
+#[allow(dead_code, reason = "used by the batch tests of some binaries")]
+pub(crate) async fn expired_by_prefix(
+    p: &pgwarden_pg_driver::provision::Provisioner,
+    at: time::OffsetDateTime,
+    prefix: &str,
+) -> Vec<pgwarden_pg_driver::provision::ListedGrant> {
+    let until =
+        std::time::Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default();
+    tokio::time::sleep(until + std::time::Duration::from_millis(200)).await;
+    p.list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.grant_id.starts_with(prefix))
+        .collect()
+}
