@@ -77,13 +77,6 @@ fn provisioner_with(config: ProvisionerConfig) -> Provisioner {
     .unwrap()
 }
 
-/// Held by tests that reconcile (which revokes every expired grant in the instance)
-/// and by those whose expired grants must wait for their own revocation.
-fn reconciling() -> &'static tokio::sync::Mutex<()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    &LOCK
-}
-
 fn provisioner() -> Provisioner {
     provisioner_with(config(UserMode::Ephemeral, ConnectorMode::Createrole))
 }
@@ -377,7 +370,7 @@ async fn what_the_mode_cannot_do_is_a_clear_error_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_refreshes_revokes_expired_and_drops_unused() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     let p = provisioner();
     app_database("m_recon");
     let scope = "postgresql-schema:m_recon/s1=read-only";
@@ -426,7 +419,7 @@ async fn reconcile_refreshes_revokes_expired_and_drops_unused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_revocation_is_finished_by_reconcile() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     app_database("m_crash");
     as_connector("m_crash", "CREATE SCHEMA scratch").unwrap();
     let hooked = provisioner().with_step_hook(std::sync::Arc::new(|step: &Step| {
@@ -576,7 +569,7 @@ async fn a_marker_made_by_another_role_is_named() {
 async fn expiries_in_a_batch_work_without_superuser() {
     use pgwarden_pg_driver::expire::BatchOutcome;
 
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     let p = provisioner();
     app_database("m_batch");
     as_connector("m_batch", "GRANT CREATE ON SCHEMA s1 TO PUBLIC").unwrap();
@@ -608,15 +601,7 @@ async fn expiries_in_a_batch_work_without_superuser() {
         "CREATE TABLE s1.m_owned (id int)",
     )
     .unwrap();
-    let info: ConnInfo = cluster()
-        .conninfo(&grants[1].username, &pw(1), "m_batch")
-        .parse()
-        .unwrap();
-    let session = Connector::new(&info, &ConnectOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let session = common::session(cluster(), &grants[1].username, &pw(1), "m_batch").await;
     let due = common::expired_by_prefix(&p, at, "m-batch-").await;
     assert_eq!(due.len(), 4);
     let outcomes: BTreeMap<String, BatchOutcome> =

@@ -32,13 +32,6 @@ fn cluster() -> &'static TempCluster {
     })
 }
 
-/// Held by tests that reconcile (which revokes every expired grant in the instance)
-/// and by those whose expired grants must wait for their own revocation.
-fn reconciling() -> &'static tokio::sync::Mutex<()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    &LOCK
-}
-
 fn config(mode: UserMode) -> ProvisionerConfig {
     common::provisioner_config("test", mode, ConnectorMode::Superuser)
 }
@@ -310,7 +303,7 @@ async fn persistent_users_keep_objects_and_lose_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_until_stops_logins_with_nothing_running() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     let p = provisioner(UserMode::Ephemeral);
     setup_database("expiry");
     let mut req = request("dave", &["postgresql-database:expiry=connect"]);
@@ -570,7 +563,7 @@ async fn sixty_four_concurrent_grants_and_revokes_on_one_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_refreshes_new_objects_drops_unused_and_reports_drift() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     let p = provisioner(UserMode::Ephemeral);
     setup_database("recon");
     cluster()
@@ -635,7 +628,7 @@ async fn reconcile_refreshes_new_objects_drops_unused_and_reports_drift() {
 /// instance clean and consistent: no grant lost, no role orphaned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_step_then_reconcile_is_clean() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     setup_database("crash");
     let grant_steps = [Step::GrantPrivilegeRoles, Step::GrantLoginRole];
     let revoke_steps = [
@@ -741,7 +734,7 @@ async fn crash_at_every_step_then_reconcile_is_clean() {
 /// network goes away); the next run completes the revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_mid_revocation_are_recovered() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     setup_database("killed");
     let fresh = provisioner(UserMode::Ephemeral);
     let g = fresh
@@ -837,7 +830,7 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
     use pgwarden_pg_driver::ledger::{
         GrantEntry, GrantState, PrivilegeRecord, PrivilegeState, RoleMode, RoleRecord,
     };
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     // A cluster of its own: the marker's record is rewritten here.
     let c = TempCluster::start().unwrap();
     c.create_database("ad_app").unwrap();
@@ -933,7 +926,7 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
 /// finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undroppable_role_is_reported_with_what_holds_it() {
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
     let p = provisioner(UserMode::Ephemeral);
     setup_database("holds");
     let g = p
@@ -1004,7 +997,7 @@ async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
     use pgwarden_pg_driver::expire::BatchOutcome;
-    let _alone = reconciling().lock().await;
+    let _alone = common::reconciling().lock().await;
 
     let p = provisioner(UserMode::Ephemeral);
     setup_database("batch_db");
@@ -1038,15 +1031,13 @@ async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
     )
     .unwrap();
     // A session that stays open until the batch ends it.
-    let info: ConnInfo = cluster()
-        .conninfo(&grants["session"].username, &pw("session"), "batch_db")
-        .parse()
-        .unwrap();
-    let session = Connector::new(&info, &ConnectOptions::default())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let session = common::session(
+        cluster(),
+        &grants["session"].username,
+        &pw("session"),
+        "batch_db",
+    )
+    .await;
     // Another process is revoking "busy": it holds the grant's revocation lock.
     let holder = Connector::new(
         &cluster().dsn().parse().unwrap(),

@@ -278,3 +278,11 @@ pub(crate) async fn expired_by_prefix(
         .filter(|g| g.grant_id.starts_with(prefix))
         .collect()
 }
+
+/// Held by tests that reconcile (which revokes every expired grant in the instance)
+/// and by those whose expired grants must wait for their own revocation.
+#[allow(dead_code, reason = "used by the binaries whose tests reconcile")]
+pub(crate) fn reconciling() -> &'static tokio::sync::Mutex<()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    &LOCK
+}
