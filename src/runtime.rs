@@ -330,7 +330,7 @@ impl Integration {
         let mut due: Vec<ListedGrant> = Vec::new();
         // A grant a failed attempt left unheard and now gone was finished by that
         // attempt (see `gone`).
-        {
+        if !self.unconfirmed().is_empty() {
             let listed: HashSet<&str> = grants.iter().map(|g| g.grant_id.as_str()).collect();
             let vanished: Vec<String> = self
                 .unconfirmed()
