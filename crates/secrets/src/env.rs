@@ -2,17 +2,39 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 
 use crate::credentials::{PASSWORD_FIELD, SecretDocument, USERNAME_FIELD};
 use crate::{
-    Capabilities, Error, GetOptions, Operation, PutOptions, SecretKey, SecretStore, SecretValue,
-    Version,
+    Capabilities, DynSecretStore, Error, GetOptions, Operation, PutOptions, SecretKey, SecretStore,
+    SecretValue, Version,
 };
 
 const BACKEND: &str = "env";
+
+/// The `[secret]` settings of backend `env`: the variables holding the username and
+/// the password.
+#[derive(eserde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Settings {
+    username_var: String,
+    password_var: String,
+}
+
+impl crate::factory::Settings for Settings {
+    const BACKEND: &'static str = BACKEND;
+
+    fn key(&self) -> Result<SecretKey, Error> {
+        Ok(EnvStore::pair_key(&self.username_var, &self.password_var))
+    }
+
+    async fn open(&self) -> Result<Arc<DynSecretStore>, Error> {
+        Ok(Arc::new(EnvStore::from_process()))
+    }
+}
 
 /// The version every value of this store has: variables carry none.
 const ENV_VERSION: &str = "env";

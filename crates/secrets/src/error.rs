@@ -121,7 +121,16 @@ pub enum Error {
         /// The cargo feature that adds it.
         feature: &'static str,
     },
-    /// The store could not be set up: missing token, bad address, bad key.
+    /// The `[secret]` section names a backend this crate does not know.
+    #[error("\"{name}\" is not a secret backend (valid: {valid}): fix the [secret] section")]
+    UnknownBackend {
+        /// The name the section gives.
+        name: String,
+        /// The backends this crate knows.
+        valid: String,
+    },
+    /// The store could not be set up: missing token, bad address, bad key, settings
+    /// its backend refuses.
     #[error("{backend} secret store is misconfigured: {reason}")]
     Config {
         /// The backend.
@@ -173,10 +182,11 @@ impl Error {
         matches!(self, Error::Conflict { .. })
     }
 
-    /// The backend named in the error.
+    /// The backend named in the error (`unknown` for [`Error::UnknownBackend`]).
     #[must_use]
     pub fn backend(&self) -> &'static str {
         match self {
+            Error::UnknownBackend { .. } => "unknown",
             Error::NotFound { backend, .. }
             | Error::PermissionDenied { backend, .. }
             | Error::Unreachable { backend, .. }

@@ -12,11 +12,30 @@ use serde_json::Value;
 
 use crate::credentials::{SecretDocument, zeroize_json};
 use crate::{
-    Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
-    SecretValue, Version,
+    Capabilities, DynSecretStore, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey,
+    SecretStore, SecretValue, Version,
 };
 
 const BACKEND: &str = "file";
+
+/// The `[secret]` settings of backend `file`: the JSON file's path.
+#[derive(eserde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Settings {
+    path: String,
+}
+
+impl crate::factory::Settings for Settings {
+    const BACKEND: &'static str = BACKEND;
+
+    fn key(&self) -> Result<SecretKey, Error> {
+        Ok(FileStore::for_file(&self.path)?.1)
+    }
+
+    async fn open(&self) -> Result<Arc<DynSecretStore>, Error> {
+        Ok(Arc::new(FileStore::for_file(&self.path)?.0))
+    }
+}
 
 /// The field of a file's JSON object that holds its version counter. The store adds it
 /// on write and hides it on read.

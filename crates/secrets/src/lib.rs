@@ -29,6 +29,9 @@
 //!
 //! [`from_config`] turns the `[secret]` section into a store and a key; a backend that
 //! is not compiled in is [`Error::FeatureDisabled`], naming the feature to enable.
+//! [`validate`] lists every problem of a `[secret]` section (for every backend, compiled
+//! in or not) so a config loader reports them with the config's others; each backend
+//! declares and checks its own settings.
 //!
 //! # No call waits for ever
 //!
@@ -136,27 +139,49 @@ mod env;
 mod error;
 mod factory;
 mod file;
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "gcp",
+    feature = "azure",
+    feature = "kubernetes"
+))]
+mod http;
 mod layers;
 mod memory;
 mod store;
 
+// A backend's settings are read and checked without its feature; its store, and so
+// its public module, needs the feature.
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(not(feature = "aws"))]
+mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(not(feature = "azure"))]
+mod azure;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(not(feature = "gcp"))]
+mod gcp;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+#[cfg(not(feature = "kubernetes"))]
+mod kubernetes;
 #[cfg(feature = "vault")]
 pub mod vault;
+#[cfg(not(feature = "vault"))]
+mod vault;
 
 pub use pgwarden_core as core;
 
 pub use credentials::{PendingPassword, SecretDocument, SecretStoreExt, StoredCredentials};
 pub use env::EnvStore;
 pub use error::{Error, Operation};
-pub use factory::{from_config, from_config_layered, from_config_with, key_for};
+pub use factory::{
+    backends, from_config, from_config_layered, from_config_with, key_for, validate,
+};
 pub use file::FileStore;
 pub use layers::{
     CachingStore, DEFAULT_PER_CALL_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, RetryConfig, RetryStore,

@@ -112,7 +112,7 @@ fn vault_section(address: &str) -> pgwarden_core::config::SecretRef {
     let text = format!(
         "name = \"x\"\nhostname = \"db\"\n[secret]\nbackend = \"vault\"\naddress = \"{address}\"\nmount = \"secret\"\npath = \"pg/orders\"\n"
     );
-    IntegrationConfig::parse(&text, ConfigFormat::Toml)
+    IntegrationConfig::parse_with(&text, ConfigFormat::Toml, pgwarden_secrets::validate)
         .unwrap()
         .secret
         .unwrap()

@@ -1,14 +1,4 @@
-//! [`GcpStore`]: GCP Secret Manager (feature `gcp`).
-//!
-//! Built on the official `google-cloud-secretmanager-v1` client, which talks REST
-//! over reqwest with rustls and authenticates with Application Default Credentials
-//! (`$GOOGLE_APPLICATION_CREDENTIALS`, the gcloud user credentials, or the metadata
-//! server on GCE, GKE and Cloud Run).
-//!
-//! **TLS:** its `default-rustls-provider` feature is kept on. It does not install a
-//! process-wide provider: the client uses the host's process default provider when
-//! one is installed, and aws-lc-rs, passed explicitly, when none is. Turning it off
-//! would make the client *require* a process default, so it stays on.
+//! The store itself (feature `gcp`).
 
 use std::fmt;
 
@@ -19,6 +9,7 @@ use google_cloud_secretmanager_v1::model;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
+use crate::http::{describe, status_error};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
     SecretValue, Version,
@@ -152,21 +143,6 @@ fn version_of(name: &str) -> Option<&str> {
     (!v.is_empty() && !v.contains('/')).then_some(v)
 }
 
-/// The error and its sources on one line.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// Turns a client error into ours, from status codes and Google's status messages
 /// (which describe the request, never the payload); HTTP bodies are never quoted.
 fn map_error(e: &google_cloud_gax::error::Error, operation: Operation, key: &str) -> Error {
@@ -230,25 +206,7 @@ fn map_error(e: &google_cloud_gax::error::Error, operation: Operation, key: &str
         };
     }
     if let Some(code) = e.http_status_code() {
-        let reason = format!("HTTP {code}");
-        return match code {
-            404 => Error::NotFound {
-                backend: BACKEND,
-                key,
-            },
-            401 | 403 => Error::PermissionDenied {
-                backend: BACKEND,
-                key,
-                reason,
-            },
-            _ => Error::Backend {
-                backend: BACKEND,
-                operation,
-                key,
-                reason,
-                transient: code == 429 || code >= 500,
-            },
-        };
+        return status_error(BACKEND, operation, key, code, format!("HTTP {code}"));
     }
     let reason = if e.is_deserialization() {
         "the response was not what Secret Manager sends".to_owned()

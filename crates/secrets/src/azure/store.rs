@@ -1,14 +1,4 @@
-//! [`AzureStore`]: Azure Key Vault secrets (feature `azure`).
-//!
-//! Built on the official `azure_security_keyvault_secrets` and `azure_identity`
-//! crates. Their HTTP client is reqwest with rustls: it uses the host's process
-//! default provider when one is installed, and aws-lc-rs, passed explicitly, when
-//! none is; nothing here installs a process-wide provider.
-//!
-//! `azure_identity` 1.x has no `DefaultAzureCredential`; [`AzureCredential::Auto`]
-//! is this crate's chain in the same order: service principal from the environment,
-//! workload identity, managed identity, developer tools (Azure CLI, Azure Developer
-//! CLI). `$PGWARDEN_AZURE_CREDENTIAL` pins one (see [`AzureCredential::from_env`]).
+//! The store itself (feature `azure`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -26,6 +16,7 @@ use azure_security_keyvault_secrets::SecretClient;
 use azure_security_keyvault_secrets::models::SetSecretParameters;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::http::{describe, status_error};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
     SecretValue, Version,
@@ -298,15 +289,6 @@ fn map_error(e: &azure_core::Error, operation: Operation, key: &str) -> Error {
                 None => format!("HTTP {code}"),
             };
             match code {
-                404 => Error::NotFound {
-                    backend: BACKEND,
-                    key,
-                },
-                401 | 403 => Error::PermissionDenied {
-                    backend: BACKEND,
-                    key,
-                    reason,
-                },
                 409 => Error::Backend {
                     backend: BACKEND,
                     operation,
@@ -316,24 +298,18 @@ fn map_error(e: &azure_core::Error, operation: Operation, key: &str) -> Error {
                     ),
                     transient: false,
                 },
-                _ => Error::Backend {
-                    backend: BACKEND,
-                    operation,
-                    key,
-                    reason,
-                    transient: code == 429 || code == 408 || code >= 500,
-                },
+                _ => status_error(BACKEND, operation, key, code, reason),
             }
         }
         ErrorKind::Connection | ErrorKind::Io => Error::Unreachable {
             backend: BACKEND,
             key,
-            reason: e.to_string(),
+            reason: describe(e),
         },
         ErrorKind::Credential => Error::PermissionDenied {
             backend: BACKEND,
             key,
-            reason: format!("no usable credential: {e}"),
+            reason: format!("no usable credential: {}", describe(e)),
         },
         ErrorKind::DataConversion => Error::Backend {
             backend: BACKEND,
@@ -346,7 +322,7 @@ fn map_error(e: &azure_core::Error, operation: Operation, key: &str) -> Error {
             backend: BACKEND,
             operation,
             key,
-            reason: e.to_string(),
+            reason: describe(e),
             transient: false,
         },
     }

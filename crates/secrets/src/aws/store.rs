@@ -1,16 +1,14 @@
-//! [`AwsStore`]: AWS Secrets Manager (feature `aws`).
-//!
-//! The SDK is built with `default-features = false` and only the default HTTPS client
-//! and tokio: its TLS is rustls with aws-lc-rs, configured by the SDK's own HTTP
-//! client (no process-default crypto provider is needed or installed).
+//! The store itself (feature `aws`).
 
 use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::http::{describe, status_error};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
     SecretValue, Stage, Version,
@@ -65,10 +63,11 @@ impl AwsStore {
     }
 }
 
-fn map_error<E, R>(e: &SdkError<E, R>, operation: Operation, key: &SecretKey) -> Error
+/// Turns an SDK error into ours, from Secrets Manager's error codes; a code with no
+/// meaning of its own means what its HTTP status does.
+fn map_error<E>(e: &SdkError<E, HttpResponse>, operation: Operation, key: &SecretKey) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
 {
     let key = key.to_string();
     match e {
@@ -121,12 +120,17 @@ where
                         transient: true,
                     }
                 }
-                _ => Error::Backend {
-                    backend: BACKEND,
-                    operation,
-                    key,
-                    reason,
-                    transient: false,
+                _ => match e.raw_response() {
+                    Some(response) => {
+                        status_error(BACKEND, operation, key, response.status().as_u16(), reason)
+                    }
+                    None => Error::Backend {
+                        backend: BACKEND,
+                        operation,
+                        key,
+                        reason,
+                        transient: false,
+                    },
                 },
             }
         }
@@ -139,23 +143,8 @@ where
         },
         _ => Error::Config {
             backend: BACKEND,
-            reason: format!("the request could not be built: {}", DisplayChain(e)),
+            reason: format!("the request could not be built: {}", describe(e)),
         },
-    }
-}
-
-/// An error and its sources on one line.
-struct DisplayChain<'a>(&'a dyn std::error::Error);
-
-impl fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

@@ -1,21 +1,4 @@
-//! [`KubernetesStore`]: a Secret in a Kubernetes namespace (feature `kubernetes`).
-//!
-//! Built on `kube` and `k8s-openapi`. This crate, a library, enables **no**
-//! `k8s-openapi` Kubernetes version feature: the application picks one
-//! (`k8s-openapi = { version = "0.28", features = ["v1_32"] }`, or `latest`), as
-//! `k8s-openapi` requires. Commands that build this crate alone with the feature on
-//! (`cargo check`/`cargo doc -p pgwarden-secrets --features kubernetes`) need
-//! `K8S_OPENAPI_ENABLED_VERSION=1.36` in the environment instead; tests enable
-//! `latest` through a dev-dependency.
-//!
-//! **TLS:** `kube` is built with `rustls-tls` and neither of its crypto-provider
-//! features, because its `aws-lc-rs` feature installs a process-wide default
-//! provider, which library code must not do. `kube` builds its rustls config from
-//! the process default provider, so a host whose build compiles more than one rustls
-//! provider (aws-lc-rs and ring) must install one before calling
-//! [`KubernetesStore::from_env`], e.g.
-//! `rustls::crypto::aws_lc_rs::default_provider().install_default()`. With exactly
-//! one provider compiled in, rustls picks it by itself.
+//! The store itself (feature `kubernetes`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +14,7 @@ use serde_json::Value;
 use zeroize::Zeroize;
 
 use crate::credentials::zeroize_json;
+use crate::http::{describe, status_error};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
     SecretValue, Version,
@@ -109,21 +93,6 @@ impl KubernetesStore {
     }
 }
 
-/// The error and its sources on one line.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// Turns a client error into ours. API server messages name the object and the
 /// verb, never data; for `422 Invalid` only the status is kept, since validation
 /// messages may quote field contents.
@@ -138,15 +107,6 @@ fn map_error(e: &kube::Error, operation: Operation, key: &str) -> Error {
                 format!("HTTP {code} {}: {}", status.reason, status.message)
             };
             match code {
-                404 => Error::NotFound {
-                    backend: BACKEND,
-                    key,
-                },
-                401 | 403 => Error::PermissionDenied {
-                    backend: BACKEND,
-                    key,
-                    reason,
-                },
                 409 => Error::Conflict {
                     backend: BACKEND,
                     key,
@@ -163,13 +123,7 @@ fn map_error(e: &kube::Error, operation: Operation, key: &str) -> Error {
                         "the API server rejected the Secret ({reason}): data keys must be made of letters, digits, '-', '_' and '.', and a Secret holds at most 1 MiB"
                     ),
                 },
-                _ => Error::Backend {
-                    backend: BACKEND,
-                    operation,
-                    key,
-                    reason,
-                    transient: code == 429 || code >= 500,
-                },
+                _ => status_error(BACKEND, operation, key, code, reason),
             }
         }
         kube::Error::HyperError(_) | kube::Error::Service(_) => Error::Unreachable {

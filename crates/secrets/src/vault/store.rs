@@ -1,4 +1,4 @@
-//! [`VaultStore`]: HashiCorp Vault and OpenBao, KV version 2 (feature `vault`).
+//! The store itself (feature `vault`).
 
 use std::fmt;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use crate::credentials::zeroize_json;
+use crate::http::{describe, status_error};
 use crate::{
     Capabilities, Error, GetOptions, Operation, PutMode, PutOptions, SecretKey, SecretStore,
     SecretValue, Version,
@@ -197,52 +198,23 @@ impl VaultStore {
     }
 }
 
-/// The error and its sources, one line. Never includes response bodies: vaultrs
-/// keeps those in `APIError.errors`, which only ever hold Vault's own messages.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
+/// Turns a client error into ours. Never quotes response bodies: vaultrs keeps those
+/// in `APIError.errors`, which only ever hold Vault's own messages.
 fn map_error(e: &ClientError, operation: Operation, key: &str) -> Error {
     let key = key.to_owned();
     match e {
-        ClientError::APIError { code: 404, .. } => Error::NotFound {
-            backend: BACKEND,
-            key,
-        },
+        ClientError::APIError { code: 400, errors }
+            if errors.iter().any(|m| m.contains("check-and-set")) =>
+        {
+            Error::Conflict {
+                backend: BACKEND,
+                key,
+                expected: "the version given".into(),
+            }
+        }
         ClientError::APIError { code, errors } => {
             let reason = format!("HTTP {code}: {}", errors.join("; "));
-            if *code == 403 || *code == 401 {
-                Error::PermissionDenied {
-                    backend: BACKEND,
-                    key,
-                    reason,
-                }
-            } else if *code == 400 && errors.iter().any(|m| m.contains("check-and-set")) {
-                Error::Conflict {
-                    backend: BACKEND,
-                    key,
-                    expected: "the version given".into(),
-                }
-            } else {
-                Error::Backend {
-                    backend: BACKEND,
-                    operation,
-                    key,
-                    reason,
-                    transient: *code == 429 || *code >= 500,
-                }
-            }
+            status_error(BACKEND, operation, key, *code, reason)
         }
         ClientError::RestClientError { .. } => Error::Unreachable {
             backend: BACKEND,
