@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use pgwarden::core::naming::{MARKER_ROLE, PRIVILEGE_ROLE_PREFIX};
-use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden::pg_driver::discovery::{
-    Discovered, DiscoveryOptions, DiscoveryResult, discover, discover_stream, queries,
+use pgwarden::pg_driver::discovery_queries as queries;
+use pgwarden::pg_driver::{
+    ConnectOptions, Connector, Discovered, DiscoveryOptions, DiscoveryResult, discover,
+    discover_stream,
 };
 use pgwarden_testkit::TempCluster;
 

@@ -26,10 +26,10 @@ use pgwarden::core::config::{ConnectorMode, UserMode};
 use pgwarden::core::conninfo::ConnInfo;
 use pgwarden::core::duration::Ttl;
 use pgwarden::core::resource::AccessEntry;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden::pg_driver::privilege::privilege_role_name;
-use pgwarden::pg_driver::provision::{Expiry, GrantRequest, Provisioner, ProvisionerConfig};
-use pgwarden::pg_driver::scram::{ScramIterations, generate_password, random_string, verifier};
+use pgwarden::pg_driver::{
+    ConnectOptions, Connector, Expiry, GrantRequest, Provisioner, ProvisionerConfig,
+    ScramIterations, generate_password, privilege_role_name, random_string, verifier,
+};
 use pgwarden_testkit::TempCluster;
 use tokio::runtime::Runtime;
 
@@ -42,10 +42,9 @@ struct As {
 }
 
 /// One ledger key for every provisioner of the run (they share one instance).
-fn ledger_key() -> pgwarden::pg_driver::seal::LedgerKey {
-    static KEY: std::sync::OnceLock<pgwarden::pg_driver::seal::LedgerKey> =
-        std::sync::OnceLock::new();
-    KEY.get_or_init(pgwarden::pg_driver::seal::LedgerKey::generate)
+fn ledger_key() -> pgwarden::pg_driver::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden::pg_driver::LedgerKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden::pg_driver::LedgerKey::generate)
         .clone()
 }
 
@@ -62,7 +61,7 @@ fn provisioner(who: &As, iterations: u32) -> Arc<Provisioner> {
         pool_size: CONCURRENCY + 2,
         connector_mode: who.mode,
         sensitive_roles_allowed: Vec::new(),
-        cleanup_lock_timeout: pgwarden::pg_driver::provision::DEFAULT_CLEANUP_LOCK_TIMEOUT,
+        cleanup_lock_timeout: pgwarden::pg_driver::DEFAULT_CLEANUP_LOCK_TIMEOUT,
         ledger_key: ledger_key(),
     };
     Arc::new(

@@ -25,7 +25,7 @@ async fn main() {
         .nth(1)
         .map_or(10_000, |a| a.parse().expect("the number of grants"));
     let c = harness::cluster();
-    let key = pgwarden::pg_driver::seal::LedgerKey::generate();
+    let key = pgwarden::pg_driver::LedgerKey::generate();
     println!(
         "PostgreSQL {} on 127.0.0.1:{}, {n} grants per scenario",
         c.server_major(),

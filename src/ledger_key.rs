@@ -1,7 +1,7 @@
 //! The ledger key: kept in the secret store, in the connector's credentials document.
 //!
 //! Every ledger record pgwarden writes into the instance is sealed with this key (see
-//! [`pgwarden_pg_driver::seal`]). It lives beside the connector's credentials, as the
+//! [`LedgerKey`]). It lives beside the connector's credentials, as the
 //! document's `ledger_key` field (base64 of 32 random bytes), so that:
 //! - every replica reading the same document uses the same key;
 //! - a credential rotation keeps it (rotation rewrites the password and keeps the
@@ -13,7 +13,7 @@
 //! Integrations that manage the same instance must hold the same key: copy the field
 //! into each one's document, or pass [`IntegrationOptions::ledger_key`](crate::IntegrationOptions::ledger_key).
 
-use pgwarden_pg_driver::seal::LedgerKey;
+use pgwarden_pg_driver::LedgerKey;
 use pgwarden_secrets::{DynSecretStore, PutOptions, SecretKey, SecretStoreExt};
 use secrecy::ExposeSecret;
 

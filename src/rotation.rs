@@ -15,14 +15,14 @@
 //!
 //! **One rotation at a time per connector role.** Every process and every
 //! integration that logs in as the same connector role rotates the same password,
-//! whatever its integration name or database, so the lock belongs to the role: a
-//! session advisory lock on `pgwarden:rotation:role:<role>`. Advisory locks are per
-//! database, and two integrations on one connector may point at different
-//! databases, so the lock is taken in a database every one of them finds the same
-//! way: the connectable (`datallowconn`), non-template database with the lowest oid
-//! on which the role has CONNECT. Databases and the role's privileges are
-//! instance-wide, so all of them see the same answer (normally `postgres`, created
-//! by `initdb` before any other), independent of their own config.
+//! whatever its integration name or database, so the lock belongs to the role: the
+//! session advisory lock [`Lock::Rotation`]. Advisory locks are per database, and two
+//! integrations on one connector may point at different databases, so the lock is
+//! taken in a database every one of them finds the same way
+//! ([`rotation_lock_database`]): the connectable (`datallowconn`), non-template
+//! database with the lowest oid on which the role has CONNECT. Databases and the
+//! role's privileges are instance-wide, so all of them see the same answer (normally
+//! `postgres`, created by `initdb` before any other), independent of their own config.
 //!
 //! `ALTER ROLE`, and putting the old password back when the new one is refused, run
 //! on the session that holds the lock, so they never run while another rotation
@@ -39,12 +39,11 @@
 //! once; one such refresh at a time per process, with a bounded, jittered backoff
 //! while neither password logs in.
 
-use std::sync::Arc;
-
 use pgwarden_core::credentials::Credentials;
-use pgwarden_pg_driver::connect::{Connection, Connector};
-use pgwarden_pg_driver::scram::{generate_password, verifier};
-use pgwarden_pg_driver::sql::{advisory_key, literal};
+use pgwarden_pg_driver::{
+    Connection, Connector, Lock, generate_password, rotation_lock_database, set_connector_password,
+    verifier,
+};
 use pgwarden_secrets::SecretStoreExt;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
@@ -53,45 +52,52 @@ use crate::audit::AuditAction;
 use crate::error::IntegrationError;
 use crate::integration::{Integration, build_connected};
 
-/// The database of the rotation lock: the connectable, non-template database with
-/// the lowest oid the connector may connect to (see the module docs); also the
-/// connector's role name and the database this session is in.
-const LOCK_DATABASE_SQL: &str = "SELECT d.datname::pg_catalog.text, \
-       SESSION_USER::pg_catalog.text, \
-       pg_catalog.current_database()::pg_catalog.text \
-  FROM pg_catalog.pg_database d \
- WHERE d.datallowconn AND NOT d.datistemplate \
-   AND pg_catalog.has_database_privilege(d.oid, 'CONNECT'::pg_catalog.text) \
- ORDER BY d.oid \
- LIMIT 1";
-
 /// The document field recording when the password was last rotated (RFC 3339).
 pub const ROTATED_AT_FIELD: &str = "rotated_at";
 
-/// A step of a rotation, for fault injection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotationStep {
-    /// Writing the pending password to the store.
-    StorePending,
-    /// Changing the role's password.
-    AlterRole,
-    /// Logging in with the new password.
-    Verify,
-    /// Making the pending password current in the store.
-    Promote,
-}
+// Fault injection (tests): public with the `testing` feature, not semver API.
+#[cfg(not(feature = "testing"))]
+use hooks::{RotationFault, RotationHook, RotationStep};
+#[cfg(feature = "testing")]
+pub use hooks::{RotationFault, RotationHook, RotationStep};
 
-/// How an injected fault behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotationFault {
-    /// The step fails; the rotation handles it as a real failure.
-    Fail,
-    /// The process dies before the step: nothing after it runs, nothing is undone.
-    Crash,
-}
+mod hooks {
+    #![cfg_attr(
+        not(feature = "testing"),
+        allow(
+            unreachable_pub,
+            dead_code,
+            reason = "public with the testing feature; without it nothing is injected"
+        )
+    )]
 
-/// A fault-injection hook for tests.
-pub type RotationHook = Arc<dyn Fn(RotationStep) -> Option<RotationFault> + Send + Sync>;
+    use std::sync::Arc;
+
+    /// A step of a rotation, for fault injection (feature `testing`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RotationStep {
+        /// Writing the pending password to the store.
+        StorePending,
+        /// Changing the role's password.
+        AlterRole,
+        /// Logging in with the new password.
+        Verify,
+        /// Making the pending password current in the store.
+        Promote,
+    }
+
+    /// How an injected fault behaves (feature `testing`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RotationFault {
+        /// The step fails; the rotation handles it as a real failure.
+        Fail,
+        /// The process dies before the step: nothing after it runs, nothing is undone.
+        Crash,
+    }
+
+    /// A fault-injection hook for tests (feature `testing`).
+    pub type RotationHook = Arc<dyn Fn(RotationStep) -> Option<RotationFault> + Send + Sync>;
+}
 
 /// What a rotation did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -106,11 +112,21 @@ pub struct RotationReport {
 impl Integration {
     /// Rotates the connector's password now (see the module docs).
     pub async fn rotate_credentials(&self) -> Result<RotationReport, IntegrationError> {
-        self.rotate_with_hook(None).await
+        self.rotate_audited(None).await
     }
 
-    /// [`Integration::rotate_credentials`] with a fault-injection hook (tests).
+    /// [`Integration::rotate_credentials`] with a fault-injection hook (tests; feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
     pub async fn rotate_with_hook(
+        &self,
+        hook: Option<RotationHook>,
+    ) -> Result<RotationReport, IntegrationError> {
+        self.rotate_audited(hook).await
+    }
+
+    /// A rotation, audited.
+    async fn rotate_audited(
         &self,
         hook: Option<RotationHook>,
     ) -> Result<RotationReport, IntegrationError> {
@@ -165,7 +181,7 @@ impl Integration {
         };
         // One rotation at a time per connector role, across every process and
         // integration: a session lock on a dedicated connection (see the module docs).
-        let (lock, key) = self.lock_rotation().await?;
+        let (lock, role) = self.lock_rotation().await?;
 
         // A rotation that waited for another sees its new password here: log in with
         // what the store holds now. `old` is what logs in, and what a failed
@@ -213,11 +229,12 @@ impl Integration {
             .stage_password(&self.key, &current, &new_password)
             .await?;
 
-        // 2. ALTER ROLE.
+        // 2. ALTER ROLE, silencing the statement log first (superusers).
         let superuser = self.preflight.role.superuser;
+        let session = &lock.client;
         let alter = |password: &secrecy::SecretString| {
             let v = verifier(password, self.options.scram_iterations);
-            format!("ALTER ROLE CURRENT_USER PASSWORD {}", literal(v.as_str()))
+            async move { set_connector_password(session, &v, superuser).await }
         };
         match fault(RotationStep::AlterRole) {
             Some(RotationFault::Crash) => {
@@ -234,11 +251,7 @@ impl Integration {
             }
             None => {}
         }
-        if superuser {
-            // The server logs a query string on arrival: silence it before the verifier is sent.
-            lock.batch_execute("SET log_statement = 'none'").await.ok();
-        }
-        lock.batch_execute(&alter(&new_password))
+        alter(&new_password)
             .await
             .map_err(|e| stop("alter role", &format!("{e}; the old password is unchanged")))?;
 
@@ -265,7 +278,7 @@ impl Integration {
         };
         if let Err(why) = verified {
             // Put the old password back; the staged one is stale and harmless.
-            lock.batch_execute(&alter(&old.password))
+            alter(&old.password)
                 .await
                 .map_err(|e| stop("verify", &format!("new password refused ({why}) and restoring the old one failed ({e}); the store holds the new one as pending")))?;
             return Err(stop(
@@ -301,9 +314,7 @@ impl Integration {
             None => {}
         }
         self.secrets.promote_password(&self.key, &staged).await?;
-        let _ = lock
-            .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key])
-            .await;
+        let _ = Lock::Rotation { role: &role }.release(&lock.client).await;
         Ok(RotationReport {
             username: old.username,
             rotated_at: now,
@@ -311,34 +322,32 @@ impl Integration {
     }
 
     /// A session holding the connector role's rotation lock, in the database every
-    /// process sharing the role chooses alike (see the module docs), and the lock's key.
-    async fn lock_rotation(&self) -> Result<(Connection, i64), IntegrationError> {
+    /// process sharing the role chooses alike (see the module docs), and the role.
+    async fn lock_rotation(&self) -> Result<(Connection, String), IntegrationError> {
         let first = self.connector_session(None).await?;
         let db = |action: &'static str| {
-            move |e: pgwarden_pg_driver::tokio_postgres::Error| IntegrationError::Database {
+            move |source: pgwarden_pg_driver::tokio_postgres::Error| IntegrationError::Database {
                 action,
-                message: e.to_string(),
+                source,
             }
         };
-        let row = first
-            .query_opt(LOCK_DATABASE_SQL, &[])
+        let place = rotation_lock_database(&first.client)
             .await
             .map_err(db("choosing the database of the rotation lock"))?
             .ok_or_else(|| IntegrationError::Rotation {
                 step: "lock",
                 message: "the connector may connect to no database that accepts connections; nothing changed".to_owned(),
             })?;
-        let (database, role, here): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-        let lock = if database == here {
+        let lock = if place.database == place.current {
             first
         } else {
             drop(first);
-            self.connector_session(Some(&database)).await?
+            self.connector_session(Some(&place.database)).await?
         };
-        let key = advisory_key(&format!("pgwarden:rotation:role:{role}"));
-        lock.execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
+        Lock::Rotation { role: &place.role }
+            .acquire(&lock.client)
             .await
             .map_err(db("locking the rotation"))?;
-        Ok((lock, key))
+        Ok((lock, place.role))
     }
 }

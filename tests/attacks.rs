@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pgwarden::core::config::{ConfigFormat, IntegrationConfig};
 use pgwarden::core::credentials::Credentials;
 use pgwarden::core::duration::Ttl;
-use pgwarden::pg_driver::connect::ConnectOptions;
+use pgwarden::pg_driver::ConnectOptions;
 use pgwarden::secrets::{InMemory, PutOptions, SecretKey, SecretStoreExt};
 use pgwarden::{AccessRequest, Integration, IntegrationOptions};
 use pgwarden_testkit::{TempCluster, traps};
@@ -64,17 +64,18 @@ async fn planted_operators_never_run_in_rotation_or_the_sweeper() {
             ..ConnectOptions::default()
         },
         sweep_interval: Duration::from_millis(200),
-        scram_iterations: pgwarden::pg_driver::scram::ScramIterations::new(16).unwrap(),
+        scram_iterations: pgwarden::pg_driver::ScramIterations::new(16).unwrap(),
         ..IntegrationOptions::default()
     };
     let integration = Integration::connect(config, store, options).await.unwrap();
     let runtime = integration.run();
-    let request = |requester: &str, secs: u64| AccessRequest {
-        requester: requester.into(),
-        access: vec!["postgresql-schema:fa_app/s1=read-write".parse().unwrap()],
-        duration: Ttl::from_secs(secs).unwrap(),
-        justification: Some("trap test".into()),
-        grant_id: None,
+    let request = |requester: &str, secs: u64| {
+        AccessRequest::new(
+            requester,
+            ["postgresql-schema:fa_app/s1=read-write".parse().unwrap()],
+            Ttl::from_secs(secs).unwrap(),
+        )
+        .justification("trap test")
     };
     let kept = integration
         .grant(request("fa-kept@example.com", 600))

@@ -31,7 +31,7 @@ pub(crate) fn example(name: &str) -> Command {
 /// This test binary's ledger key (base64), fixed for its lifetime.
 pub(crate) static LEDGER_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     use secrecy::ExposeSecret;
-    pgwarden::pg_driver::seal::LedgerKey::generate()
+    pgwarden::pg_driver::LedgerKey::generate()
         .to_base64()
         .expose_secret()
         .to_owned()

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pgwarden::pg_driver::connect::Connection;
+use pgwarden::pg_driver::Connection;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 

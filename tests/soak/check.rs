@@ -4,8 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use pgwarden::pg_driver::privilege::privilege_role_name;
-use pgwarden::pg_driver::provision::{ListedGrant, ListedState};
+use pgwarden::AccessGrant;
+use pgwarden::pg_driver::{ListedState, privilege_role_name};
 use pgwarden::{AuditAction, AuditEvent};
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
@@ -60,7 +60,7 @@ pub(crate) async fn managed_roles(soak: &Soak) -> HashMap<String, Role> {
 
 /// `list()` through one replica, retried while the instance recovers from a fault
 /// (each retry is counted).
-async fn list(soak: &Soak, replica: usize) -> Result<Vec<ListedGrant>, String> {
+async fn list(soak: &Soak, replica: usize) -> Result<Vec<AccessGrant>, String> {
     let mut last = String::new();
     for attempt in 0..20 {
         match soak.bounded("list", soak.replicas[replica].list()).await {
@@ -93,7 +93,7 @@ fn revocations(events: &[AuditEvent]) -> HashMap<String, Vec<&AuditEvent>> {
 /// One consistent look: catalog, listing, catalog again, audit trail.
 pub(crate) struct Snapshot {
     before: HashMap<String, Role>,
-    listed: Vec<ListedGrant>,
+    listed: Vec<AccessGrant>,
     listed_at: OffsetDateTime,
     after: HashMap<String, Role>,
 }

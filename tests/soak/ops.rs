@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pgwarden::core::duration::Ttl;
-use pgwarden::pg_driver::provision::ProvisionError;
+use pgwarden::pg_driver::ProvisionError;
 use pgwarden::{AccessRequest, IntegrationError};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
@@ -160,12 +160,15 @@ pub(crate) fn draw(soak: &Soak, rng: &mut Rng, claimed: &mut HashSet<String>) ->
 }
 
 fn request(access: &[&str], secs: u64, grant_id: Option<String>, requester: &str) -> AccessRequest {
-    AccessRequest {
-        requester: requester.to_owned(),
-        access: access.iter().map(|a| a.parse().unwrap()).collect(),
-        duration: Ttl::from_secs(secs).unwrap(),
-        justification: Some("soak".into()),
-        grant_id,
+    let request = AccessRequest::new(
+        requester,
+        access.iter().map(|a| a.parse().unwrap()),
+        Ttl::from_secs(secs).unwrap(),
+    )
+    .justification("soak");
+    match grant_id {
+        Some(id) => request.grant_id(id),
+        None => request,
     }
 }
 

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use pgwarden::core::config::{ConfigFormat, IntegrationConfig};
 use pgwarden::core::credentials::Credentials;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connection, Connector};
-use pgwarden::pg_driver::scram::ScramIterations;
-use pgwarden::pg_driver::seal::LedgerKey;
+use pgwarden::pg_driver::{ConnectOptions, Connection, Connector, LedgerKey, ScramIterations};
 use pgwarden::secrets::{InMemory, PutOptions, SecretKey, SecretStoreExt};
 use pgwarden::{AuditEvent, AuditSink, Integration, IntegrationOptions, RecordingAuditSink};
 use pgwarden_testkit::TempCluster;

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use pgwarden::core::config::{ConfigFormat, IntegrationConfig};
 use pgwarden::core::credentials::Credentials;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connection, Connector};
-use pgwarden::pg_driver::provision::{Expiry, GrantRequest, Provisioner, ProvisionerConfig};
-use pgwarden::pg_driver::scram::ScramIterations;
-use pgwarden::pg_driver::seal::LedgerKey;
+use pgwarden::pg_driver::{
+    ConnectOptions, Connection, Connector, Expiry, GrantRequest, LedgerKey, Provisioner,
+    ProvisionerConfig, ScramIterations,
+};
 use pgwarden::secrets::{InMemory, PutOptions, SecretKey, SecretStoreExt};
 use pgwarden::{AuditAction, Integration, IntegrationOptions, RecordingAuditSink, RunHandle};
 use pgwarden_testkit::TempCluster;

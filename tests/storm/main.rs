@@ -17,7 +17,7 @@ const BOUND: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_grants_expiring_at_once_are_all_revoked() {
     let c = harness::cluster();
-    let key = pgwarden::pg_driver::seal::LedgerKey::generate();
+    let key = pgwarden::pg_driver::LedgerKey::generate();
     let storm = Storm::new(&c, "storm_live", &key).await;
     let at = storm.grant_expiring_together(GRANTS, 16).await;
     let runtime = storm.run();
@@ -41,7 +41,7 @@ async fn a_thousand_grants_expiring_at_once_are_all_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_grants_that_expired_while_nothing_ran_are_revoked_at_start_up() {
     let c = harness::cluster();
-    let key = pgwarden::pg_driver::seal::LedgerKey::generate();
+    let key = pgwarden::pg_driver::LedgerKey::generate();
     let storm = Storm::new(&c, "storm_start", &key).await;
     let at = storm.grant_expiring_together(GRANTS, 16).await;
     tokio::time::sleep(Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default())

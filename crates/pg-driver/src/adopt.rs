@@ -14,10 +14,12 @@ use std::fmt::Write as _;
 use pgwarden_core::naming::MARKER_ROLE;
 use serde::Serialize;
 
+use crate::error::{ProvisionError, db};
 use crate::ledger::{LEDGER_VERSION, MarkerRecord, PrivilegeRecord, RoleRecord};
+use crate::lock::Lock;
 use crate::privilege::privilege_role_name;
-use crate::provision::{ProvisionError, Provisioner, db, privileges_transaction};
-use crate::sql::{Ident, literal};
+use crate::provision::Provisioner;
+use crate::sql::comment_on_role;
 
 /// The format of the records adoption seals.
 const UNSEALED_VERSION: u32 = 1;
@@ -62,7 +64,9 @@ impl Provisioner {
         let key = &self.config().ledger_key;
         let mut report = AdoptionReport::default();
         let mut conn = self.admin.get().await?;
-        let tx = privileges_transaction(&mut conn, "adopting the ledger").await?;
+        let tx = Lock::Privileges
+            .transaction(&mut conn, "locking adopting the ledger")
+            .await?;
         let rows = tx
             .query(CANDIDATES_SQL, &[&MARKER_ROLE])
             .await
@@ -128,7 +132,7 @@ impl Provisioner {
             };
             match sealed {
                 Some(c) => {
-                    let _ = write!(sql, "COMMENT ON ROLE {} IS {}; ", Ident(&name), literal(&c));
+                    let _ = write!(sql, "{}; ", comment_on_role(&name, &c));
                 }
                 None => report.already_sealed += 1,
             }

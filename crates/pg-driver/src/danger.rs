@@ -20,14 +20,14 @@ use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
 
 /// Accepts any server certificate; still checks the handshake signatures.
 #[derive(Debug)]
-pub struct NoCertificateCheck {
+pub(crate) struct NoCertificateCheck {
     provider: Arc<CryptoProvider>,
 }
 
 impl NoCertificateCheck {
     /// A verifier using `provider`'s signature algorithms.
     #[must_use]
-    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+    pub(crate) fn new(provider: Arc<CryptoProvider>) -> Self {
         NoCertificateCheck { provider }
     }
 }
@@ -86,14 +86,14 @@ impl ServerCertVerifier for NoCertificateCheck {
 /// `NotValidForName` error means the chain was already accepted; only that error is
 /// turned into success.
 #[derive(Debug)]
-pub struct ChainOnly {
+pub(crate) struct ChainOnly {
     inner: Arc<WebPkiServerVerifier>,
 }
 
 impl ChainOnly {
     /// Wraps a full verifier built for the roots to trust.
     #[must_use]
-    pub fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
+    pub(crate) fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
         ChainOnly { inner }
     }
 }

@@ -44,8 +44,8 @@
 //! # Example
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-//! use pgwarden_pg_driver::discovery::{DiscoveryOptions, discover};
+//! use pgwarden_pg_driver::{ConnectOptions, Connector};
+//! use pgwarden_pg_driver::{DiscoveryOptions, discover};
 //!
 //! let info = "host=db.internal user=pgwarden dbname=postgres".parse()?;
 //! let connector = Connector::new(&info, &ConnectOptions::default())?;
@@ -63,6 +63,10 @@
 //! or changed, so a host — and the privilege-role refresh — can react to new tables.
 
 mod diff;
+#[cfg_attr(
+    not(feature = "testing"),
+    allow(unreachable_pub, reason = "public with the testing feature")
+)]
 pub mod queries;
 mod run;
 

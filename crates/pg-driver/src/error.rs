@@ -1,8 +1,18 @@
-//! Connection errors, classified so that each says what to fix.
+//! The crate's errors: connections ([`ConnectError`], classified so that each says
+//! what to fix) and provisioning ([`ProvisionError`]: granting, extending, revoking,
+//! reconciling). No message ever contains a secret or the text of a statement.
 
 use std::error::Error as StdError;
 use std::fmt;
 
+use pgwarden_core::duration::Ttl;
+use pgwarden_core::resource::ResourceError;
+use time::OffsetDateTime;
+
+use crate::pool::PoolError;
+use crate::privilege::PrivilegeError;
+use crate::retry::is_transient;
+use crate::revoke::{Blocker, describe_blockers};
 use crate::tls::TlsSetupError;
 
 /// What kind of network failure.
@@ -404,4 +414,157 @@ impl fmt::Display for NetworkFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
+}
+
+/// Granting, extending, revoking or reconciling failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    /// The request is invalid; nothing was changed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(#[from] InvalidRequest),
+    /// A resource does not exist, or may not be granted.
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
+    /// No grant with this id is active.
+    #[error("no active grant has id {grant_id}")]
+    UnknownGrant {
+        /// The id asked for.
+        grant_id: String,
+    },
+    /// The instance could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The pool gave no connection.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A statement failed.
+    #[error("{action} failed: {}", describe_db_error(source))]
+    Database {
+        /// What was being done.
+        action: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// A revocation could not finish; the grant stays "revoking" and reconciliation
+    /// retries it. Nothing is forgotten.
+    #[error("revocation of {username} is incomplete: {reason}")]
+    RevocationIncomplete {
+        /// The login role.
+        username: String,
+        /// What is left.
+        reason: String,
+    },
+    /// A privilege role the grant needs was retired meanwhile; the grant retries.
+    #[error("privilege role {0} is being retired; retry the grant")]
+    PrivilegeRoleNotReady(String),
+    /// Reconcile found the grant expired, but it was extended before its revocation
+    /// began: it stays.
+    #[error("grant {grant_id} was extended meanwhile: not revoked")]
+    NotExpired {
+        /// The grant.
+        grant_id: String,
+    },
+    /// Access has ended (login disabled, sessions ended, memberships removed), but
+    /// removing what the role owns waited longer than `cleanup_lock_timeout` for locks
+    /// other sessions hold. The grant stays "revoking" and the clean-up is retried.
+    #[error(
+        "access of {username} has ended, but removing what it owns in database {database} waited {waited:?} for locks held by {}; it stays revoking and is retried",
+        describe_blockers(blockers)
+    )]
+    CleanupWaiting {
+        /// The login role.
+        username: String,
+        /// The database whose clean-up waits.
+        database: String,
+        /// How long it waited (the lock timeout).
+        waited: std::time::Duration,
+        /// The sessions holding locks on what the role owns there.
+        blockers: Vec<Blocker>,
+    },
+    /// Another process is revoking this grant right now.
+    #[error("grant {grant_id} is being revoked by another process")]
+    InProgress {
+        /// The grant.
+        grant_id: String,
+    },
+    /// The connector role does not fit the configured
+    /// [`ConnectorMode`](pgwarden_core::config::ConnectorMode); nothing was
+    /// changed.
+    #[error("{0}")]
+    ConnectorMode(String),
+    /// A role in pgwarden's namespace carries no record pgwarden sealed for it (made or
+    /// altered by someone else, or sealed with another ledger key): pgwarden will not
+    /// use it. Nothing was changed.
+    #[error("{0}")]
+    NotAuthentic(String),
+    /// A test hook stopped the operation at a step (feature `testing`).
+    #[cfg(feature = "testing")]
+    #[error("stopped at {step:?}: {message}")]
+    Injected {
+        /// The step.
+        step: crate::provision::Step,
+        /// The hook's message.
+        message: String,
+    },
+}
+
+/// Why a request was refused before anything was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRequest {
+    /// Nobody is named as asking.
+    #[error("requester is empty: name who asks for access")]
+    EmptyRequester,
+    /// No access is asked for.
+    #[error("no access asked for: give at least one <resource-id>=<level>")]
+    NoAccess,
+    /// A level is not valid for its resource's type.
+    #[error(transparent)]
+    Level(#[from] ResourceError),
+    /// The grant id is empty, longer than 200 characters, or holds a control character.
+    #[error("grant id must be 1 to 200 printable characters")]
+    InvalidGrantId,
+    /// The expiry is not in the future.
+    #[error("expiry {at} is not in the future")]
+    ExpiryNotInFuture {
+        /// The expiry asked for.
+        at: OffsetDateTime,
+    },
+    /// The expiry is further than `max_ttl` from now.
+    #[error(
+        "expiry is more than max_ttl ({max_ttl}) from now: ask for a shorter time or raise max_ttl"
+    )]
+    OverMaxTtl {
+        /// The integration's `max_ttl`.
+        max_ttl: Ttl,
+    },
+}
+
+/// The server's message, detail and SQLSTATE (never SQL text, which may hold a verifier).
+pub(crate) fn describe_db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(": ");
+                s.push_str(d);
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Wraps a statement's failure as [`ProvisionError::Database`], saying what was done.
+pub(crate) fn db(
+    action: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
+    let action = action.into();
+    move |source| ProvisionError::Database { action, source }
+}
+
+/// Whether retrying may succeed (a transient catalog conflict: see [`is_transient`]).
+pub(crate) fn transient(e: &ProvisionError) -> bool {
+    matches!(e, ProvisionError::Database { source, .. } if is_transient(source))
 }

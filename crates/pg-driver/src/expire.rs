@@ -30,11 +30,13 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::error::{ProvisionError, db, describe_db_error};
 use crate::ledger::{GrantState, LedgerRole, RoleMode, read_ledger_roles_cached};
+use crate::lock::Lock;
 use crate::pool::Unsettled;
-use crate::provision::{ListedGrant, ProvisionError, Provisioner, db, timestamp};
+use crate::provision::{ConnectorFacts, ListedGrant, ListedState, Provisioner};
 use crate::revoke::RevocationReport;
-use crate::sql::{CachedQuery, Ident, advisory_key, literal};
+use crate::sql::{CachedQuery, Ident, literal, timestamp};
 
 /// The most grants one batch takes: large enough to amortise round trips, small
 /// enough that one batch's statements stay well under a second.
@@ -96,19 +98,6 @@ SELECT o FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o
 WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = o)
    OR EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = o)";
 
-/// Tries the advisory locks `$1`: each key with whether it was taken.
-const TRY_SESSION_LOCKS_SQL: &str = "
-SELECT k, pg_catalog.pg_try_advisory_lock(k) FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k";
-
-/// [`TRY_SESSION_LOCKS_SQL`] for transaction-level locks.
-const TRY_XACT_LOCKS_SQL: &str = "
-SELECT k, pg_catalog.pg_try_advisory_xact_lock(k) FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k";
-
-/// Releases the session advisory locks `$1`.
-const UNLOCK_SQL: &str = "
-SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_advisory_unlock(k))
-FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k";
-
 /// One grant of a batch, from when it is locked until its outcome.
 struct Item {
     grant_id: String,
@@ -136,7 +125,7 @@ impl Provisioner {
         for g in grants {
             if g.mode == RoleMode::Persistent {
                 outcomes.push((g.grant_id.clone(), BatchOutcome::Individual));
-            } else if g.state != crate::provision::ListedState::Active || g.expires_at <= now {
+            } else if g.state != ListedState::Active || g.expires_at <= now {
                 batch.push(g);
             }
         }
@@ -167,18 +156,20 @@ impl Provisioner {
         // Unsettled until the revocation locks are released: dropped half-way, the
         // connection closes and the server releases them.
         let mut conn = Unsettled::new(self.admin.get().await?);
-        let revoking_keys: Vec<i64> = chunk
+        let revoking: Vec<Lock<'_>> = chunk
             .iter()
-            .map(|g| advisory_key(&format!("pgwarden:revoking:{}", g.grant_id)))
+            .map(|g| Lock::Revoking {
+                grant_id: &g.grant_id,
+            })
             .collect();
-        let taken = try_locks(&**conn, TRY_SESSION_LOCKS_SQL, &revoking_keys)
+        let taken = Lock::try_acquire_all(&**conn, &revoking)
             .await
             .map_err(db("locking the revocations"))?;
         let mut held = Vec::new();
         let mut locked = Vec::new();
-        for (g, k) in chunk.iter().zip(&revoking_keys) {
-            if taken.contains(k) {
-                held.push(*k);
+        for ((g, lock), taken) in chunk.iter().zip(revoking).zip(taken) {
+            if taken {
+                held.push(lock);
                 locked.push(*g);
             } else {
                 outcomes.push((g.grant_id.clone(), BatchOutcome::InProgress));
@@ -187,7 +178,7 @@ impl Provisioner {
         let result = self
             .revoke_locked_chunk(&mut conn, &facts, &locked, outcomes)
             .await;
-        if conn.query_one_cached(UNLOCK_SQL, &[&held]).await.is_ok() {
+        if Lock::release_all(&**conn, &held).await.is_ok() {
             conn.settle();
         }
         result
@@ -196,7 +187,7 @@ impl Provisioner {
     async fn revoke_locked_chunk(
         &self,
         conn: &mut deadpool_postgres::Object,
-        facts: &crate::provision::ConnectorFacts,
+        facts: &ConnectorFacts,
         chunk: &[&ListedGrant],
         outcomes: &mut Vec<(String, BatchOutcome)>,
     ) -> Result<(), ProvisionError> {
@@ -231,7 +222,7 @@ impl Provisioner {
                 Err(e) => {
                     // One of them could not go (an object or a session appeared): each
                     // on its own, and those that still cannot are finished singly.
-                    tracing::warn!(error = %crate::provision::describe_db_error(&e), "dropping a batch of roles failed; dropping them one by one");
+                    tracing::warn!(error = %describe_db_error(&e), "dropping a batch of roles failed; dropping them one by one");
                     for item in simple {
                         let sql = format!("DROP ROLE IF EXISTS {}", Ident(&item.username));
                         match conn.batch_execute(&sql).await {
@@ -286,16 +277,18 @@ impl Provisioner {
             .transaction()
             .await
             .map_err(db("starting the revocations"))?;
-        let grant_keys: Vec<i64> = chunk
+        let grants: Vec<Lock<'_>> = chunk
             .iter()
-            .map(|g| advisory_key(&format!("pgwarden:grant:{}", g.grant_id)))
+            .map(|g| Lock::Grant {
+                grant_id: &g.grant_id,
+            })
             .collect();
-        let taken = try_locks(&tx, TRY_XACT_LOCKS_SQL, &grant_keys)
+        let taken = Lock::try_acquire_all(&tx, &grants)
             .await
             .map_err(db("locking the grants"))?;
         let mut mine = Vec::new();
-        for (g, k) in chunk.iter().zip(&grant_keys) {
-            if taken.contains(k) {
+        for (g, taken) in chunk.iter().zip(taken) {
+            if taken {
                 mine.push(*g);
             } else {
                 outcomes.push((g.grant_id.clone(), BatchOutcome::InProgress));
@@ -335,8 +328,8 @@ impl Provisioner {
             let u = Ident(&role.username);
             let _ = write!(
                 sql,
-                "ALTER ROLE {u} NOLOGIN VALID UNTIL {until}; COMMENT ON ROLE {u} IS {}; ",
-                literal(&record.to_comment(key, role.oid, &role.username))
+                "ALTER ROLE {u} NOLOGIN VALID UNTIL {until}; {}; ",
+                record.comment_on(key, role.oid, &role.username)
             );
             let mut report = RevocationReport {
                 grant_id: g.grant_id.clone(),
@@ -362,21 +355,6 @@ impl Provisioner {
             .map_err(db("committing the revocation marks"))?;
         Ok(items)
     }
-}
-
-/// The keys among `keys` whose lock `sql` took.
-async fn try_locks<C: CachedQuery>(
-    client: &C,
-    sql: &str,
-    keys: &[i64],
-) -> Result<HashSet<i64>, tokio_postgres::Error> {
-    Ok(client
-        .query_cached(sql, &[&keys])
-        .await?
-        .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get(0))
-        .collect())
 }
 
 /// Step 3: ends every session of `items`' roles, until none remain (bounded).

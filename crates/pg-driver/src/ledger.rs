@@ -7,6 +7,11 @@
 //! written on (see [`crate::seal`]): one that does not open is not pgwarden's, and is
 //! reported, never acted on. A restarted process (or another replica) reads
 //! everything back with [`read_ledger`]; nothing lives outside PostgreSQL.
+//!
+//! Here too: the one readiness rule for privilege roles ([`privilege_ready`]) and the
+//! reads it is applied to, and finding a grant among the roles read.
+
+use std::collections::HashSet;
 
 use pgwarden_core::naming::MARKER_ROLE;
 use pgwarden_core::resource::AccessEntry;
@@ -15,14 +20,15 @@ use time::OffsetDateTime;
 use tokio_postgres::GenericClient;
 
 use crate::seal::LedgerKey;
+use crate::sql::comment_on_role;
 
 /// The ledger format version written into every record (2: sealed).
-pub const LEDGER_VERSION: u32 = 2;
+pub(crate) const LEDGER_VERSION: u32 = 2;
 
 /// Where a grant stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum GrantState {
+pub(crate) enum GrantState {
     /// Access is in effect until `expires_at`.
     Active,
     /// Revocation started and has not finished; reconciliation finishes it.
@@ -31,7 +37,7 @@ pub enum GrantState {
 
 /// One grant as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GrantEntry {
+pub(crate) struct GrantEntry {
     /// The grant's id.
     pub grant_id: String,
     /// Who asked.
@@ -52,7 +58,7 @@ pub struct GrantEntry {
 
 /// The comment on a login role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoleRecord {
+pub(crate) struct RoleRecord {
     /// Always [`LEDGER_VERSION`] when written by this version.
     pub pgwarden: u32,
     /// The integration that created the role.
@@ -84,7 +90,7 @@ impl RoleRecord {
     /// The comment text: the record sealed for the role with `oid` and `name`, tagged
     /// with its grant ids' lookup tags.
     #[must_use]
-    pub fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+    pub(crate) fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
         let tags: Vec<String> = self
             .grants
             .iter()
@@ -96,12 +102,22 @@ impl RoleRecord {
     /// Opens a comment; `None` for anything that is not a record pgwarden sealed for
     /// this role with this key.
     #[must_use]
-    pub fn from_comment(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
+    pub(crate) fn from_comment(
+        key: &LedgerKey,
+        oid: u32,
+        name: &str,
+        comment: &str,
+    ) -> Option<Self> {
         open_record(key, oid, name, comment)
     }
 
+    /// `COMMENT ON ROLE name IS …`: the statement that writes this record on the role.
+    pub(crate) fn comment_on(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+        comment_on_role(name, &self.to_comment(key, oid, name))
+    }
+
     /// The privilege roles its grants made it a member of.
-    pub fn privilege_roles(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn privilege_roles(&self) -> impl Iterator<Item = &String> {
         self.grants.iter().flat_map(|g| g.privilege_roles.iter())
     }
 }
@@ -157,7 +173,7 @@ fn open_record<T: Sealed>(key: &LedgerKey, oid: u32, name: &str, comment: &str) 
 /// State of a privilege role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PrivilegeState {
+pub(crate) enum PrivilegeState {
     /// Holds its privileges; safe to grant.
     Ready,
     /// Being dropped; must be re-granted before use.
@@ -166,7 +182,7 @@ pub enum PrivilegeState {
 
 /// The comment on a privilege role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrivilegeRecord {
+pub(crate) struct PrivilegeRecord {
     /// Always [`LEDGER_VERSION`] when written by this version.
     pub pgwarden: u32,
     /// What it grants.
@@ -178,20 +194,30 @@ pub struct PrivilegeRecord {
 impl PrivilegeRecord {
     /// The comment text, sealed for the role with `oid` and `name`.
     #[must_use]
-    pub fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+    pub(crate) fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
         seal_record(key, oid, name, &[], self)
     }
 
     /// Opens a comment; `None` unless pgwarden sealed it for this role with this key.
     #[must_use]
-    pub fn from_comment(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
+    pub(crate) fn from_comment(
+        key: &LedgerKey,
+        oid: u32,
+        name: &str,
+        comment: &str,
+    ) -> Option<Self> {
         open_record(key, oid, name, comment)
+    }
+
+    /// `COMMENT ON ROLE name IS …`: the statement that writes this record on the role.
+    pub(crate) fn comment_on(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+        comment_on_role(name, &self.to_comment(key, oid, name))
     }
 }
 
 /// The comment on the marker role: proof that pgwarden created it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MarkerRecord {
+pub(crate) struct MarkerRecord {
     /// Always [`LEDGER_VERSION`] when written by this version.
     pub pgwarden: u32,
     /// What the role is for, in words.
@@ -201,7 +227,7 @@ pub struct MarkerRecord {
 impl MarkerRecord {
     /// The record pgwarden writes.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         MarkerRecord {
             pgwarden: LEDGER_VERSION,
             marker: "every login role pgwarden manages is a member of this role".into(),
@@ -210,13 +236,18 @@ impl MarkerRecord {
 
     /// The comment text, sealed for the marker role with `oid`.
     #[must_use]
-    pub fn to_comment(&self, key: &LedgerKey, oid: u32) -> String {
+    pub(crate) fn to_comment(&self, key: &LedgerKey, oid: u32) -> String {
         seal_record(key, oid, MARKER_ROLE, &[], self)
+    }
+
+    /// `COMMENT ON ROLE` on the marker: the statement that writes this record on it.
+    pub(crate) fn comment_on(&self, key: &LedgerKey, oid: u32) -> String {
+        comment_on_role(MARKER_ROLE, &self.to_comment(key, oid))
     }
 
     /// Whether `comment` is the marker record pgwarden sealed for the marker with `oid`.
     #[must_use]
-    pub fn authentic(key: &LedgerKey, oid: u32, comment: &str) -> bool {
+    pub(crate) fn authentic(key: &LedgerKey, oid: u32, comment: &str) -> bool {
         open_record::<MarkerRecord>(key, oid, MARKER_ROLE, comment).is_some()
     }
 }
@@ -229,7 +260,7 @@ impl Default for MarkerRecord {
 
 /// A managed login role as found in the instance.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LedgerRole {
+pub(crate) struct LedgerRole {
     /// The role's name.
     pub username: String,
     /// The role's oid (records are sealed for it).
@@ -285,7 +316,7 @@ const LEDGER_ROLES_SQL: &str = ledger_sql!("WHERE r.rolname = ANY($2::pg_catalog
 const LEDGER_LIKE_SQL: &str = ledger_sql!("WHERE d.description LIKE $2::pg_catalog.text");
 
 /// Every managed login role: members of the marker role, with their records.
-pub async fn read_ledger<C: GenericClient>(
+pub(crate) async fn read_ledger<C: GenericClient>(
     client: &C,
     key: &LedgerKey,
 ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
@@ -345,6 +376,73 @@ pub(crate) async fn read_ledger_for_grant_cached<C: crate::sql::CachedQuery>(
         .query_cached(LEDGER_LIKE_SQL, &[&MARKER_ROLE, &pattern])
         .await?;
     Ok(ledger_roles(&rows, key))
+}
+
+/// The role holding a grant, and the grant.
+pub(crate) fn find_grant<'a>(
+    ledger: &'a [LedgerRole],
+    grant_id: &str,
+) -> Option<(&'a LedgerRole, &'a GrantEntry)> {
+    ledger.iter().find_map(|r| {
+        r.record
+            .as_ref()
+            .and_then(|rec| rec.grants.iter().find(|g| g.grant_id == grant_id))
+            .map(|g| (r, g))
+    })
+}
+
+/// One role's oid and comment (`$1`): what its sealed record is checked against.
+pub(crate) const ROLE_RECORD_SQL: &str = "
+SELECT r.oid, d.description FROM pg_catalog.pg_roles r
+LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+WHERE r.rolname = $1";
+
+/// The roles named by `names` (SQL for a `name[]`: a bind parameter, or an array of
+/// literals for the simple protocol), each as `tag` (a literal column telling these
+/// rows from others in the same round trip; empty for none), oid, name and comment:
+/// what [`privilege_ready`] decides on. The one read of privilege roles' readiness.
+pub(crate) fn privilege_records_sql(tag: &str, names: &str) -> String {
+    format!(
+        "SELECT {tag}r.oid, r.rolname::pg_catalog.text, d.description FROM pg_catalog.pg_roles r \
+           LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid \
+           WHERE r.rolname = ANY ({names})"
+    )
+}
+
+/// Which of `names` are privilege roles whose authentic record says "ready".
+pub(crate) async fn ready_among<C: GenericClient>(
+    client: &C,
+    key: &LedgerKey,
+    names: &[String],
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &privilege_records_sql("", "$1::pg_catalog.name[]"),
+            &[&names],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let (oid, name, comment): (u32, String, Option<String>) =
+                (r.get(0), r.get(1), r.get(2));
+            privilege_ready(key, oid, &name, comment.as_deref()).then_some(name)
+        })
+        .collect())
+}
+
+/// The one readiness rule: the role carries a record pgwarden sealed for it, in state
+/// ready. A role made or altered by anyone else — even under a privilege role's name,
+/// with a comment copied from a real one — is never used.
+pub(crate) fn privilege_ready(
+    key: &LedgerKey,
+    oid: u32,
+    name: &str,
+    comment: Option<&str>,
+) -> bool {
+    comment
+        .and_then(|c| PrivilegeRecord::from_comment(key, oid, name, c))
+        .is_some_and(|p| p.state == PrivilegeState::Ready)
 }
 
 fn ledger_roles(rows: &[tokio_postgres::Row], key: &LedgerKey) -> Vec<LedgerRole> {

@@ -15,7 +15,8 @@
 
 use pgwarden_core::naming::MARKER_ROLE;
 
-use crate::provision::{ProvisionError, Provisioner, db};
+use crate::error::{ProvisionError, db};
+use crate::provision::{NewRole, Provisioner};
 use crate::scram::random_string;
 use crate::sql::Ident;
 
@@ -53,7 +54,7 @@ pub(crate) struct OwnedCleanup {
     /// Found but left (default privileges, shared objects), as `database: description`.
     pub(crate) left: Vec<String>,
     /// What failed, per database.
-    pub(crate) errors: Vec<String>,
+    pub(crate) errors: Vec<crate::reconcile::ReconcileFailure>,
 }
 
 impl Provisioner {
@@ -85,9 +86,11 @@ impl Provisioner {
                     out.left
                         .extend(left.into_iter().map(|d| format!("{database}: {d}")));
                 }
-                Err(e) => out.errors.push(format!(
-                    "removing objects owned by {} in {database}: {e}",
-                    owners.join(", ")
+                Err(e) => out.errors.push(crate::reconcile::ReconcileFailure::new(
+                    owners.join(", "),
+                    None,
+                    crate::reconcile::ReconcileFailureKind::RemoveOwnedObjects,
+                    format_args!("in database {database}: {e}"),
                 )),
             }
         }
@@ -140,12 +143,17 @@ impl Provisioner {
             .collect::<Vec<_>>()
             .join(", ");
         // A CREATEROLE connector needs the holder's privileges to hand objects to it.
-        let prefix = self.facts().await?.role_creation_prefix();
+        let create = self
+            .facts()
+            .await?
+            .create_role(&NewRole::Holder { name: &holder });
         tx.batch_execute(&format!(
-            "{prefix}CREATE ROLE {h} NOLOGIN; REASSIGN OWNED BY {from} TO {h}; DROP OWNED BY {h}; DROP ROLE {h}"
+            "{create}; REASSIGN OWNED BY {from} TO {h}; DROP OWNED BY {h}; DROP ROLE {h}"
         ))
         .await
-        .map_err(db(format!("removing what pgwarden's roles own in {database}")))?;
+        .map_err(db(format!(
+            "removing what pgwarden's roles own in {database}"
+        )))?;
         tx.commit()
             .await
             .map_err(db(format!("committing the clean-up in {database}")))?;

@@ -31,7 +31,7 @@ pub struct SessionTls {
     clippy::struct_excessive_bools,
     reason = "these are PostgreSQL's own role flags"
 )]
-pub struct RoleAttributes {
+pub struct ConnectorRole {
     /// The role's name.
     pub name: String,
     /// `rolsuper`.
@@ -77,7 +77,7 @@ pub struct Preflight {
     /// The session's TLS state.
     pub tls: SessionTls,
     /// The connector role.
-    pub role: RoleAttributes,
+    pub role: ConnectorRole,
     /// The checks, in a fixed order.
     pub capabilities: Vec<Capability>,
 }
@@ -107,7 +107,7 @@ impl Preflight {
         mode: ConnectorMode,
     ) -> Result<Preflight, tokio_postgres::Error> {
         let row = client.query_one(SESSION_SQL, &[]).await?;
-        let role = RoleAttributes {
+        let role = ConnectorRole {
             name: row.get(6),
             superuser: row.get(7),
             createrole: row.get(8),
@@ -177,7 +177,7 @@ fn limited(key: &'static str, detail: impl Into<String>) -> Capability {
 }
 
 /// The checks of createrole mode: what the connector can do, and plainly what not.
-fn createrole_capabilities(role: &RoleAttributes, version_num: i32) -> Vec<Capability> {
+fn createrole_capabilities(role: &ConnectorRole, version_num: i32) -> Vec<Capability> {
     let name = &role.name;
     let pg16 = version_num >= 160_000;
     let signal = role.superuser || role.member_of.iter().any(|r| r == "pg_signal_backend");
@@ -266,8 +266,8 @@ fn createrole_capabilities(role: &RoleAttributes, version_num: i32) -> Vec<Capab
 
 /// The checks, from facts already read (pure, so every branch is unit-tested).
 #[must_use]
-pub fn capabilities(
-    role: &RoleAttributes,
+pub(crate) fn capabilities(
+    role: &ConnectorRole,
     version_num: i32,
     password_encryption: &str,
     unreachable_databases: &[String],
@@ -311,7 +311,7 @@ pub fn capabilities(
 }
 
 /// The checks of superuser mode (the default).
-fn superuser_capabilities(role: &RoleAttributes, version_num: i32) -> Vec<Capability> {
+fn superuser_capabilities(role: &ConnectorRole, version_num: i32) -> Vec<Capability> {
     let su = role.superuser;
     let pg16 = version_num >= 160_000;
     let signal = su || role.member_of.iter().any(|r| r == "pg_signal_backend");
@@ -380,8 +380,8 @@ fn superuser_capabilities(role: &RoleAttributes, version_num: i32) -> Vec<Capabi
 mod tests {
     use super::*;
 
-    fn role(superuser: bool, createrole: bool, member_of: &[&str]) -> RoleAttributes {
-        RoleAttributes {
+    fn role(superuser: bool, createrole: bool, member_of: &[&str]) -> ConnectorRole {
+        ConnectorRole {
             name: "c".into(),
             superuser,
             createrole,

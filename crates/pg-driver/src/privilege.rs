@@ -196,7 +196,7 @@ ORDER BY g.rolname, e.member";
 /// `pg_create_subscription` and `pg_signal_autovacuum_worker`. They give operational
 /// powers a DBA commonly bundles into team roles, no data and no code execution as the
 /// server. Predefined roles themselves are never a grantable target.
-pub const SENSITIVE_PREDEFINED: &[&str] = &[
+pub(crate) const SENSITIVE_PREDEFINED: &[&str] = &[
     "pg_execute_server_program",
     "pg_read_server_files",
     "pg_write_server_files",
@@ -258,7 +258,7 @@ ORDER BY ord, name LIMIT 21";
 /// cannot grant on, naming up to 20 of them with their owners. A superuser passes
 /// every check; so does a connector that owns (or is an INHERIT member of the owner
 /// of) everything in scope.
-pub async fn check_grantable<C: GenericClient>(
+pub(crate) async fn check_grantable<C: GenericClient>(
     client: &C,
     entry: &AccessEntry,
     connector: &str,
@@ -425,7 +425,7 @@ fn catalog(resource: &ResourceId) -> impl Fn(tokio_postgres::Error) -> Privilege
     clippy::too_many_lines,
     reason = "one arm per resource type, side by side"
 )]
-pub async fn grant_statements<C: GenericClient>(
+pub(crate) async fn grant_statements<C: GenericClient>(
     client: &C,
     entry: &AccessEntry,
     role: &str,
@@ -593,7 +593,7 @@ fn sensitive_paths(
 /// when the role is in `sensitive_roles_allowed` and nothing reached is pgwarden's
 /// own. Other entries pass. One catalog query; [`grant_statements`] runs it, and it
 /// can run again whenever a grant reuses an existing privilege role.
-pub async fn check_membership<C: GenericClient>(
+pub(crate) async fn check_membership<C: GenericClient>(
     client: &C,
     entry: &AccessEntry,
     sensitive_roles_allowed: &[String],
@@ -750,7 +750,7 @@ async fn schema_statements<C: GenericClient>(
 /// its level's characteristic privilege on (0 = up to date), or `None` for levels
 /// whose scope cannot grow (a table, a role, CONNECT).
 #[must_use]
-pub fn staleness_query(entry: &AccessEntry) -> Option<(&'static str, Vec<String>)> {
+pub(crate) fn staleness_query(entry: &AccessEntry) -> Option<(&'static str, Vec<String>)> {
     let privilege = match entry.level {
         L::ReadOnly => "SELECT",
         L::ReadWrite => "INSERT",

@@ -8,23 +8,23 @@
 //! number of processes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use pgwarden_core::naming::{MARKER_ROLE, PRIVILEGE_ROLE_PREFIX};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::error::{ProvisionError, db, describe_db_error, transient};
 use crate::ledger::{
     GrantState, PrivilegeRecord, PrivilegeState, RoleMode, read_ledger_cached,
     read_ledger_role_cached,
 };
+use crate::lock::Lock;
 use crate::privilege::{privilege_role_name, staleness_query};
-use crate::provision::{
-    ProvisionError, Provisioner, db, locked_transaction, privileges_transaction, timestamp,
-    transient,
-};
+use crate::provision::Provisioner;
 use crate::retry::with_retry;
 use crate::revoke::RevocationReport;
-use crate::sql::{Ident, literal};
+use crate::sql::{Ident, timestamp};
 
 /// One difference between a managed role and its ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,7 +53,76 @@ pub struct ReconcileReport {
     /// Differences found (reported, not changed).
     pub drift: Vec<Drift>,
     /// What could not be done this time (retried next time).
-    pub errors: Vec<String>,
+    pub errors: Vec<ReconcileFailure>,
+}
+
+/// Something a reconciliation could not do this time; the next one retries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileFailure {
+    /// The role concerned: a grant's login role, a privilege role, or the roles whose
+    /// objects were being removed (comma-separated).
+    pub role: String,
+    /// The grant, when the failure concerns one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// What was being done.
+    pub kind: ReconcileFailureKind,
+    /// What went wrong (the server's message; never a secret).
+    pub message: String,
+}
+
+/// What a reconciliation was doing when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReconcileFailureKind {
+    /// Revoking an expired grant, or finishing an interrupted revocation.
+    Revoke,
+    /// Removing memberships (a persistent user's left by an interrupted revocation,
+    /// or a privilege role's member that no grant lists).
+    RemoveMembership,
+    /// Disabling the login of a persistent user with no live grant left.
+    DisableLogin,
+    /// Re-granting a privilege role whose scope gained objects.
+    RefreshPrivilegeRole,
+    /// Dropping a privilege role nobody uses.
+    DropPrivilegeRole,
+    /// Removing objects owned by pgwarden's own roles.
+    RemoveOwnedObjects,
+}
+
+impl ReconcileFailure {
+    pub(crate) fn new(
+        role: impl Into<String>,
+        grant_id: Option<&str>,
+        kind: ReconcileFailureKind,
+        error: impl fmt::Display,
+    ) -> Self {
+        ReconcileFailure {
+            role: role.into(),
+            grant_id: grant_id.map(str::to_owned),
+            kind,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ReconcileFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ReconcileFailureKind::Revoke => "revoking",
+            ReconcileFailureKind::RemoveMembership => "removing memberships of",
+            ReconcileFailureKind::DisableLogin => "disabling the login of",
+            ReconcileFailureKind::RefreshPrivilegeRole => "refreshing privilege role",
+            ReconcileFailureKind::DropPrivilegeRole => "dropping privilege role",
+            ReconcileFailureKind::RemoveOwnedObjects => "removing objects owned by",
+        };
+        write!(f, "{what} {}", self.role)?;
+        if let Some(id) = &self.grant_id {
+            write!(f, " (grant {id})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
 /// Privilege roles with their comments and how many members they have; the
@@ -162,7 +231,12 @@ impl Provisioner {
                                 ProvisionError::InProgress { .. }
                                 | ProvisionError::NotExpired { .. },
                             ) => {}
-                            Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
+                            Err(e) => report.errors.push(ReconcileFailure::new(
+                                &role.username,
+                                Some(&g.grant_id),
+                                ReconcileFailureKind::Revoke,
+                                e,
+                            )),
                         }
                         continue;
                     }
@@ -203,7 +277,12 @@ impl Provisioner {
                     {
                         match self.revoke(&g.grant_id).await {
                             Ok(r) => report.revoked.push(r),
-                            Err(e) => report.errors.push(format!("revoking {}: {e}", g.grant_id)),
+                            Err(e) => report.errors.push(ReconcileFailure::new(
+                                &role.username,
+                                Some(&g.grant_id),
+                                ReconcileFailureKind::Revoke,
+                                e,
+                            )),
                         }
                     }
                     // Memberships left by an interrupted revocation.
@@ -222,14 +301,24 @@ impl Provisioner {
                                     .into_iter()
                                     .map(|m| format!("{}: {m}", role.username)),
                             ),
-                            Err(e) => report.errors.push(format!("{}: {e}", role.username)),
+                            Err(e) => report.errors.push(ReconcileFailure::new(
+                                &role.username,
+                                None,
+                                ReconcileFailureKind::RemoveMembership,
+                                e,
+                            )),
                         }
                     }
                     if live.is_empty() && role.can_login {
                         let conn = self.admin.get().await?;
                         let sql = format!("ALTER ROLE {} NOLOGIN", Ident(&role.username));
                         if let Err(e) = conn.batch_execute(&sql).await {
-                            report.errors.push(format!("{}: {e}", role.username));
+                            report.errors.push(ReconcileFailure::new(
+                                &role.username,
+                                None,
+                                ReconcileFailureKind::DisableLogin,
+                                describe_db_error(&e),
+                            ));
                         } else if let Err(e) = crate::revoke::terminate_sessions(
                             &conn,
                             &role.username,
@@ -237,7 +326,12 @@ impl Provisioner {
                         )
                         .await
                         {
-                            report.errors.push(format!("{}: {e}", role.username));
+                            report.errors.push(ReconcileFailure::new(
+                                &role.username,
+                                None,
+                                ReconcileFailureKind::DisableLogin,
+                                e,
+                            ));
                         }
                     }
                 }
@@ -257,6 +351,10 @@ impl Provisioner {
         Ok(report)
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one pass over the privilege roles, case by case"
+    )]
     async fn reconcile_privilege_roles(
         &self,
         report: &mut ReconcileReport,
@@ -297,7 +395,12 @@ impl Provisioner {
                 .await
                 {
                     Ok(()) => report.privilege_roles_refreshed.push(name),
-                    Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
+                    Err(e) => report.errors.push(ReconcileFailure::new(
+                        &name,
+                        None,
+                        ReconcileFailureKind::RefreshPrivilegeRole,
+                        e,
+                    )),
                 }
                 continue;
             }
@@ -310,7 +413,12 @@ impl Provisioner {
                 {
                     Ok(true) => report.privilege_roles_dropped.push(name),
                     Ok(false) => {}
-                    Err(e) => report.errors.push(format!("dropping {name}: {e}")),
+                    Err(e) => report.errors.push(ReconcileFailure::new(
+                        &name,
+                        None,
+                        ReconcileFailureKind::DropPrivilegeRole,
+                        e,
+                    )),
                 }
                 continue;
             }
@@ -318,7 +426,12 @@ impl Provisioner {
                 let pool = match self.pool(&database).await {
                     Ok(p) => p,
                     Err(e) => {
-                        report.errors.push(format!("{name}: {e}"));
+                        report.errors.push(ReconcileFailure::new(
+                            &name,
+                            None,
+                            ReconcileFailureKind::RefreshPrivilegeRole,
+                            e,
+                        ));
                         continue;
                     }
                 };
@@ -337,10 +450,20 @@ impl Provisioner {
                         // Re-running the idempotent grants covers the new objects.
                         match self.refresh_privilege_role(&database, &record).await {
                             Ok(()) => report.privilege_roles_refreshed.push(name),
-                            Err(e) => report.errors.push(format!("refreshing {name}: {e}")),
+                            Err(e) => report.errors.push(ReconcileFailure::new(
+                                &name,
+                                None,
+                                ReconcileFailureKind::RefreshPrivilegeRole,
+                                e,
+                            )),
                         }
                     }
-                    Err(e) => report.errors.push(format!("{name}: {e}")),
+                    Err(e) => report.errors.push(ReconcileFailure::new(
+                        &name,
+                        None,
+                        ReconcileFailureKind::RefreshPrivilegeRole,
+                        e,
+                    )),
                 }
             }
         }
@@ -381,12 +504,9 @@ impl Provisioner {
             }
         }
         for ((role, member), grantors) in suspects {
-            let tx = locked_transaction(
-                &mut conn,
-                &format!("pgwarden:role:{member}"),
-                "locking the member role",
-            )
-            .await?;
+            let tx = Lock::Role { username: &member }
+                .transaction(&mut conn, "locking the member role")
+                .await?;
             let fresh = read_ledger_role_cached(&tx, key, &member)
                 .await
                 .map_err(db("reading the ledger"))?;
@@ -423,9 +543,14 @@ impl Provisioner {
                         "{member} from {role}: no grant of pgwarden lists it"
                     ));
                 }
-                Err(e) => report.errors.push(format!(
-                    "removing {member} from {role} (no grant lists it): {}",
-                    crate::provision::describe_db_error(&e)
+                Err(e) => report.errors.push(ReconcileFailure::new(
+                    &member,
+                    None,
+                    ReconcileFailureKind::RemoveMembership,
+                    format_args!(
+                        "removing it from {role} (no grant lists it): {}",
+                        describe_db_error(&e)
+                    ),
                 )),
             }
         }
@@ -462,7 +587,9 @@ impl Provisioner {
         // Step 1.
         {
             let mut conn = self.admin.get().await?;
-            let tx = privileges_transaction(&mut conn, "privilege cleanup").await?;
+            let tx = Lock::Privileges
+                .transaction(&mut conn, "locking privilege cleanup")
+                .await?;
             let Some(row) = tx
                 .query_opt(PRIVILEGE_ROLE_SQL, &[&name])
                 .await
@@ -476,12 +603,9 @@ impl Provisioner {
             }
             let mut retiring = record.clone();
             retiring.state = PrivilegeState::Retiring;
-            tx.batch_execute(&format!(
-                "COMMENT ON ROLE {n} IS {}",
-                literal(&retiring.to_comment(&self.config.ledger_key, oid, name))
-            ))
-            .await
-            .map_err(db("marking a privilege role retiring"))?;
+            tx.batch_execute(&retiring.comment_on(&self.config.ledger_key, oid, name))
+                .await
+                .map_err(db("marking a privilege role retiring"))?;
             tx.commit()
                 .await
                 .map_err(db("committing privilege cleanup"))?;
@@ -489,7 +613,9 @@ impl Provisioner {
         self.forget_privilege_role(name);
         // Step 2.
         let mut conn = self.admin.get().await?;
-        let tx = privileges_transaction(&mut conn, "privilege cleanup").await?;
+        let tx = Lock::Privileges
+            .transaction(&mut conn, "locking privilege cleanup")
+            .await?;
         let row = tx
             .query_opt(PRIVILEGE_ROLE_SQL, &[&name])
             .await

@@ -11,11 +11,11 @@ use std::time::Duration;
 use crate::scram::random_bytes;
 
 /// How many attempts in all.
-pub const MAX_ATTEMPTS: u32 = 8;
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
 /// Whether an error is worth retrying.
 #[must_use]
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|db| {
         let code = db.code().code();
         code == "40001"
@@ -28,7 +28,10 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
 
 /// Runs `op` until it succeeds, fails with a non-transient error, or
 /// [`MAX_ATTEMPTS`] are spent.
-pub async fn with_retry<T, E, F, Fut>(mut op: F, transient: impl Fn(&E) -> bool) -> Result<T, E>
+pub(crate) async fn with_retry<T, E, F, Fut>(
+    mut op: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,

@@ -10,7 +10,7 @@
 //!    `DROP OWNED` (its objects, grants and default-privilege entries).
 //! 6. `DROP ROLE`; if objects appeared meanwhile (SQLSTATE 2BP01), back to 4.
 //! 7. Verify: no role, no session. Until then the grant stays "revoking" and
-//!    [`Provisioner::reconcile`](crate::provision::Provisioner::reconcile) retries.
+//!    [`Provisioner::reconcile`] retries.
 //!
 //! A role that step 5 cannot free (it owns a tablespace, say) is reported with what
 //! holds it; access has ended by then. With a successor, PUBLIC grants on what is
@@ -28,15 +28,16 @@ use pgwarden_core::naming::MARKER_ROLE;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::error::{ProvisionError, db, describe_db_error, transient};
 use crate::ledger::{
-    GrantState, RoleMode, read_ledger, read_ledger_for_grant_cached, read_ledger_role_cached,
+    GrantState, RoleMode, find_grant, read_ledger, read_ledger_for_grant_cached,
+    read_ledger_role_cached,
 };
+use crate::lock::Lock;
 use crate::pool::Unsettled;
-use crate::provision::{
-    ProvisionError, Provisioner, Step, db, find_grant, locked_transaction, timestamp, transient,
-};
+use crate::provision::{ConnectorFacts, Provisioner, Step};
 use crate::retry::with_retry;
-use crate::sql::{CachedQuery, Ident, advisory_key, literal};
+use crate::sql::{CachedQuery, Ident, literal, timestamp};
 
 /// What one database's cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -264,12 +265,9 @@ impl Provisioner {
             // commits): wait for it and look again, rather than answer "already
             // revoked" and let it commit afterwards.
             let mut conn = self.admin.get().await?;
-            let tx = locked_transaction(
-                &mut conn,
-                &format!("pgwarden:grant:{grant_id}"),
-                "waiting for a grant in flight",
-            )
-            .await?;
+            let tx = Lock::Grant { grant_id }
+                .transaction(&mut conn, "waiting for a grant in flight")
+                .await?;
             ledger = read_ledger_for_grant_cached(&tx, key, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?;
@@ -312,17 +310,16 @@ impl Provisioner {
         // anywhere in between (an error, a cancelled future), the connection closes
         // and takes the lock with it rather than returning to the pool holding it.
         let mut conn = Unsettled::new(self.admin.get().await?);
-        let key = advisory_key(&format!("pgwarden:revoking:{grant_id}"));
-        let locked: bool = if wait {
-            conn.batch_execute(&format!("SELECT pg_catalog.pg_advisory_lock({key})"))
+        let lock = Lock::Revoking { grant_id };
+        let locked = if wait {
+            lock.acquire(&***conn)
                 .await
                 .map_err(db("waiting for another revocation"))?;
             true
         } else {
-            conn.query_one_cached("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
+            lock.try_acquire(&***conn)
                 .await
                 .map_err(db("locking the revocation"))?
-                .get(0)
         };
         if !locked {
             conn.settle();
@@ -335,11 +332,7 @@ impl Provisioner {
             .await;
         // A pooled connection must not keep the lock: back to the pool only once it is
         // released (otherwise it closes, and the lock dies with the session).
-        if conn
-            .batch_execute(&format!("SELECT pg_catalog.pg_advisory_unlock({key})"))
-            .await
-            .is_ok()
-        {
+        if lock.release(&***conn).await.is_ok() {
             conn.settle();
         }
         result
@@ -446,7 +439,7 @@ impl Provisioner {
                 }
                 Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "2BP01") => {
                     // Objects appeared (or a database could not be cleaned): look again.
-                    let detail = crate::provision::describe_db_error(&e);
+                    let detail = describe_db_error(&e);
                     tracing::warn!(username, error = %detail, "role still referenced; cleaning again");
                     still_referenced = Some(detail);
                 }
@@ -515,12 +508,9 @@ impl Provisioner {
         username: &str,
         expired_only: bool,
     ) -> Result<Mark, ProvisionError> {
-        let tx = locked_transaction(
-            conn,
-            &format!("pgwarden:grant:{grant_id}"),
-            "locking the grant id",
-        )
-        .await?;
+        let tx = Lock::Grant { grant_id }
+            .transaction(conn, "locking the grant id")
+            .await?;
         let Some(role) = read_ledger_role_cached(&tx, key, username)
             .await
             .map_err(db("reading the ledger"))?
@@ -548,12 +538,7 @@ impl Provisioner {
                     g.state = GrantState::Revoking;
                 }
             }
-            let _ = write!(
-                sql,
-                "; COMMENT ON ROLE {} IS {}",
-                Ident(username),
-                literal(&record.to_comment(key, role.oid, username))
-            );
+            let _ = write!(sql, "; {}", record.comment_on(key, role.oid, username));
         }
         tx.batch_execute(&sql)
             .await
@@ -683,12 +668,9 @@ impl Provisioner {
         let remaining = with_retry(
             || async {
                 let mut conn = self.admin.get().await?;
-                let tx = locked_transaction(
-                    &mut conn,
-                    &format!("pgwarden:role:{username}"),
-                    "locking the persistent role",
-                )
-                .await?;
+                let tx = Lock::Role { username }
+                    .transaction(&mut conn, "locking the persistent role")
+                    .await?;
                 let key = &self.config.ledger_key;
                 let ledger = read_ledger(&*tx, key)
                     .await
@@ -711,10 +693,7 @@ impl Provisioner {
                     .grants
                     .retain(|g| g.expires_at > now && g.state == GrantState::Active);
                 let u = Ident(username);
-                let mut sql = format!(
-                    "COMMENT ON ROLE {u} IS {}",
-                    literal(&record.to_comment(key, oid, username))
-                );
+                let mut sql = record.comment_on(key, oid, username);
                 if record.grants.is_empty() {
                     let _ = write!(
                         sql,
@@ -820,7 +799,7 @@ async fn terminate_sessions_of(
 /// grant before PostgreSQL 16 and, from 16, only with ADMIN OPTION on the role.
 async fn act_as(
     conn: &tokio_postgres::Client,
-    facts: &crate::provision::ConnectorFacts,
+    facts: &ConnectorFacts,
     username: &str,
 ) -> Result<(), ProvisionError> {
     let can: bool = conn
@@ -850,7 +829,7 @@ async fn act_as(
         username: username.to_owned(),
         reason: format!(
             "login is disabled, sessions ended and memberships removed, but connector {c} cannot act as the role to remove what it owns ({}); as a superuser run GRANT {u} TO {c} WITH ADMIN OPTION, then reconcile",
-            crate::provision::describe_db_error(&e),
+            describe_db_error(&e),
             c = facts.name,
             u = username,
         ),

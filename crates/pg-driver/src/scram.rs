@@ -88,7 +88,7 @@ const PASSWORD_CHARS: usize = 32;
 /// # Panics
 /// If the operating system has no random source, which nothing can work around.
 #[must_use]
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).expect("the operating system's random source failed");
     buf
@@ -96,6 +96,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// `n` random characters from `alphabet`, without modulo bias.
 #[must_use]
+#[cfg_attr(
+    not(feature = "testing"),
+    allow(unreachable_pub, reason = "public with the testing feature")
+)]
 pub fn random_string(alphabet: &[u8], n: usize) -> String {
     // Largest multiple of the alphabet size that fits in a byte.
     let limit = 256 - (256 % alphabet.len());
@@ -127,7 +131,7 @@ pub fn verifier(password: &SecretString, iterations: ScramIterations) -> Verifie
 /// # Panics
 /// Never: HMAC accepts keys of any length.
 #[must_use]
-pub fn verifier_with_salt(
+pub(crate) fn verifier_with_salt(
     password: &SecretString,
     salt: &[u8],
     iterations: ScramIterations,

@@ -33,7 +33,7 @@ use sha2::Sha256;
 use crate::scram::random_bytes;
 
 /// The prefix of every sealed comment (format 2; format 1 was plain JSON).
-pub const SEALED_PREFIX: &str = "pgwarden:2:";
+pub(crate) const SEALED_PREFIX: &str = "pgwarden:2:";
 
 /// The key that seals and authenticates pgwarden's ledger records: 32 random bytes,
 /// written as base64. Every integration that manages the same instance must hold the

@@ -3,15 +3,15 @@
 //! Every identifier pgwarden puts into SQL text goes through [`Ident`]; values go
 //! through bind parameters. The only literals inlined are those PostgreSQL cannot
 //! bind — SCRAM verifiers, `VALID UNTIL` timestamps and role comments in DDL — and they
-//! go through [`literal`].
+//! go through [`literal`]. Advisory locks and their keys live in [`crate::lock`].
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 /// A quoted SQL identifier: `"name"` with embedded quotes doubled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ident<'a>(pub &'a str);
+pub(crate) struct Ident<'a>(pub &'a str);
 
 impl fmt::Display for Ident<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -21,7 +21,7 @@ impl fmt::Display for Ident<'_> {
 
 /// A quoted, qualified name: `"schema"."name"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Qualified<'a>(pub &'a str, pub &'a str);
+pub(crate) struct Qualified<'a>(pub &'a str, pub &'a str);
 
 impl fmt::Display for Qualified<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -31,32 +31,27 @@ impl fmt::Display for Qualified<'_> {
 
 /// A string literal, escaped for any `standard_conforming_strings` setting.
 #[must_use]
-pub fn literal(value: &str) -> String {
+pub(crate) fn literal(value: &str) -> String {
     postgres_protocol::escape::escape_literal(value)
 }
 
-/// A stable 64-bit advisory-lock key for a name (the first 8 bytes of its SHA-256).
-#[must_use]
-pub fn advisory_key(scope: &str) -> i64 {
-    let digest = Sha256::digest(scope.as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+/// `COMMENT ON ROLE name IS 'comment'`.
+pub(crate) fn comment_on_role(name: &str, comment: &str) -> String {
+    format!("COMMENT ON ROLE {} IS {}", Ident(name), literal(comment))
 }
 
-/// Takes a transaction-level advisory lock on `scope`'s key. Advisory locks are per
-/// database: the lock lives in the transaction's database.
-pub async fn xact_lock<C: tokio_postgres::GenericClient>(
-    tx: &C,
-    scope: &str,
-) -> Result<(), tokio_postgres::Error> {
-    // The key is a number we computed: sent inline over the simple protocol, one round
-    // trip and nothing to parse, bind or plan.
-    tx.batch_execute(&format!(
-        "SELECT pg_catalog.pg_advisory_xact_lock({})",
-        advisory_key(scope)
-    ))
-    .await
+/// `VALID UNTIL` text: UTC, whole seconds.
+pub(crate) fn timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Queries through deadpool's per-connection statement cache: a catalog query that
@@ -131,8 +126,16 @@ mod tests {
     }
 
     #[test]
-    fn advisory_keys_are_stable_and_distinct() {
-        assert_eq!(advisory_key("a"), advisory_key("a"));
-        assert_ne!(advisory_key("a"), advisory_key("b"));
+    fn timestamps_are_utc_seconds() {
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        assert_eq!(timestamp(t), "2027-01-15 08:00:00+00");
+    }
+
+    #[test]
+    fn comments_quote_the_role_and_the_text() {
+        assert_eq!(
+            comment_on_role("a\"b", "it's"),
+            "COMMENT ON ROLE \"a\"\"b\" IS 'it''s'"
+        );
     }
 }

@@ -29,11 +29,11 @@ use rustls::{ClientConfig, RootCertStore};
 use crate::danger::{ChainOnly, NoCertificateCheck};
 
 /// The ALPN protocol name PostgreSQL servers expect.
-pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
 /// A certificate or key given as a file path or as inline PEM text.
 #[derive(Clone, PartialEq, Eq)]
-pub enum PemSource {
+pub(crate) enum PemSource {
     /// A file.
     File(PathBuf),
     /// PEM text.
@@ -43,7 +43,7 @@ pub enum PemSource {
 impl PemSource {
     /// Inline when the text starts with `-----BEGIN`, else a path.
     #[must_use]
-    pub fn parse(value: &str) -> Self {
+    pub(crate) fn parse(value: &str) -> Self {
         if value.trim_start().starts_with("-----BEGIN") {
             PemSource::Inline(value.to_owned())
         } else {
@@ -71,7 +71,7 @@ impl fmt::Debug for PemSource {
 
 /// When the client certificate is sent (`sslcertmode`, PostgreSQL 16+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CertMode {
+pub(crate) enum CertMode {
     /// Never send one.
     Disable,
     /// Send one if configured (the default).
@@ -83,7 +83,7 @@ pub enum CertMode {
 
 /// Highest or lowest TLS version, as `ssl_min_protocol_version` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     /// `TLSv1`.
     V1_0,
     /// `TLSv1.1`.
@@ -96,7 +96,7 @@ pub enum TlsVersion {
 
 impl TlsVersion {
     /// Parses libpq's spelling (`TLSv1.2`); the empty string is `None`.
-    pub fn parse(value: &str) -> Result<Option<Self>, TlsSetupError> {
+    pub(crate) fn parse(value: &str) -> Result<Option<Self>, TlsSetupError> {
         Ok(Some(match value {
             "" => return Ok(None),
             "TLSv1" => TlsVersion::V1_0,
@@ -132,7 +132,7 @@ impl TlsVersion {
 /// rather than only those whose hash names the issuer. A CRL whose `thisUpdate` lies in the
 /// future is used (OpenSSL rejects it as not yet valid).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CrlSettings {
+pub(crate) struct CrlSettings {
     /// `sslcrl` (a file, or inline PEM as pgwarden allows for certificates), or libpq's
     /// default `~/.postgresql/root.crl` when neither is set.
     pub file: Option<PemSource>,
@@ -143,7 +143,7 @@ pub struct CrlSettings {
 impl CrlSettings {
     /// Whether no CRL source is given.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.file.is_none() && self.dir.is_none()
     }
 
@@ -318,7 +318,7 @@ fn hashed_name_kind(name: &str) -> Option<HashedKind> {
 
 /// Everything that decides how a TLS session is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// The effective SSL mode.
     pub mode: SslMode,
     /// Roots to trust, if any (already defaulted to `~/.postgresql/root.crt` when present).
@@ -423,8 +423,8 @@ pub enum TlsSetupError {
         /// The rejected value.
         value: String,
     },
-    /// A revocation-list setting that cannot be honoured as libpq would (see
-    /// [`CrlSettings`]).
+    /// A revocation-list setting (`sslcrl`, `sslcrldir`) that cannot be honoured as
+    /// libpq would.
     #[error("{keyword} {path} {problem}")]
     Crl {
         /// `sslcrl` or `sslcrldir`.
@@ -568,7 +568,7 @@ fn root_store(src: &RootCertSource) -> Result<RootCertStore, TlsSetupError> {
 
 impl TlsSettings {
     /// Builds the rustls client configuration for these settings.
-    pub fn client_config(
+    pub(crate) fn client_config(
         &self,
         provider: &Arc<CryptoProvider>,
     ) -> Result<ClientConfig, TlsSetupError> {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::error::{AuthFailure, ConnectError, NetworkFailure, TlsFailure};
-use pgwarden_pg_driver::pool::{Pool, PoolOptions};
+use pgwarden_pg_driver::{AuthFailure, ConnectError, NetworkFailure, TlsFailure};
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{Pool, PoolOptions};
 use pgwarden_testkit::{HbaPolicy, SslSetup, TempCluster};
 
 fn connector(s: &str) -> Result<Connector, ConnectError> {
@@ -17,7 +17,7 @@ fn connector(s: &str) -> Result<Connector, ConnectError> {
     Connector::new(&info, &ConnectOptions::default())
 }
 
-async fn connect(s: &str) -> Result<pgwarden_pg_driver::connect::Connection, ConnectError> {
+async fn connect(s: &str) -> Result<pgwarden_pg_driver::Connection, ConnectError> {
     connector(s)?.connect().await
 }
 
@@ -1761,9 +1761,7 @@ async fn only_unreachable_starting_or_wrong_kind_hosts_are_skipped_as_by_libpq()
     // The pool reports the same host's error.
     let pool = Pool::new(connector(&ended).unwrap(), &PoolOptions::default()).unwrap();
     match pool.get().await {
-        Err(pgwarden_pg_driver::pool::PoolError::Connect(ConnectError::Server {
-            code, ..
-        })) => {
+        Err(pgwarden_pg_driver::PoolError::Connect(ConnectError::Server { code, .. })) => {
             assert_eq!(code, "3D000");
         }
         other => panic!("{other:?}"),

@@ -9,8 +9,8 @@
 use std::sync::{Arc, Mutex};
 
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connection, Connector};
-use pgwarden_pg_driver::error::ConnectError;
+use pgwarden_pg_driver::ConnectError;
+use pgwarden_pg_driver::{ConnectOptions, Connection, Connector};
 use pgwarden_testkit::{PgVersion, SslSetup, TempCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -15,8 +15,8 @@ use pgwarden_core::owners::{
 };
 use pgwarden_core::resource::{ResourceId, ResourceType};
 use pgwarden_core::tags::{TagSource, Tags};
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::discovery::{
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{
     DatabaseFailure, Discovered, DiscoveryError, DiscoveryOptions, DiscoveryResult, Partition,
     Resource, ResourceKind, TagReader, discover, discover_stream,
 };

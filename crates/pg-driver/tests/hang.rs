@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{
+use pgwarden_pg_driver::{ConnectError, NetworkFailure};
+use pgwarden_pg_driver::{
     ConnectOptions, Connector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVES,
     DEFAULT_STATEMENT_TIMEOUT,
 };
-use pgwarden_pg_driver::error::{ConnectError, NetworkFailure};
-use pgwarden_pg_driver::pool::{Pool, PoolError, PoolOptions};
+use pgwarden_pg_driver::{Pool, PoolError, PoolOptions};
 use pgwarden_testkit::TempCluster;
 use tokio::net::TcpListener;
 use tokio_postgres::error::SqlState;

@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::provision::{
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{
     Expiry, GrantRequest, ProvisionError, Provisioner, ProvisionerConfig, Step,
 };
 use pgwarden_testkit::TempCluster;
@@ -283,9 +283,7 @@ async fn what_the_mode_cannot_do_is_a_clear_error_and_leaves_nothing() {
         assert!(
             matches!(
                 e,
-                ProvisionError::Privilege(
-                    pgwarden_pg_driver::privilege::PrivilegeError::NotGrantable { .. }
-                )
+                ProvisionError::Privilege(pgwarden_pg_driver::PrivilegeError::NotGrantable { .. })
             ),
             "{access}: {message}"
         );
@@ -294,9 +292,7 @@ async fn what_the_mode_cannot_do_is_a_clear_error_and_leaves_nothing() {
             "{access}: {message}"
         );
         assert!(
-            !role_exists(&pgwarden_pg_driver::privilege::privilege_role_name(&entry(
-                access
-            ))),
+            !role_exists(&pgwarden_pg_driver::privilege_role_name(&entry(access))),
             "{access}: half-made privilege role"
         );
     }
@@ -408,7 +404,7 @@ async fn reconcile_refreshes_revokes_expired_and_drops_unused() {
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(!role_exists(&short.username), "{report:?}");
     for access in [scope, "postgresql-table:m_recon/s1/t2=select"] {
-        let name = pgwarden_pg_driver::privilege::privilege_role_name(&entry(access));
+        let name = pgwarden_pg_driver::privilege_role_name(&entry(access));
         assert!(!role_exists(&name), "{access} kept: {report:?}");
     }
     assert_eq!(
@@ -567,7 +563,7 @@ async fn a_marker_made_by_another_role_is_named() {
 /// a table is finished singly, the connector acting as the role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiries_in_a_batch_work_without_superuser() {
-    use pgwarden_pg_driver::expire::BatchOutcome;
+    use pgwarden_pg_driver::BatchOutcome;
 
     let _alone = common::reconciling().lock().await;
     let p = provisioner();

@@ -14,8 +14,8 @@ use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::resource::{PermissionLevel, ResourceId};
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::provision::{Expiry, ListedState, Provisioner, ProvisionerConfig, Step};
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{Expiry, ListedState, Provisioner, ProvisionerConfig, Step};
 use pgwarden_testkit::TempCluster;
 
 mod common;
@@ -545,7 +545,7 @@ async fn sixty_four_concurrent_grants_and_revokes_on_one_schema() {
                 .await?;
             let r = p.revoke(&g.grant_id).await?;
             assert!(r.role_dropped);
-            Ok::<_, pgwarden_pg_driver::provision::ProvisionError>(())
+            Ok::<_, pgwarden_pg_driver::ProvisionError>(())
         }));
     }
     let mut failures = Vec::new();
@@ -595,9 +595,8 @@ async fn reconcile_refreshes_new_objects_drops_unused_and_reports_drift() {
     );
     p.revoke(&g.grant_id).await.unwrap();
     let report = p.reconcile().await.unwrap();
-    let name = pgwarden_pg_driver::privilege::privilege_role_name(&entry(
-        "postgresql-schema:recon/s1=read-only",
-    ));
+    let name =
+        pgwarden_pg_driver::privilege_role_name(&entry("postgresql-schema:recon/s1=read-only"));
     assert!(
         report.privilege_roles_dropped.contains(&name)
             || q(&format!(
@@ -827,9 +826,6 @@ async fn persistent_passwords_are_renewed_when_older_than_the_period() {
 /// managed again once adopted — and not before: an unsealed record is nobody's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
-    use pgwarden_pg_driver::ledger::{
-        GrantEntry, GrantState, PrivilegeRecord, PrivilegeState, RoleMode, RoleRecord,
-    };
     let _alone = common::reconciling().lock().await;
     // A cluster of its own: the marker's record is rewritten here.
     let c = TempCluster::start().unwrap();
@@ -865,26 +861,30 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap();
-    let login = RoleRecord {
-        pgwarden: 1,
-        integration: "test".into(),
-        mode: RoleMode::Ephemeral,
-        password_set_at: None,
-        grants: vec![GrantEntry {
-            grant_id: g.grant_id.clone(),
-            requester: "ad-alice@example.com".into(),
-            access: vec![access.clone()],
-            privilege_roles: vec![privilege_role.clone()],
-            created_at: now,
-            expires_at: g.expires_at,
-            state: GrantState::Active,
+    // Written out field by field: the format-1 records as 0.1 serialized them.
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let login = serde_json::json!({
+        "pgwarden": 1,
+        "integration": "test",
+        "mode": "ephemeral",
+        "grants": [{
+            "grant_id": g.grant_id,
+            "requester": "ad-alice@example.com",
+            "access": [access],
+            "privilege_roles": [privilege_role],
+            "created_at": rfc3339(now),
+            "expires_at": rfc3339(g.expires_at),
+            "state": "active",
         }],
-    };
-    let privilege = PrivilegeRecord {
-        pgwarden: 1,
-        access,
-        state: PrivilegeState::Ready,
-    };
+    });
+    let privilege = serde_json::json!({
+        "pgwarden": 1,
+        "access": access,
+        "state": "ready",
+    });
     let quote = |s: String| s.replace('\'', "''");
     c.psql(&format!(
         "COMMENT ON ROLE pgwarden_managed IS 'pgwarden: every login role pgwarden manages is a member of this role';
@@ -996,7 +996,7 @@ async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
 /// came first respected, a revocation running elsewhere not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
-    use pgwarden_pg_driver::expire::BatchOutcome;
+    use pgwarden_pg_driver::BatchOutcome;
     let _alone = common::reconciling().lock().await;
 
     let p = provisioner(UserMode::Ephemeral);
@@ -1047,11 +1047,10 @@ async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
     .connect()
     .await
     .unwrap();
-    let key = pgwarden_pg_driver::sql::advisory_key("pgwarden:revoking:batch-busy");
-    holder
-        .execute("SELECT pg_catalog.pg_advisory_lock($1)", &[&key])
-        .await
-        .unwrap();
+    let busy_lock = pgwarden_pg_driver::Lock::Revoking {
+        grant_id: "batch-busy",
+    };
+    busy_lock.acquire(&holder.client).await.unwrap();
     // Found expired, then extended before the batch runs.
     let due = common::expired_by_prefix(&p, at, "batch-").await;
     assert_eq!(due.len(), 5);
@@ -1112,10 +1111,7 @@ async fn a_batch_of_expiries_gives_each_grant_its_outcome() {
         r.role_dropped && r.databases.iter().any(|d| d.objects_dropped == 1),
         "{r:?}"
     );
-    holder
-        .execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&key])
-        .await
-        .unwrap();
+    assert!(busy_lock.release(&holder.client).await.unwrap());
     let busy: Vec<_> = due
         .into_iter()
         .filter(|g| g.grant_id == "batch-busy")

@@ -9,7 +9,7 @@
 
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::ssl::SslMode;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{ConnectOptions, Connector};
 use pgwarden_testkit::{HbaPolicy, SslSetup, TempCluster};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

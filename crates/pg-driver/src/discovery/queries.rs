@@ -4,6 +4,8 @@
 //! current role has some privilege on, and its views are slow on large catalogs.
 //! Every name is schema-qualified so that a `search_path` set on the connector's role
 //! cannot redirect them, and values come as bind parameters.
+//!
+//! Public only with the `testing` feature (benchmarks time them raw).
 
 /// The databases discovery walks: those that allow connections and are not templates.
 /// Run once, in the connector's own database (`pg_database` is shared).

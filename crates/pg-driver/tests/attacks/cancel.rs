@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pgwarden_pg_driver::connect::ConnectOptions;
-use pgwarden_pg_driver::provision::{Provisioner, Step, StepHook};
+use pgwarden_pg_driver::ConnectOptions;
+use pgwarden_pg_driver::{Provisioner, Step, StepHook};
 
 use crate::{cluster, common, q_in};
 

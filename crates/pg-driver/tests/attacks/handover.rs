@@ -9,8 +9,8 @@
 
 use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::provision::Provisioner;
+use pgwarden_pg_driver::Provisioner;
+use pgwarden_pg_driver::{ConnectOptions, Connector};
 use secrecy::ExposeSecret;
 
 use crate::{cluster, common, q_in};

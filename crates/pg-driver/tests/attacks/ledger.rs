@@ -49,10 +49,7 @@ async fn a_recreated_privilege_role_with_a_copied_record_is_never_granted_to() {
     let _reconciling = crate::reconciling().await;
     let db = "lf_app";
     setup(db);
-    let p = crate::provisioner(
-        "ledger",
-        &pgwarden_pg_driver::connect::ConnectOptions::default(),
-    );
+    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
     let access = format!("postgresql-schema:{db}/s1=read-only");
     let g = p
         .grant(common::request("lf-alice@example.com", &[&access]))
@@ -121,10 +118,7 @@ async fn unlisted_members_of_privilege_roles_are_removed() {
     let _reconciling = crate::reconciling().await;
     let db = "lf_members";
     setup(db);
-    let p = crate::provisioner(
-        "ledger",
-        &pgwarden_pg_driver::connect::ConnectOptions::default(),
-    );
+    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
     let access = format!("postgresql-schema:{db}/s1=read-only");
     let alice = p
         .grant(common::request("lf-carol@example.com", &[&access]))

@@ -20,8 +20,8 @@ mod set_role;
 
 use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::provision::Provisioner;
+use pgwarden_pg_driver::Provisioner;
+use pgwarden_pg_driver::{ConnectOptions, Connector};
 use pgwarden_testkit::TempCluster;
 
 /// The cluster every attack in this binary runs against.

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::error::{AuthFailure, ConnectError, NetworkFailure};
+use pgwarden_pg_driver::{AuthFailure, ConnectError, NetworkFailure};
+use pgwarden_pg_driver::{ConnectOptions, Connector};
 use pgwarden_testkit::{SslSetup, TempCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::provision::{Expiry, ListedState, Provisioner, Step, StepHook};
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{Expiry, ListedState, Provisioner, Step, StepHook};
 use secrecy::ExposeSecret;
 
 use crate::{cluster, common, q_in};

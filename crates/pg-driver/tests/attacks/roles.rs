@@ -13,9 +13,9 @@
 
 use pgwarden_core::config::{ConfigFormat, ConnectorMode, IntegrationConfig, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::privilege::privilege_role_name;
-use pgwarden_pg_driver::provision::{Provisioner, ProvisionerConfig};
+use pgwarden_pg_driver::privilege_role_name;
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{Provisioner, ProvisionerConfig};
 use secrecy::ExposeSecret;
 
 use crate::{cluster, common, q_in};

@@ -27,10 +27,10 @@ use std::time::Duration;
 use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::discovery::{DiscoveryOptions, discover};
-use pgwarden_pg_driver::preflight::Preflight;
-use pgwarden_pg_driver::provision::{Expiry, Provisioner};
+use pgwarden_pg_driver::Preflight;
+use pgwarden_pg_driver::{ConnectOptions, Connector};
+use pgwarden_pg_driver::{DiscoveryOptions, discover};
+use pgwarden_pg_driver::{Expiry, Provisioner};
 use pgwarden_testkit::{TempCluster, traps};
 use secrecy::ExposeSecret;
 
@@ -333,7 +333,7 @@ async fn the_search_path_is_pinned_in_the_startup_packet() {
             })
             .collect()
     };
-    let pinned = vec![pgwarden_pg_driver::connect::PINNED_SEARCH_PATH.to_owned()];
+    let pinned = vec![pgwarden_pg_driver::PINNED_SEARCH_PATH.to_owned()];
     assert_eq!(
         show(conn.simple_query("SHOW search_path").await.unwrap()),
         pinned
@@ -347,9 +347,9 @@ async fn the_search_path_is_pinned_in_the_startup_packet() {
         pinned,
         "RESET must return to the pinned value"
     );
-    let pool = pgwarden_pg_driver::pool::Pool::new(
+    let pool = pgwarden_pg_driver::Pool::new(
         connector.clone(),
-        &pgwarden_pg_driver::pool::PoolOptions::default(),
+        &pgwarden_pg_driver::PoolOptions::default(),
     )
     .unwrap();
     let pooled = pool.get().await.unwrap();

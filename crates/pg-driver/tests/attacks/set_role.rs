@@ -25,10 +25,7 @@ async fn a_grantee_cannot_leave_code_behind_as_a_privilege_role() {
         "postgres",
         "CREATE ROLE sr_nobody LOGIN PASSWORD 'sr_nobody'",
     );
-    let p = crate::provisioner(
-        "set_role",
-        &pgwarden_pg_driver::connect::ConnectOptions::default(),
-    );
+    let p = crate::provisioner("set_role", &pgwarden_pg_driver::ConnectOptions::default());
     let access = format!("postgresql-database:{db}=admin");
     let attacker = p
         .grant(common::request("sr-attacker@example.com", &[&access]))

@@ -10,9 +10,9 @@ use pgwarden_core::config::{ConnectorMode, UserMode};
 use pgwarden_core::conninfo::ConnInfo;
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::resource::AccessEntry;
-use pgwarden_pg_driver::connect::{ConnectOptions, Connection, Connector};
-use pgwarden_pg_driver::provision::{Expiry, GrantRequest, ProvisionerConfig};
-use pgwarden_pg_driver::scram::ScramIterations;
+use pgwarden_pg_driver::ScramIterations;
+use pgwarden_pg_driver::{ConnectOptions, Connection, Connector};
+use pgwarden_pg_driver::{Expiry, GrantRequest, ProvisionerConfig};
 use pgwarden_testkit::TempCluster;
 
 /// A session of `user` in `db`, held open (as a user's client would) until dropped.
@@ -63,17 +63,16 @@ pub(crate) fn provisioner_config(
         pool_size: 4,
         connector_mode,
         sensitive_roles_allowed: Vec::new(),
-        cleanup_lock_timeout: pgwarden_pg_driver::provision::DEFAULT_CLEANUP_LOCK_TIMEOUT,
+        cleanup_lock_timeout: pgwarden_pg_driver::DEFAULT_CLEANUP_LOCK_TIMEOUT,
         ledger_key: ledger_key(),
     }
 }
 
 /// The ledger key every provisioner of this test binary shares, as every integration
 /// managing one instance must.
-pub(crate) fn ledger_key() -> pgwarden_pg_driver::seal::LedgerKey {
-    static KEY: std::sync::OnceLock<pgwarden_pg_driver::seal::LedgerKey> =
-        std::sync::OnceLock::new();
-    KEY.get_or_init(pgwarden_pg_driver::seal::LedgerKey::generate)
+pub(crate) fn ledger_key() -> pgwarden_pg_driver::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden_pg_driver::LedgerKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden_pg_driver::LedgerKey::generate)
         .clone()
 }
 
@@ -264,10 +263,10 @@ pub(crate) fn leftovers(cluster: &TempCluster, username: &str, databases: &[&str
 /// what a sweep finds expired.
 #[allow(dead_code, reason = "used by the batch tests of some binaries")]
 pub(crate) async fn expired_by_prefix(
-    p: &pgwarden_pg_driver::provision::Provisioner,
+    p: &pgwarden_pg_driver::Provisioner,
     at: time::OffsetDateTime,
     prefix: &str,
-) -> Vec<pgwarden_pg_driver::provision::ListedGrant> {
+) -> Vec<pgwarden_pg_driver::ListedGrant> {
     let until =
         std::time::Duration::try_from(at - time::OffsetDateTime::now_utc()).unwrap_or_default();
     tokio::time::sleep(until + std::time::Duration::from_millis(200)).await;

@@ -1,0 +1,365 @@
+//! Granting: validation, the retry around a grant, and the ephemeral paths (with an
+//! explicit id, under its lock; without one, in two round trips).
+
+use pgwarden_core::config::UserMode;
+use time::OffsetDateTime;
+
+use super::Provisioner;
+use super::request::{Expiry, Grant, GrantRequest};
+use super::roles::{ConnectorFacts, NewLoginRole, create_role_returning_oid};
+use super::steps::Step;
+use crate::error::{InvalidRequest, ProvisionError, db, transient};
+use crate::ledger::{
+    GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant, privilege_ready,
+    privilege_records_sql, read_ledger_for_grant_cached, ready_among,
+};
+use crate::lock::Lock;
+use crate::pool::Unsettled;
+use crate::retry::with_retry;
+use crate::scram::random_string;
+use crate::sql::literal;
+
+impl Provisioner {
+    fn validate(
+        &self,
+        req: &GrantRequest,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ProvisionError> {
+        if req.requester.trim().is_empty() {
+            return Err(InvalidRequest::EmptyRequester.into());
+        }
+        if req.access.is_empty() {
+            return Err(InvalidRequest::NoAccess.into());
+        }
+        for entry in &req.access {
+            entry
+                .resource
+                .check_level(entry.level)
+                .map_err(InvalidRequest::Level)?;
+        }
+        if let Some(id) = &req.grant_id
+            && (id.is_empty() || id.len() > 200 || id.chars().any(char::is_control))
+        {
+            return Err(InvalidRequest::InvalidGrantId.into());
+        }
+        self.expiry_instant(req.expiry, now)
+    }
+
+    /// When `expiry` ends, from `now`: in the future, within `max_ttl`, whole seconds.
+    pub(super) fn expiry_instant(
+        &self,
+        expiry: Expiry,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ProvisionError> {
+        let at = match expiry {
+            Expiry::At(t) => t,
+            Expiry::After(ttl) => {
+                now + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+            }
+        };
+        if at <= now {
+            return Err(InvalidRequest::ExpiryNotInFuture { at }.into());
+        }
+        let max = self.config.max_ttl;
+        if at - now
+            > time::Duration::seconds(i64::try_from(max.as_secs()).unwrap_or(i64::MAX))
+                + time::Duration::seconds(1)
+        {
+            return Err(InvalidRequest::OverMaxTtl { max_ttl: max }.into());
+        }
+        // Whole seconds: what VALID UNTIL and the ledger keep.
+        Ok(at.replace_nanosecond(0).unwrap_or(at))
+    }
+
+    /// Grants access. See the module documentation.
+    pub async fn grant(&self, req: GrantRequest) -> Result<Grant, ProvisionError> {
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let expires_at = self.validate(&req, now)?;
+        let mut access = req.access.clone();
+        access.sort();
+        access.dedup();
+        self.ensure_marker().await?;
+        let grant_id = req.grant_id.clone().unwrap_or_else(|| {
+            format!(
+                "g_{}",
+                random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 20)
+            )
+        });
+        let mode = req.user_mode.unwrap_or(self.config.user_mode);
+        let explicit_id = req.grant_id.is_some();
+        // Superusers silence the statement log around verifiers (`SET LOCAL
+        // log_statement`). Asked before any transaction takes its connection: the
+        // first call needs a connection of its own.
+        let facts = self.facts().await?.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.step(Step::GrantPrivilegeRoles)?;
+            let privilege_roles = self.ensure_privilege_roles(&access).await?;
+            self.step(Step::GrantLoginRole)?;
+            let entry = GrantEntry {
+                grant_id: grant_id.clone(),
+                requester: req.requester.clone(),
+                access: access.clone(),
+                privilege_roles,
+                created_at: now,
+                expires_at,
+                state: GrantState::Active,
+            };
+            let result = with_retry(
+                || async {
+                    match mode {
+                        UserMode::Ephemeral => {
+                            self.create_ephemeral(&entry, explicit_id, &facts).await
+                        }
+                        UserMode::Persistent => self.grant_persistent(&entry, now, &facts).await,
+                    }
+                },
+                transient,
+            )
+            .await;
+            match result {
+                // A privilege role was retired or dropped meanwhile (a reconcile
+                // elsewhere): forget what we knew and set it up again.
+                Err(e)
+                    if attempt < 3
+                        && (missing_role(&e)
+                            || matches!(e, ProvisionError::PrivilegeRoleNotReady(_))) =>
+                {
+                    self.forget_privilege_roles();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Under the shared privileges lock, checks that every privilege role is ready.
+    pub(super) async fn lock_ready_privilege_roles<C: tokio_postgres::GenericClient>(
+        &self,
+        tx: &C,
+        names: &[String],
+    ) -> Result<(), ProvisionError> {
+        Lock::Privileges
+            .acquire_shared(tx)
+            .await
+            .map_err(db("locking privilege roles"))?;
+        let ready = ready_among(tx, &self.config.ledger_key, names)
+            .await
+            .map_err(db("reading privilege roles"))?;
+        match names.iter().find(|n| !ready.contains(*n)) {
+            Some(name) => Err(ProvisionError::PrivilegeRoleNotReady(name.clone())),
+            None => Ok(()),
+        }
+    }
+
+    async fn create_ephemeral(
+        &self,
+        entry: &GrantEntry,
+        explicit_id: bool,
+        facts: &ConnectorFacts,
+    ) -> Result<Grant, ProvisionError> {
+        if !explicit_id {
+            return self.create_ephemeral_fast(entry, facts).await;
+        }
+        let mut conn = self.admin.get().await?;
+        let tx = Lock::Grant {
+            grant_id: &entry.grant_id,
+        }
+        .transaction(&mut conn, "locking the grant id")
+        .await?;
+        // Only the roles that may hold this id: a grant's cost does not grow with the
+        // number of grants.
+        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, &entry.grant_id)
+            .await
+            .map_err(db("reading the ledger"))?;
+        if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
+            return Ok(Grant::existing(role, g));
+        }
+        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
+            .await?;
+        let role = self.new_ephemeral_role(entry, facts);
+        silence_statement_log(&*tx, facts.superuser).await?;
+        let oid = create_role_returning_oid(&*tx, &role.create, &role.username).await?;
+        tx.batch_execute(&role.finish(&self.config.ledger_key, oid))
+            .await
+            .map_err(db("creating the login role"))?;
+        self.step(Step::GrantCommit)?;
+        tx.commit().await.map_err(db("committing the grant"))?;
+        tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
+        Ok(role.into_grant(entry))
+    }
+
+    /// A new ephemeral login role for `entry`: a fresh name and password.
+    fn new_ephemeral_role(&self, entry: &GrantEntry, facts: &ConnectorFacts) -> NewLoginRole {
+        let max = 63 - self.config.username_prefix.len() - 7;
+        let username = format!(
+            "{}{}_{}",
+            self.config.username_prefix,
+            sanitize_requester(&entry.requester, max),
+            random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 6)
+        );
+        let record = RoleRecord {
+            pgwarden: LEDGER_VERSION,
+            integration: self.config.integration.clone(),
+            mode: RoleMode::Ephemeral,
+            password_set_at: None,
+            grants: vec![entry.clone()],
+        };
+        NewLoginRole::new(username, record, entry, facts, self.config.scram_iterations)
+    }
+
+    /// A grant without an explicit id needs no ledger look-up: the whole transaction
+    /// goes in two round trips. The first takes the shared privileges lock, reads the
+    /// privilege roles' records and creates the login role (no login, no password
+    /// yet) with its memberships; the records are opened here, and only if every
+    /// privilege role is authentic and ready does the second round trip give the role
+    /// its password and sealed record (bound to the oid the first returned) and
+    /// commit. Otherwise the transaction rolls back. The password travels only in the
+    /// second, after `SET LOCAL log_statement = 'none'` took effect (superusers).
+    async fn create_ephemeral_fast(
+        &self,
+        entry: &GrantEntry,
+        facts: &ConnectorFacts,
+    ) -> Result<Grant, ProvisionError> {
+        // A plain BEGIN … COMMIT over two round trips: dropped in between (a cancelled
+        // future), the connection must close, not return to the pool mid-transaction
+        // holding the shared privileges lock.
+        let conn = Unsettled::new(self.admin.get().await?);
+        let names = entry
+            .privilege_roles
+            .iter()
+            .map(|n| literal(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let role = self.new_ephemeral_role(entry, facts);
+        let first = format!(
+            "BEGIN; {silence}{lock}; {privilege_roles}; {create}; \
+             SELECT 'u', oid, NULL, NULL FROM pg_catalog.pg_roles WHERE rolname = {u}",
+            silence = if facts.superuser {
+                "SET LOCAL log_statement = 'none'; "
+            } else {
+                ""
+            },
+            lock = Lock::Privileges.acquire_shared_sql(),
+            privilege_roles =
+                privilege_records_sql("'p', ", &format!("ARRAY[{names}]::pg_catalog.name[]")),
+            create = role.create,
+            u = literal(&role.username),
+        );
+        let key = &self.config.ledger_key;
+        let outcome = match conn.simple_query(&first).await {
+            Err(e) => Err(db("creating the login role")(e)),
+            Ok(messages) => {
+                let mut ready = 0;
+                let mut oid = None;
+                for m in &messages {
+                    // The tagged rows have four columns (the lock's row has one).
+                    let tokio_postgres::SimpleQueryMessage::Row(r) = m else {
+                        continue;
+                    };
+                    if r.len() != 4 {
+                        continue;
+                    }
+                    let number = r.get(1).and_then(|v| v.parse::<u32>().ok());
+                    match (r.get(0), number) {
+                        (Some("p"), Some(o))
+                            if privilege_ready(key, o, r.get(2).unwrap_or_default(), r.get(3)) =>
+                        {
+                            ready += 1;
+                        }
+                        (Some("u"), Some(o)) => oid = Some(o),
+                        _ => {}
+                    }
+                }
+                match oid {
+                    Some(oid) if ready == entry.privilege_roles.len() => conn
+                        .batch_execute(&format!("{}; COMMIT", role.finish(key, oid)))
+                        .await
+                        .map_err(db("creating the login role")),
+                    _ => Err(ProvisionError::PrivilegeRoleNotReady(
+                        entry.privilege_roles.join(", "),
+                    )),
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            if conn.batch_execute("ROLLBACK").await.is_ok() {
+                conn.settle();
+            }
+            // A privilege role dropped meanwhile: CREATE ROLE … IN ROLE names it.
+            if missing_role(&e) {
+                return Err(ProvisionError::PrivilegeRoleNotReady(
+                    entry.privilege_roles.join(", "),
+                ));
+            }
+            return Err(e);
+        }
+        conn.settle();
+        tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
+        Ok(role.into_grant(entry))
+    }
+}
+
+/// A requester as a role-name part: lower-case ASCII letters and digits, runs of
+/// anything else as one `_`, at most `max` bytes; `user` when nothing is left.
+pub(super) fn sanitize_requester(requester: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in requester.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && (out.is_empty() || out.ends_with('_'))) {
+            out.push(c);
+        }
+    }
+    let mut out = out.trim_end_matches('_').to_owned();
+    out.truncate(max);
+    let out = out.trim_end_matches('_').to_owned();
+    if out.is_empty() {
+        "user".to_owned()
+    } else {
+        out
+    }
+}
+
+/// `SET LOCAL log_statement = 'none'`, sent on its own: the server logs a query
+/// string when it arrives, so the setting must be in force before the statement that
+/// carries a verifier is sent.
+pub(super) async fn silence_statement_log<C: tokio_postgres::GenericClient>(
+    tx: &C,
+    superuser: bool,
+) -> Result<(), ProvisionError> {
+    if superuser {
+        tx.batch_execute("SET LOCAL log_statement = 'none'")
+            .await
+            .map_err(db("silencing the statement log"))?;
+    }
+    Ok(())
+}
+
+/// Whether a statement failed because a role it names does not exist (SQLSTATE 42704).
+fn missing_role(e: &ProvisionError) -> bool {
+    matches!(e, ProvisionError::Database { source, .. }
+        if source.as_db_error().is_some_and(|d| d.code().code() == "42704"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requesters_become_safe_role_names() {
+        assert_eq!(
+            sanitize_requester("alice@example.com", 40),
+            "alice_example_com"
+        );
+        assert_eq!(sanitize_requester("Zoë O'Brien", 40), "zo_o_brien");
+        assert_eq!(sanitize_requester("\"; DROP ROLE x; --", 40), "drop_role_x");
+        assert_eq!(sanitize_requester("@@@", 40), "user");
+        assert_eq!(sanitize_requester(&"a".repeat(100), 52).len(), 52);
+    }
+}
