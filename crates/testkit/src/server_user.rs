@@ -35,7 +35,7 @@ impl ServerUser {
         static DETECTED: OnceLock<Result<ServerUser, String>> = OnceLock::new();
         DETECTED
             .get_or_init(|| {
-                if current_uid()? != 0 {
+                if effective_uid() != 0 {
                     return Ok(Self { run_as: None });
                 }
                 let uid = id_of(SERVER_USER_NAME, "-u")?;
@@ -93,14 +93,13 @@ pub(crate) fn without_pg_environment(command: &mut Command) {
     }
 }
 
-fn current_uid() -> Result<u32, String> {
-    let output = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| format!("running `id -u`: {e}"))?;
-    parse_id(&output.stdout).ok_or_else(|| "`id -u` printed no number".to_owned())
+/// Our effective uid: the one place the testkit asks who it runs as.
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
+/// The uid (`-u`) or gid (`-g`) of another user, from `id`, so that every name service
+/// the system is configured with (files, LDAP, ...) counts.
 fn id_of(user: &str, flag: &str) -> Result<u32, String> {
     let output = Command::new("id")
         .args([flag, user])

