@@ -13,14 +13,12 @@
 
 use std::sync::Arc;
 
-use pgwarden::core::config::{ConfigFormat, IntegrationConfig};
 use pgwarden::core::conninfo::ConnInfo;
 use pgwarden::core::credentials::Credentials;
 use pgwarden::core::owners::InMemoryDirectory;
 use pgwarden::core::resource::ResourceId;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden::pg_driver::scram::generate_password;
-use pgwarden::secrets::{InMemory, PutOptions, SecretKey, SecretStoreExt};
+use pgwarden::pg_driver::{ConnectOptions, Connector, generate_password};
+use pgwarden::secrets::{FileStore, PutOptions, SecretStoreExt};
 use pgwarden::{AccessRequest, Integration, IntegrationOptions, RecordingAuditSink};
 use secrecy::ExposeSecret;
 
@@ -78,17 +76,21 @@ async fn main() -> Result<()> {
         .await?;
     println!("created the connector user pgwarden_connector (superuser) and schema quickstart");
 
-    // 2. Its credentials live in a secret store (in memory here; Vault, AWS, … in production).
-    let store = Arc::new(InMemory::new());
-    let key = SecretKey::new("pgwarden/quickstart");
+    // 2. Its credentials live in a secret store: a JSON file here (mode 0600); Vault,
+    //    AWS, GCP, Azure or Kubernetes in production, named by the config's [secret].
+    let dir = tempfile::tempdir()?;
+    let secret_file = dir.path().join("connector.json");
+    let (store, key) = FileStore::for_file(&secret_file)?;
     store
         .put_credentials(&key, &connector, PutOptions::create())
         .await?;
 
     let hosts = admin.hosts()?;
     let host = &hosts[0];
-    let config = IntegrationConfig::parse(
-        &format!(
+    let config_file = dir.path().join("integration.toml");
+    std::fs::write(
+        &config_file,
+        format!(
             r#"
             name = "quickstart"
             hostname = "{host}"
@@ -105,6 +107,9 @@ async fn main() -> Result<()> {
             key = "owner"
             source = "okta"
             attribute = "group"
+            [secret]
+            backend = "file"
+            path = {secret_file:?}
             "#,
             host = host
                 .host
@@ -113,19 +118,18 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|| "localhost".into()),
             port = host.port,
             db = admin.dbname().unwrap_or("postgres"),
+            secret_file = secret_file.display().to_string(),
         ),
-        ConfigFormat::Toml,
     )?;
     let audit = Arc::new(RecordingAuditSink::new());
     // The ledger key seals what pgwarden records in the instance. The in-memory store
     // starts empty, so a new key is made (and kept there) unless PGWARDEN_LEDGER_KEY
     // gives the one an existing server (--dsn) was managed with before.
     let ledger_key = match std::env::var("PGWARDEN_LEDGER_KEY") {
-        Ok(text) => Some(pgwarden::pg_driver::seal::LedgerKey::from_base64(&text)?),
+        Ok(text) => Some(pgwarden::pg_driver::LedgerKey::from_base64(&text)?),
         Err(_) => None,
     };
     let options = IntegrationOptions {
-        secret_key: Some(key),
         ledger_key,
         audit: audit.clone(),
         directories: vec![Arc::new(
@@ -135,7 +139,8 @@ async fn main() -> Result<()> {
         )],
         ..IntegrationOptions::default()
     };
-    let integration = Integration::connect(config, store, options).await?;
+    // The two lines a host needs: the config names the store, pgwarden opens it.
+    let integration = Integration::from_config(&config_file, options).await?;
     let runtime = integration.run();
 
     // 3. Discover.
@@ -165,13 +170,14 @@ async fn main() -> Result<()> {
 
     // 5. Grant alice two minutes of read-only.
     let grant = integration
-        .grant(AccessRequest {
-            requester: "alice@example.com".into(),
-            access: vec![format!("{schema}=read-only").parse()?],
-            duration: "2m".parse()?,
-            justification: Some("quickstart demo".into()),
-            grant_id: None,
-        })
+        .grant(
+            AccessRequest::new(
+                "alice@example.com",
+                [format!("{schema}=read-only").parse()?],
+                "2m".parse()?,
+            )
+            .justification("quickstart demo"),
+        )
         .await?;
     let password = grant.password.clone().ok_or("no password returned")?;
     println!(

@@ -25,25 +25,19 @@ use pgwarden_core::duration::Ttl;
 use pgwarden_core::owners::{Directory, OwnerResolver, Resolution};
 use pgwarden_core::resource::{AccessEntry, ResourceId};
 use pgwarden_core::tags::{InMemoryTagSource, TagSource};
-use pgwarden_pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden_pg_driver::discovery::{DiscoveryError, DiscoveryOptions, DiscoveryResult, discover};
-use pgwarden_pg_driver::error::{AuthFailure, ConnectError};
-use pgwarden_pg_driver::pool::PoolError;
-use pgwarden_pg_driver::preflight::Preflight;
-use pgwarden_pg_driver::provision::{
-    Expiry, GrantRequest, ListedGrant, ProvisionError, Provisioner, ProvisionerConfig,
+use pgwarden_pg_driver::{
+    AuthFailure, ConnectError, ConnectOptions, Connector, DiscoveryError, DiscoveryOptions,
+    DiscoveryResult, Expiry, GrantRequest, LedgerKey, ListedState, PoolError, Preflight,
+    ProvisionError, Provisioner, ProvisionerConfig, ReconcileReport, RevocationReport,
+    ScramIterations, discover,
 };
-use pgwarden_pg_driver::reconcile::ReconcileReport;
-use pgwarden_pg_driver::revoke::RevocationReport;
-use pgwarden_pg_driver::scram::ScramIterations;
-use pgwarden_pg_driver::seal::LedgerKey;
 use pgwarden_secrets::{DynSecretStore, SecretKey, SecretStoreExt};
-use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify, RwLock};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAuditSink};
 use crate::error::IntegrationError;
+use crate::request::{AccessGrant, AccessRequest};
 
 /// How the runtime behaves, beyond the integration config.
 #[derive(Debug, Clone)]
@@ -91,49 +85,6 @@ impl Default for IntegrationOptions {
             reconcile_interval: Duration::from_secs(60),
             rotation_check_interval: Duration::from_secs(3600),
         }
-    }
-}
-
-/// What a person asks for.
-#[derive(Debug, Clone)]
-pub struct AccessRequest {
-    /// Who asks (an identity-provider user id or email).
-    pub requester: String,
-    /// Resources and levels.
-    pub access: Vec<AccessEntry>,
-    /// For how long (at most the integration's `max_ttl`).
-    pub duration: Ttl,
-    /// Why; recorded in the audit trail.
-    pub justification: Option<String>,
-    /// The grant's id (e.g. the approval ticket); granting it again returns the grant.
-    pub grant_id: Option<String>,
-}
-
-/// Access given.
-#[derive(Clone)]
-pub struct AccessGrant {
-    /// The grant's id.
-    pub grant_id: String,
-    /// The login role.
-    pub username: String,
-    /// The password, given once (`None` when the grant existed already, or a
-    /// persistent user keeps theirs).
-    pub password: Option<SecretString>,
-    /// When access ends.
-    pub expires_at: OffsetDateTime,
-    /// The integration's custom access details, rendered for this grant.
-    pub access_details: Option<String>,
-}
-
-impl std::fmt::Debug for AccessGrant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessGrant")
-            .field("grant_id", &self.grant_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("expires_at", &self.expires_at)
-            .field("access_details", &self.access_details)
-            .finish()
     }
 }
 
@@ -229,9 +180,9 @@ impl Integration {
         let conn = connected.connector.connect().await?;
         let preflight = Preflight::run(&conn.client, config.connector_mode)
             .await
-            .map_err(|e| IntegrationError::Database {
+            .map_err(|source| IntegrationError::Database {
                 action: "reading the connector's capabilities",
-                message: e.to_string(),
+                source,
             })?;
         for c in preflight.capabilities.iter().filter(|c| !c.ok) {
             tracing::warn!(integration = %config.name, capability = c.key, "{}", c.detail);
@@ -328,7 +279,7 @@ impl Integration {
     pub(crate) async fn connector_session(
         &self,
         database: Option<&str>,
-    ) -> Result<pgwarden_pg_driver::connect::Connection, IntegrationError> {
+    ) -> Result<pgwarden_pg_driver::Connection, IntegrationError> {
         let session = |connected: Arc<Connected>| async move {
             match database {
                 None => Ok(connected.connector.connect().await?),
@@ -356,7 +307,10 @@ impl Integration {
     /// was refused as a wrong password, refreshes the credentials and runs it once
     /// more. Only that failure is retried: it happens when a connection is made,
     /// before anything is done.
-    async fn with_current_credentials<T, E, F, Fut>(&self, op: F) -> Result<T, IntegrationError>
+    pub(crate) async fn with_current_credentials<T, E, F, Fut>(
+        &self,
+        op: F,
+    ) -> Result<T, IntegrationError>
     where
         F: Fn(Arc<Connected>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -384,6 +338,7 @@ impl Integration {
             username: None,
             access: Vec::new(),
             error: None,
+            duration: None,
             detail: String::new(),
         };
         fill(&mut e);
@@ -393,6 +348,7 @@ impl Integration {
         {
             self.unconfirmed().remove(id);
         }
+        crate::metrics::audited(&e);
         self.options.audit.record(&e);
     }
 
@@ -449,11 +405,13 @@ impl Integration {
             user_mode: None,
         };
         // A retry after a refused login cannot grant twice: see the module docs.
+        let started = std::time::Instant::now();
         let result = self
             .with_current_credentials(|c| async move {
                 c.provisioner.grant(grant_request.clone()).await
             })
             .await;
+        let took = started.elapsed();
         match result {
             Ok(g) => {
                 let opted_in =
@@ -463,6 +421,7 @@ impl Integration {
                     e.requester = Some(request.requester.clone());
                     e.username = Some(g.username.clone());
                     e.access = access;
+                    e.duration = Some(took);
                     e.detail = format!(
                         "granted until {}{}{opted_in}{}",
                         g.expires_at
@@ -497,9 +456,16 @@ impl Integration {
                 });
                 Ok(AccessGrant {
                     grant_id: g.grant_id,
+                    integration: self.config.name.clone(),
                     username: g.username,
-                    password: g.password,
+                    requester: g.requester,
+                    access: g.access,
+                    created_at: g.created_at,
                     expires_at: g.expires_at,
+                    state: ListedState::Active,
+                    mode: g.mode,
+                    password: g.password,
+                    created: g.created,
                     access_details,
                 })
             }
@@ -509,6 +475,7 @@ impl Integration {
                     e.requester = Some(request.requester.clone());
                     e.access = access;
                     e.error = Some(err.to_string());
+                    e.duration = Some(took);
                     e.detail = "grant failed".into();
                 });
                 Err(err)
@@ -521,7 +488,8 @@ impl Integration {
         &self,
         grant_id: &str,
         duration: Ttl,
-    ) -> Result<ListedGrant, IntegrationError> {
+    ) -> Result<AccessGrant, IntegrationError> {
+        let started = std::time::Instant::now();
         let result = self
             .with_current_credentials(|c| async move {
                 c.provisioner
@@ -529,8 +497,10 @@ impl Integration {
                     .await
             })
             .await;
+        let took = started.elapsed();
         self.audit(AuditAction::Extend, |e| {
             e.grant_id = Some(grant_id.to_owned());
+            e.duration = Some(took);
             match &result {
                 Ok(g) => {
                     e.username = Some(g.username.clone());
@@ -544,7 +514,7 @@ impl Integration {
             }
         });
         self.wake.notify_waiters();
-        result
+        result.map(AccessGrant::listed)
     }
 
     /// Revokes a grant completely.
@@ -559,6 +529,7 @@ impl Integration {
     ) -> Result<RevocationReport, IntegrationError> {
         let _counted = Revoking::new(&self.revoking);
         let expire = action == AuditAction::Expire;
+        let started = std::time::Instant::now();
         let result = self
             .with_current_credentials(|c| async move {
                 if expire {
@@ -569,6 +540,7 @@ impl Integration {
                 }
             })
             .await;
+        let took = started.elapsed();
         if let Err(IntegrationError::Provision(ProvisionError::NotExpired { .. })) = &result {
             return Ok(RevocationReport {
                 grant_id: grant_id.to_owned(),
@@ -582,6 +554,7 @@ impl Integration {
         if !matches!(&result, Ok(r) if r.already_revoked) {
             self.audit(action, |e| {
                 e.grant_id = Some(grant_id.to_owned());
+                e.duration = Some(took);
                 match &result {
                     Ok(r) => {
                         e.username.clone_from(&r.username);
@@ -598,12 +571,15 @@ impl Integration {
     }
 
     /// Every grant this integration recorded in the instance.
-    pub async fn list(&self) -> Result<Vec<ListedGrant>, IntegrationError> {
-        let mut grants = self
+    pub async fn list(&self) -> Result<Vec<AccessGrant>, IntegrationError> {
+        let grants = self
             .with_current_credentials(|c| async move { c.provisioner.list().await })
             .await?;
-        grants.retain(|g| g.integration == self.config.name);
-        Ok(grants)
+        Ok(grants
+            .into_iter()
+            .filter(|g| g.integration == self.config.name)
+            .map(AccessGrant::listed)
+            .collect())
     }
 
     /// Reconciles the instance with its ledger.
@@ -621,7 +597,11 @@ impl Integration {
                 self.audit(AuditAction::Expire, |e| {
                     e.grant_id = Some(r.grant_id.clone());
                     e.username.clone_from(&r.username);
-                    e.detail = format!("{} (by reconcile)", crate::audit::revocation_detail(r));
+                    e.detail = format!(
+                        "{}{}",
+                        crate::audit::revocation_detail(r),
+                        crate::audit::BY_RECONCILE
+                    );
                 });
             }
         }
@@ -635,7 +615,13 @@ impl Integration {
                     r.drift.len()
                 );
                 if !r.errors.is_empty() {
-                    e.error = Some(r.errors.join("; "));
+                    e.error = Some(
+                        r.errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
                 }
             }
             Err(err) => {
@@ -750,7 +736,7 @@ const REFRESH_ATTEMPTS: u32 = 5;
 /// The wait before a refresh's attempt `attempt + 1`: 100 ms doubling, at most 2 s,
 /// jittered (keeps replicas apart).
 fn refresh_backoff(attempt: u32) -> Duration {
-    pgwarden_pg_driver::retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(2))
+    pgwarden_pg_driver::backoff(attempt, Duration::from_millis(100), Duration::from_secs(2))
 }
 
 fn same_credentials(a: &Credentials, b: &Credentials) -> bool {
@@ -850,11 +836,11 @@ mod tests {
             )))),
             IntegrationError::Provision(ProvisionError::Pool(PoolError::Timeout("create"))),
             IntegrationError::Provision(ProvisionError::InvalidRequest(
-                "password authentication failed".into(),
+                pgwarden_pg_driver::InvalidRequest::NoAccess,
             )),
-            // A statement's failure on a session already logged in is never retried.
-            IntegrationError::Database {
-                action: "locking the rotation",
+            // A failure whose text mentions a password is never taken for a refused login.
+            IntegrationError::Rotation {
+                step: "locking the rotation",
                 message: "password authentication failed (SQLSTATE 28P01)".into(),
             },
             IntegrationError::Config("wrong password".into()),

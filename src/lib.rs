@@ -20,32 +20,41 @@
 //! role it created, inside PostgreSQL; a restarted process, or a second replica,
 //! knows everything, and nothing is lost on a crash.
 //!
+//! From a config file to a grant (the config's `[secret]` section says where the
+//! connector's credentials are kept; `cargo run --example quickstart` runs the same
+//! against a throwaway cluster):
+//!
 //! ```no_run
-//! use std::sync::Arc;
-//! use pgwarden::{AccessRequest, Integration, IntegrationOptions};
-//! use pgwarden::secrets::{InMemory, PutOptions, SecretKey, SecretStoreExt};
-//! use pgwarden::core::credentials::Credentials;
+//! use pgwarden::{AccessEntry, AccessRequest, Integration, PermissionLevel, ResourceId};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = pgwarden::load_config("examples/integration.toml")?;
-//! let store = Arc::new(InMemory::new());
-//! let key = SecretKey::new("connector");
-//! store.put_credentials(&key, &Credentials::new("pgwarden_connector", "…"), PutOptions::create()).await?;
-//! let options = IntegrationOptions { secret_key: Some(key), ..IntegrationOptions::default() };
-//! let integration = Integration::connect(config, store, options).await?;
-//! let runtime = integration.run();
-//! let grant = integration
-//!     .grant(AccessRequest {
-//!         requester: "alice@example.com".into(),
-//!         access: vec!["postgresql-schema:app/public=read-only".parse()?],
-//!         duration: "2h".parse()?,
-//!         justification: Some("incident 4711".into()),
-//!         grant_id: None,
-//!     })
-//!     .await?;
+//! let integration = Integration::from_config("integration.toml", Default::default()).await?;
+//! let runtime = integration.run(); // revokes every grant when it expires
+//!
+//! let read_only = AccessEntry::new(ResourceId::schema("app", "public"), PermissionLevel::ReadOnly)?;
+//! let request = AccessRequest::new("alice@example.com", [read_only], "2h".parse()?)
+//!     .justification("incident 4711");
+//! let grant = integration.grant(request).await?;
 //! println!("log in as {} until {}", grant.username, grant.expires_at);
+//!
 //! runtime.shutdown().await;
 //! # Ok(())
+//! # }
+//! ```
+//!
+//! Failures carry an [`ErrorKind`] to branch on:
+//!
+//! ```no_run
+//! # use pgwarden::{AccessRequest, ErrorKind, Integration, InvalidReason};
+//! # async fn demo(integration: &Integration, request: AccessRequest) {
+//! match integration.grant(request).await {
+//!     Ok(grant) => println!("granted {}", grant.grant_id),
+//!     Err(e) if e.kind() == ErrorKind::InvalidRequest(InvalidReason::TtlOverMax) => {
+//!         println!("ask for less time: {e}");
+//!     }
+//!     Err(e) if e.is_retryable() => println!("try again shortly: {e}"),
+//!     Err(e) => println!("failed: {e}"),
+//! }
 //! # }
 //! ```
 
@@ -53,21 +62,43 @@
 
 pub mod audit;
 mod error;
+mod from_config;
 mod integration;
 pub mod ledger_key;
+pub mod metrics;
+mod request;
 pub mod rotation;
 mod runtime;
 
 use std::path::Path;
 
 pub use audit::{AuditAction, AuditEvent, AuditSink, RecordingAuditSink, TracingAuditSink};
-pub use error::IntegrationError;
-pub use integration::{AccessGrant, AccessRequest, Integration, IntegrationOptions};
-pub use pgwarden_core as core;
+pub use error::{ErrorKind, IntegrationError, InvalidReason};
+pub use from_config::ConfigSource;
+pub use integration::{Integration, IntegrationOptions};
+pub use request::{AccessGrant, AccessRequest};
+pub use runtime::{RunHandle, RunMonitor, RunStatus};
+
+// The types a host meets in the signatures above, so that `pgwarden` is the one
+// dependency it needs.
 pub use pgwarden_core::config::IntegrationConfig;
+pub use pgwarden_core::duration::Ttl;
+pub use pgwarden_core::owners::{Directory, Resolution};
+pub use pgwarden_core::resource::{AccessEntry, PermissionLevel, ResourceId, ResourceType};
+pub use pgwarden_core::tags::TagSource;
+pub use pgwarden_pg_driver::{
+    ConnectOptions, DiscoveryResult, LedgerKey, ListedState, Preflight, ReconcileFailure,
+    ReconcileFailureKind, ReconcileReport, RevocationReport, RoleMode, ScramIterations,
+};
+pub use pgwarden_secrets::{DynSecretStore, SecretKey, SecretStore};
+/// Passwords are handed out as `SecretString`: read one with
+/// [`ExposeSecret::expose_secret`], on purpose, when showing it to its user.
+pub use secrecy::{ExposeSecret, SecretString};
+
+// The crates underneath, for what the re-exports above leave out.
+pub use pgwarden_core as core;
 pub use pgwarden_pg_driver as pg_driver;
 pub use pgwarden_secrets as secrets;
-pub use runtime::RunHandle;
 
 /// A config file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -117,5 +148,7 @@ pub fn load_config(path: impl AsRef<Path>) -> Result<IntegrationConfig, LoadConf
         path: shown.clone(),
         source,
     })?;
-    IntegrationConfig::parse(&text, format).map_err(invalid)
+    // The `[secret]` section's backend and settings are checked by the backends, and
+    // their problems listed with the rest.
+    IntegrationConfig::parse_with(&text, format, pgwarden_secrets::validate).map_err(invalid)
 }

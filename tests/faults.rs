@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use pgwarden::core::config::{ConfigFormat, IntegrationConfig};
 use pgwarden::core::credentials::Credentials;
 use pgwarden::core::duration::Ttl;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden::pg_driver::provision::{Expiry, GrantRequest, Provisioner, ProvisionerConfig};
-use pgwarden::pg_driver::scram::ScramIterations;
-use pgwarden::pg_driver::seal::LedgerKey;
+use pgwarden::pg_driver::{
+    ConnectOptions, Connector, Expiry, GrantRequest, LedgerKey, Provisioner, ProvisionerConfig,
+    ScramIterations,
+};
 use pgwarden::secrets::{InMemory, PutOptions, SecretKey, SecretStoreExt};
 use pgwarden::{AccessRequest, AuditAction, Integration, IntegrationOptions, RecordingAuditSink};
 use pgwarden_testkit::TempCluster;
@@ -109,13 +109,11 @@ async fn integration(
 }
 
 fn request(access: &str, secs: u64) -> AccessRequest {
-    AccessRequest {
-        requester: "alice".into(),
-        access: vec![access.parse().unwrap()],
-        duration: Ttl::from_secs(secs).unwrap(),
-        justification: None,
-        grant_id: None,
-    }
+    AccessRequest::new(
+        "alice",
+        [access.parse().unwrap()],
+        Ttl::from_secs(secs).unwrap(),
+    )
 }
 
 fn role_exists(c: &TempCluster, name: &str) -> bool {

@@ -65,10 +65,9 @@ fn key() -> SecretKey {
 }
 
 /// The ledger key every integration of this binary shares: they manage one instance.
-fn shared_ledger_key() -> pgwarden::pg_driver::seal::LedgerKey {
-    static KEY: std::sync::OnceLock<pgwarden::pg_driver::seal::LedgerKey> =
-        std::sync::OnceLock::new();
-    KEY.get_or_init(pgwarden::pg_driver::seal::LedgerKey::generate)
+fn shared_ledger_key() -> pgwarden::pg_driver::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden::pg_driver::LedgerKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden::pg_driver::LedgerKey::generate)
         .clone()
 }
 
@@ -107,7 +106,7 @@ async fn audited(
         secret_key: Some(key()),
         audit,
         sweep_interval: Duration::from_millis(200),
-        scram_iterations: pgwarden::pg_driver::scram::ScramIterations::new(16).unwrap(),
+        scram_iterations: pgwarden::pg_driver::ScramIterations::new(16).unwrap(),
         pool_size: 2,
         ..IntegrationOptions::default()
     };
@@ -121,13 +120,11 @@ async fn audited(
 }
 
 fn request(requester: &str, secs: u64) -> AccessRequest {
-    AccessRequest {
-        requester: requester.into(),
-        access: vec!["postgresql-schema:app/sales=read-only".parse().unwrap()],
-        duration: pgwarden::core::duration::Ttl::from_secs(secs).unwrap(),
-        justification: None,
-        grant_id: None,
-    }
+    AccessRequest::new(
+        requester,
+        ["postgresql-schema:app/sales=read-only".parse().unwrap()],
+        pgwarden::Ttl::from_secs(secs).unwrap(),
+    )
 }
 
 fn role_exists(name: &str) -> bool {

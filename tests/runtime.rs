@@ -54,10 +54,9 @@ fn config(name: &str, extra: &str) -> IntegrationConfig {
 }
 
 /// The ledger key every integration of this binary shares: they manage one instance.
-fn shared_ledger_key() -> pgwarden::pg_driver::seal::LedgerKey {
-    static KEY: std::sync::OnceLock<pgwarden::pg_driver::seal::LedgerKey> =
-        std::sync::OnceLock::new();
-    KEY.get_or_init(pgwarden::pg_driver::seal::LedgerKey::generate)
+fn shared_ledger_key() -> pgwarden::pg_driver::LedgerKey {
+    static KEY: std::sync::OnceLock<pgwarden::pg_driver::LedgerKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(pgwarden::pg_driver::LedgerKey::generate)
         .clone()
 }
 
@@ -97,7 +96,7 @@ async fn integration(
         secret_key: Some(SecretKey::new("connector")),
         audit,
         sweep_interval: Duration::from_millis(250),
-        scram_iterations: pgwarden::pg_driver::scram::ScramIterations::new(16).unwrap(),
+        scram_iterations: pgwarden::pg_driver::ScramIterations::new(16).unwrap(),
         directories: vec![Arc::new(
             InMemoryDirectory::new("okta")
                 .with_group("dba", &["carol"])
@@ -113,13 +112,12 @@ async fn integration(
 }
 
 fn request(requester: &str, secs: u64) -> AccessRequest {
-    AccessRequest {
-        requester: requester.into(),
-        access: vec!["postgresql-schema:app/sales=read-only".parse().unwrap()],
-        duration: pgwarden::core::duration::Ttl::from_secs(secs).unwrap(),
-        justification: Some("on call".into()),
-        grant_id: None,
-    }
+    AccessRequest::new(
+        requester,
+        ["postgresql-schema:app/sales=read-only".parse().unwrap()],
+        pgwarden::Ttl::from_secs(secs).unwrap(),
+    )
+    .justification("on call")
 }
 
 fn role_exists(name: &str) -> bool {
