@@ -2,18 +2,23 @@
 //! reconciliation, and every failure — never a secret.
 //!
 //! [`AuditSink`] is the seam: the default [`TracingAuditSink`] emits `tracing`
-//! events on target `pgwarden::audit`; [`RecordingAuditSink`] keeps events in memory
-//! (tests, the quickstart); a host application forwards them to its SIEM.
+//! events on target `pgwarden::audit`, one structured field per part of the event;
+//! [`RecordingAuditSink`] keeps events in memory (tests, the quickstart); a host
+//! application forwards them to its SIEM. Whatever the sink, every event also updates
+//! the [`metrics`](crate::metrics) it concerns.
 
 use std::fmt::Debug;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
-/// What happened.
+/// What happened. New kinds of event may be added in a minor release (access flows
+/// will add request events): match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditAction {
     /// Access granted.
     Grant,
@@ -33,8 +38,31 @@ pub enum AuditAction {
     RevocationObserved,
 }
 
-/// One audit event.
+impl AuditAction {
+    /// The action's name, as serialized (`grant`, `revocation_observed`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Grant => "grant",
+            AuditAction::Extend => "extend",
+            AuditAction::Revoke => "revoke",
+            AuditAction::Expire => "expire",
+            AuditAction::Rotate => "rotate",
+            AuditAction::Reconcile => "reconcile",
+            AuditAction::RevocationObserved => "revocation_observed",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit event. Fields may be added in a minor release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -58,6 +86,15 @@ pub struct AuditEvent {
     /// `None` on success; the error message (never a secret) on failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How long the operation took, for those that have one: a grant, an extension,
+    /// a revocation (on request or at expiry; the whole batch's time for grants
+    /// revoked together). Serialized as `duration_seconds`, a number.
+    #[serde(
+        rename = "duration_seconds",
+        serialize_with = "seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration: Option<Duration>,
     /// A short, human summary (what a revocation removed, why a grant was asked for).
     pub detail: String,
 }
@@ -76,18 +113,52 @@ pub trait AuditSink: Send + Sync + Debug {
     fn record(&self, event: &AuditEvent);
 }
 
+/// `duration` as seconds.
+#[allow(
+    clippy::ref_option,
+    reason = "the signature serde's serialize_with calls"
+)]
+fn seconds<S: Serializer>(duration: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Emits each event as a `tracing` event (target `pgwarden::audit`): info on
-/// success, warn on failure.
+/// success, warn on failure; the message is the event's detail.
+///
+/// Fields: `integration`, `action`, and when they apply `grant_id`, `user` (the login
+/// role), `requester`, `access` (the `resource=level` entries, space-separated),
+/// `duration_seconds` and `error`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TracingAuditSink;
 
 impl AuditSink for TracingAuditSink {
     fn record(&self, e: &AuditEvent) {
-        let json = serde_json::to_string(e).unwrap_or_default();
+        let access = (!e.access.is_empty()).then(|| e.access.join(" "));
+        let duration = e.duration.map(|d| d.as_secs_f64());
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "pgwarden::audit",
+                    integration = %e.integration,
+                    action = e.action.as_str(),
+                    grant_id = e.grant_id.as_deref(),
+                    user = e.username.as_deref(),
+                    requester = e.requester.as_deref(),
+                    access = access.as_deref(),
+                    duration_seconds = duration,
+                    error = e.error.as_deref(),
+                    "{}",
+                    e.detail
+                )
+            };
+        }
         if e.failed() {
-            tracing::warn!(target: "pgwarden::audit", action = ?e.action, grant_id = ?e.grant_id, event = %json, "{}", e.detail);
+            emit!(warn);
         } else {
-            tracing::info!(target: "pgwarden::audit", action = ?e.action, grant_id = ?e.grant_id, event = %json, "{}", e.detail);
+            emit!(info);
         }
     }
 }
@@ -124,8 +195,11 @@ impl AuditSink for RecordingAuditSink {
     }
 }
 
+/// Ends the detail of a revocation that reconcile finished (an `Expire` event).
+pub(crate) const BY_RECONCILE: &str = " (by reconcile)";
+
 /// The detail of a finished revocation's event.
-pub(crate) fn revocation_detail(r: &pgwarden_pg_driver::revoke::RevocationReport) -> String {
+pub(crate) fn revocation_detail(r: &pgwarden_pg_driver::RevocationReport) -> String {
     format!(
         "revoked: {} session(s) ended, {} membership(s) removed, cleaned {} database(s), role {}",
         r.sessions_terminated,
@@ -137,4 +211,31 @@ pub(crate) fn revocation_detail(r: &pgwarden_pg_driver::revoke::RevocationReport
             "kept (persistent)"
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_duration_is_serialized_in_seconds() {
+        let mut e = AuditEvent {
+            at: OffsetDateTime::UNIX_EPOCH,
+            integration: "i".into(),
+            action: AuditAction::Grant,
+            grant_id: Some("g".into()),
+            requester: None,
+            username: None,
+            access: Vec::new(),
+            error: None,
+            duration: Some(Duration::from_millis(1500)),
+            detail: String::new(),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["duration_seconds"], 1.5);
+        assert_eq!(json["action"], AuditAction::Grant.as_str());
+        e.duration = None;
+        let json = serde_json::to_value(&e).unwrap();
+        assert!(json.get("duration_seconds").is_none());
+    }
 }

@@ -9,9 +9,9 @@ use pgwarden_testkit::TempCluster;
 mod common;
 use serde_json::Value;
 
-/// The example binary, built by `cargo test` next to this test's own executable.
+/// The `pgwarden` binary cargo built for these tests.
 fn pgwarden() -> Command {
-    let mut command = common::example("pgwarden");
+    let mut command = common::pgwarden();
     for var in [
         "PGUSER",
         "PGPASSWORD",

@@ -1,21 +1,33 @@
 //! `pgwarden`: the command line over the pgwarden library.
 //!
+//! ```text
+//! cargo install --path crates/cli            # installs `pgwarden`
+//! pgwarden validate --config examples/integration.toml
+//! pgwarden conninfo "postgres://alice@db:5433/app?sslmode=require"
+//! pgwarden serve --config-dir /etc/pgwarden --metrics-addr 127.0.0.1:9187
+//! ```
+//!
 //! Every subcommand follows the same conventions: `--config FILE` or `--dsn
 //! "<conninfo>"` to name the instance, `--format text|json`, exit 0 on success, 1 when
 //! the operation failed (network, TLS, auth, server), 2 for usage or configuration
-//! errors; errors go to stderr, one clear sentence first.
+//! errors; errors go to stderr, one clear sentence first. Every secret-store backend
+//! (file, Vault/OpenBao, AWS, GCP, Azure, Kubernetes) is built in.
 //!
-//! ```text
-//! cargo run --example pgwarden -- validate --config examples/integration.toml
-//! cargo run --example pgwarden -- conninfo "postgres://alice@db:5433/app?sslmode=require"
-//! ```
+//! Logs go to stderr (stdout keeps each command's output): `--log-level` (or
+//! `RUST_LOG`) takes `tracing` directives, `--log-format json` writes one JSON object
+//! per event. `serve` logs every audit event (grant id, user, integration, action,
+//! duration, error) and every error it meets; `--metrics-addr` exposes pgwarden's
+//! metrics for Prometheus on `/metrics`, with `/healthz` and `/readyz`.
 
 mod access;
 mod check;
 mod conninfo;
 mod discover;
+mod endpoints;
+mod logging;
 mod output;
 mod runtime;
+mod serve;
 mod target;
 mod validate;
 
@@ -23,6 +35,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use logging::LogFormat;
 use output::{Failure, Format};
 
 /// Just-in-time access to PostgreSQL.
@@ -32,6 +45,14 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// What to log, as `tracing` directives (`info`, `warn,pgwarden=debug`);
+    /// overrides `RUST_LOG`. Default: serve logs pgwarden's events from info up and
+    /// other crates' warnings, the other commands pgwarden's warnings only.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// How logs are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,15 +84,23 @@ enum Command {
     Approvers(runtime::ApproversArgs),
     /// Rotate the connector's own password (stored through the config's [secret]).
     Rotate(runtime::RuntimeArgs),
-    /// Run expiry, rotation and reconciliation until Ctrl-C or SIGTERM.
-    Serve(runtime::RuntimeArgs),
+    /// Run expiry, rotation and reconciliation until Ctrl-C or SIGTERM, for one
+    /// integration or every config in a directory; optionally expose metrics.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
     // Some secret-store clients (Kubernetes) take rustls' process-wide provider; an
     // application sets it once. pgwarden's own connections pass theirs explicitly.
-    pgwarden::pg_driver::tls::install_process_default_provider();
+    pgwarden::pg_driver::install_process_default_provider();
     let cli = Cli::parse_from(discover::accept_ndjson(std::env::args_os()));
+    let default_logs = match cli.command {
+        Command::Serve(_) => logging::SERVE_DEFAULT,
+        _ => logging::COMMAND_DEFAULT,
+    };
+    if let Err(failure) = logging::init(cli.log_level.as_deref(), cli.log_format, default_logs) {
+        return failure.report();
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, cli.format),
         Command::Conninfo(args) => conninfo::run(&args, cli.format),
@@ -85,12 +114,23 @@ fn main() -> ExitCode {
         Command::AdoptLedger(args) => block_on(access::adopt_ledger(&args, cli.format)),
         Command::Approvers(args) => block_on(runtime::approvers(&args, cli.format)),
         Command::Rotate(args) => block_on(runtime::rotate(&args, cli.format)),
-        Command::Serve(args) => block_on(runtime::serve(&args, cli.format)),
+        Command::Serve(args) => serve_on_all_cores(serve::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     }
+}
+
+/// Runs `serve`, on a worker thread per core.
+fn serve_on_all_cores<F: std::future::Future<Output = Result<(), Failure>>>(
+    f: F,
+) -> Result<(), Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
 }
 
 /// Runs a subcommand that talks to a server.

@@ -40,12 +40,17 @@ impl Failure {
         clippy::needless_pass_by_value,
         reason = "used as map_err(Failure::from_connect)"
     )]
-    pub(crate) fn from_connect(e: pgwarden::pg_driver::error::ConnectError) -> Self {
+    pub(crate) fn from_connect(e: pgwarden::pg_driver::ConnectError) -> Self {
         let code = if e.is_config() { 2 } else { 1 };
         Failure {
             code,
             message: format!("{} error: {e}", e.class()),
         }
+    }
+
+    /// The sentence for stderr.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 
     /// Prints the message to stderr and returns the exit code.

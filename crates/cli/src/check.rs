@@ -1,6 +1,6 @@
 //! `pgwarden check`: connect, and say what this connector can do for pgwarden.
 
-use pgwarden::pg_driver::preflight::Preflight;
+use pgwarden::pg_driver::Preflight;
 use serde_json::json;
 
 use crate::output::{Failure, Format, print_json};

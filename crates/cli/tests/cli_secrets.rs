@@ -8,23 +8,23 @@
 use std::path::Path;
 use std::process::Output;
 
-use pgwarden_secrets::aws::AwsStore;
-use pgwarden_secrets::aws::aws_config::{self, BehaviorVersion, Region};
-use pgwarden_secrets::aws::aws_sdk_secretsmanager::config::Credentials as AwsCredentials;
-use pgwarden_secrets::vault::{VaultConfig, VaultStore};
-use pgwarden_secrets::{PutOptions, SecretKey, SecretStore};
+use pgwarden::secrets::aws::AwsStore;
+use pgwarden::secrets::aws::aws_config::{self, BehaviorVersion, Region};
+use pgwarden::secrets::aws::aws_sdk_secretsmanager::config::Credentials as AwsCredentials;
+use pgwarden::secrets::vault::{VaultConfig, VaultStore};
+use pgwarden::secrets::{PutOptions, SecretKey, SecretStore};
 use pgwarden_testkit::moto::{MOTO_ACCESS_KEY_ID, MOTO_REGION, MOTO_SECRET_ACCESS_KEY};
 use pgwarden_testkit::secret_conformance::unique_key;
 use pgwarden_testkit::{Moto, OpenBao, TempCluster};
 
 mod common;
-use secrecy::SecretString;
+use pgwarden::SecretString;
 
 /// A value that must never show in any output.
 const DECOY: &str = "decoy-hunter2-value";
 
 fn pgwarden(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = common::example("pgwarden");
+    let mut cmd = common::pgwarden();
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("VAULT_") || k.starts_with("AWS_"))
     {
         cmd.env_remove(k);

@@ -1,4 +1,4 @@
-//! The `pgwarden` example binary: exit codes, output, and `conninfo` against libpq.
+//! The `pgwarden` binary: exit codes, output, and `conninfo` against libpq.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 mod common;
 
 fn pgwarden() -> Command {
-    common::example("pgwarden")
+    common::pgwarden()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -15,7 +15,7 @@ fn run(args: &[&str]) -> Output {
 
 fn example_config() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/integration.toml")
+        .join("../../examples/integration.toml")
         .display()
         .to_string()
 }
@@ -79,7 +79,7 @@ fn validate_lists_every_problem_and_exits_2() {
 /// when python3/libpq are missing (CI requires them).
 fn libpq_parse(strings: &[&str]) -> Option<Vec<serde_json::Value>> {
     let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/oracle/libpq_oracle.py");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../core/tests/oracle/libpq_oracle.py");
     let request = serde_json::json!({ "parse": strings, "validate": [], "defaults": [] });
     let mut child = Command::new("python3")
         .arg(script)

@@ -7,7 +7,7 @@ mod common;
 use pgwarden_testkit::{SslSetup, TempCluster};
 
 fn pgwarden(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = common::example("pgwarden");
+    let mut cmd = common::pgwarden();
     cmd.args(args).envs(env.iter().copied()).output().unwrap()
 }
 

@@ -1,14 +1,13 @@
 //! `pgwarden grant | revoke | extend | list | reconcile`: access on an instance.
 
+use pgwarden::ExposeSecret;
 use pgwarden::core::access_details::AccessDetailsValues;
 use pgwarden::core::config::UserMode;
 use pgwarden::core::duration::Ttl;
 use pgwarden::core::resource::AccessEntry;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden::pg_driver::provision::{
-    Expiry, GrantRequest, ProvisionError, Provisioner, ProvisionerConfig,
+use pgwarden::pg_driver::{
+    ConnectOptions, Connector, Expiry, GrantRequest, ProvisionError, Provisioner, ProvisionerConfig,
 };
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::output::{Failure, Format, print_json};
@@ -96,13 +95,13 @@ async fn session(target: &Target) -> Result<Session, Failure> {
             user_mode: UserMode::Ephemeral,
             max_ttl: Ttl::from_secs(7 * 86_400)
                 .unwrap_or(pgwarden::core::duration::MAX_TTL_CEILING),
-            scram_iterations: pgwarden::pg_driver::scram::ScramIterations::DEFAULT,
+            scram_iterations: pgwarden::pg_driver::ScramIterations::DEFAULT,
             password_max_age: None,
             successor: None,
             pool_size: 4,
             connector_mode: pgwarden::core::config::ConnectorMode::Superuser,
             sensitive_roles_allowed: Vec::new(),
-            cleanup_lock_timeout: pgwarden::pg_driver::provision::DEFAULT_CLEANUP_LOCK_TIMEOUT,
+            cleanup_lock_timeout: pgwarden::pg_driver::DEFAULT_CLEANUP_LOCK_TIMEOUT,
             ledger_key,
         },
     };

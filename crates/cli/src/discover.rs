@@ -18,10 +18,9 @@ use std::ffi::OsString;
 use std::io::{BufWriter, Write};
 
 use pgwarden::core::resource::ResourceType;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connector};
-use pgwarden::pg_driver::discovery::{
-    DEFAULT_MAX_CONNECTIONS, DatabaseFailure, Discovered, DiscoveryError, DiscoveryOptions,
-    Resource, discover, discover_stream,
+use pgwarden::pg_driver::{
+    ConnectOptions, Connector, DEFAULT_MAX_CONNECTIONS, DatabaseFailure, Discovered,
+    DiscoveryError, DiscoveryOptions, Resource, discover, discover_stream,
 };
 use serde_json::json;
 

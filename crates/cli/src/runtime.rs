@@ -1,7 +1,7 @@
-//! `pgwarden approvers | rotate | serve`: the integration runtime from the shell.
+//! `pgwarden approvers | rotate`: the integration runtime from the shell.
 
+use pgwarden::IntegrationOptions;
 use pgwarden::core::resource::ResourceId;
-use pgwarden::{IntegrationOptions, TracingAuditSink};
 
 use crate::output::{Failure, Format, print_json};
 use crate::target::Target;
@@ -16,7 +16,7 @@ pub(crate) struct ApproversArgs {
     resource: String,
 }
 
-/// Arguments of `pgwarden rotate` and `pgwarden serve`.
+/// Arguments of `pgwarden rotate`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RuntimeArgs {
     #[command(flatten)]
@@ -79,27 +79,5 @@ pub(crate) async fn rotate(args: &RuntimeArgs, format: Format) -> Result<(), Fai
             report.username, report.rotated_at
         ),
     }
-    Ok(())
-}
-
-pub(crate) async fn serve(args: &RuntimeArgs, _format: Format) -> Result<(), Failure> {
-    let options = IntegrationOptions {
-        audit: std::sync::Arc::new(TracingAuditSink),
-        ..IntegrationOptions::default()
-    };
-    let integration = args.target.integration(options, true).await?;
-    eprintln!(
-        "pgwarden: serving {} (expiry, rotation, reconciliation); Ctrl-C or SIGTERM stops",
-        integration.config().name
-    );
-    let runtime = integration.run();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::failed(format!("cannot listen for SIGTERM: {e}")))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    eprintln!("pgwarden: stopping");
-    runtime.shutdown().await;
     Ok(())
 }

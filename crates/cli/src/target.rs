@@ -6,10 +6,9 @@ use pgwarden::IntegrationConfig;
 use pgwarden::core::config::SecretRef;
 use pgwarden::core::conninfo::ConnInfo;
 use pgwarden::core::credentials::Credentials;
-use pgwarden::pg_driver::connect::{ConnectOptions, Connection, Connector};
-use pgwarden::pg_driver::seal::LedgerKey;
+use pgwarden::pg_driver::{ConnectOptions, Connection, Connector, LedgerKey};
+use pgwarden::secrets::{Error as SecretError, SecretStoreExt};
 use pgwarden::secrets::{InMemory, PutOptions, SecretKey};
-use pgwarden_secrets::{Error as SecretError, SecretStoreExt};
 
 use crate::output::Failure;
 
@@ -35,6 +34,19 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// A target from its parts, for commands that take more than one kind of target.
+    pub(crate) fn new(
+        config: Option<PathBuf>,
+        dsn: Option<String>,
+        connector_mode: Option<pgwarden::core::config::ConnectorMode>,
+    ) -> Self {
+        Target {
+            config,
+            dsn,
+            connector_mode,
+        }
+    }
+
     /// The connector mode: `--connector-mode`, else the config's, else superuser.
     pub(crate) fn connector_mode(
         &self,
@@ -122,7 +134,7 @@ async fn read_secret(secret: &SecretRef) -> Result<Credentials, Failure> {
             _ => Failure::failed(message),
         }
     };
-    let (store, key) = pgwarden_secrets::from_config(secret).await.map_err(fail)?;
+    let (store, key) = pgwarden::secrets::from_config(secret).await.map_err(fail)?;
     let stored = store.get_credentials(&key).await.map_err(fail)?;
     Ok(stored.credentials)
 }
@@ -160,7 +172,7 @@ impl Target {
         let Some(secret) = config.and_then(|c| c.secret.as_ref()) else {
             return Err(ledger_key_needed());
         };
-        let (store, key) = pgwarden_secrets::from_config(secret)
+        let (store, key) = pgwarden::secrets::from_config(secret)
             .await
             .map_err(|e| Failure::failed(format!("cannot open the secret store: {e}")))?;
         pgwarden::ledger_key::load_or_create_ledger_key(&store, &key)
@@ -216,7 +228,7 @@ impl Target {
                     .secret
                     .clone()
                     .ok_or_else(|| Failure::usage("the config has no [secret] section: the runtime reads the connector's credentials from a store"))?;
-            let (store, key) = pgwarden_secrets::from_config(&secret)
+            let (store, key) = pgwarden::secrets::from_config(&secret)
                 .await
                 .map_err(|e| Failure::failed(format!("cannot open the secret store: {e}")))?;
             (config, store, key)

@@ -7,7 +7,7 @@ mod common;
 use pgwarden_testkit::TempCluster;
 
 fn pgwarden(args: &[&str]) -> Output {
-    let mut cmd = common::example("pgwarden");
+    let mut cmd = common::pgwarden();
     cmd.args(args).output().unwrap()
 }
 
