@@ -61,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod credentials;
 mod error;
 mod from_config;
 mod integration;

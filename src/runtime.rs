@@ -15,8 +15,8 @@
 //! [`Provisioner::revoke_expired_batch`](pgwarden_pg_driver::Provisioner::revoke_expired_batch),
 //! which ends their access together (login, sessions, memberships) and drops the roles
 //! that own nothing, without waiting for any lock. What is left — roles that own
-//! objects, persistent roles — is finished by at most `revocation_concurrency`
-//! background revocations, each clean-up bounded by the driver's lock timeout; one
+//! objects, persistent roles — is finished by at most `pool_size − 1` background
+//! revocations ([`IntegrationOptions::pool_size`](crate::IntegrationOptions::pool_size)), each clean-up bounded by the driver's lock timeout; one
 //! that fails (a lock held by another session, named in its audit event) is retried
 //! with jittered backoff, from 1 s up to a minute, while later expiries go on.
 //! Reconcile and rotation run beside expiry, one of each at a time, so neither a slow
