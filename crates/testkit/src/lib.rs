@@ -8,6 +8,18 @@
 //! directory under `$TMPDIR/pgwarden-testkit/`, on a random loopback port, with
 //! durability switched off for speed.
 //!
+//! ```
+//! use pgwarden_testkit::TempCluster;
+//!
+//! let cluster = TempCluster::start().unwrap(); // about a second
+//! cluster.create_database("app").unwrap();
+//! let out = cluster.psql_in("app", "SELECT current_database()").unwrap();
+//! assert_eq!(out.trim(), "app");
+//! // Any client connects with this (libpq syntax, password included).
+//! assert!(cluster.dsn().contains(&format!("port={}", cluster.port())));
+//! // Dropping it stops the server and removes its files.
+//! ```
+//!
 //! **The key decision: the real tools, as the real user.** The server is started by
 //! `pg_ctl` and queried by `psql`, the same libpq the SSL-mode rules are defined by, so
 //! the testkit needs no Rust driver and cannot disagree with libpq. PostgreSQL refuses
