@@ -86,6 +86,10 @@ pub struct AuditEvent {
     /// `None` on success; the error message (never a secret) on failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure `error` is, when the operation's error said (see
+    /// [`crate::ErrorKind`]); what an alert or a dashboard groups failures by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<crate::ErrorKind>,
     /// How long the operation took, for those that have one: a grant, an extension,
     /// a revocation (on request or at expiry; the whole batch's time for grants
     /// revoked together). Serialized as `duration_seconds`, a number.
@@ -228,6 +232,7 @@ mod tests {
             username: None,
             access: Vec::new(),
             error: None,
+            error_kind: None,
             duration: Some(Duration::from_millis(1500)),
             detail: String::new(),
         };

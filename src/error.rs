@@ -56,7 +56,9 @@ pub enum IntegrationError {
 }
 
 /// What kind of failure an [`IntegrationError`] is: what a host branches on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialized in snake case (`"not_found"`, `{"invalid_request": "ttl_over_max"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The request cannot be granted as asked; nothing was changed. Fix the request.
@@ -79,6 +81,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A short, stable label: `invalid_request`, `not_found`, `conflict`, `denied`,
+    /// `unavailable`, `config` or `failed` (the `kind` label of the failure metric).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest(_) => "invalid_request",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Config => "config",
+            ErrorKind::Failed => "failed",
+        }
+    }
+
     /// Whether the same call may succeed later without any change on the host's side.
     #[must_use]
     pub fn is_retryable(self) -> bool {
@@ -87,7 +104,8 @@ impl ErrorKind {
 }
 
 /// Why a request is invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum InvalidReason {
     /// A resource named does not exist.

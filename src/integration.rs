@@ -226,6 +226,7 @@ impl Integration {
             username: None,
             access: Vec::new(),
             error: None,
+            error_kind: None,
             duration: None,
             detail: String::new(),
         };
@@ -363,6 +364,7 @@ impl Integration {
                     e.requester = Some(request.requester.clone());
                     e.access = access;
                     e.error = Some(err.to_string());
+                    e.error_kind = Some(err.kind());
                     e.duration = Some(took);
                     e.detail = "grant failed".into();
                 });
@@ -397,6 +399,7 @@ impl Integration {
                 }
                 Err(err) => {
                     e.error = Some(err.to_string());
+                    e.error_kind = Some(err.kind());
                     e.detail = "extension failed".into();
                 }
             }
@@ -450,6 +453,7 @@ impl Integration {
                     }
                     Err(err) => {
                         e.error = Some(err.to_string());
+                        e.error_kind = Some(err.kind());
                         e.detail = "revocation failed; reconcile retries it".into();
                     }
                 }
@@ -514,6 +518,7 @@ impl Integration {
             }
             Err(err) => {
                 e.error = Some(err.to_string());
+                    e.error_kind = Some(err.kind());
                 e.detail = "reconcile failed".into();
             }
         });

@@ -11,7 +11,7 @@
 //! | --- | --- | --- | --- |
 //! | [`GRANTS`] | counter | | grants made (a repeated grant id that returns the existing grant counts too) |
 //! | [`REVOCATIONS`] | counter | `how`: `expiry`, `revoke`, `reconcile` | grants whose access this process ended |
-//! | [`FAILURES`] | counter | `reason`: see [`FAILURE_REASONS`] | operations that failed |
+//! | [`FAILURES`] | counter | `reason`: see [`FAILURE_REASONS`]; `kind`: [`ErrorKind::label`](crate::ErrorKind::label) | operations that failed |
 //! | [`GRANT_DURATION`] | histogram | | seconds a successful grant took |
 //! | [`REVOKE_DURATION`] | histogram | `how`: `expiry`, `revoke` | seconds a revocation took |
 //! | [`EXPIRY_LAG`] | histogram | | seconds between a grant's expiry and the end of its access |
@@ -84,7 +84,11 @@ pub fn describe() {
         Unit::Count,
         "Grants whose access this process ended, by how: expiry, revoke, reconcile."
     );
-    describe_counter!(FAILURES, Unit::Count, "Failed operations, by reason.");
+    describe_counter!(
+        FAILURES,
+        Unit::Count,
+        "Failed operations, by what failed (reason) and how (kind)."
+    );
     describe_histogram!(
         GRANT_DURATION,
         Unit::Seconds,
@@ -158,7 +162,7 @@ pub(crate) fn audited(e: &AuditEvent) {
             // Not an operation of ours: it never fails.
             AuditAction::RevocationObserved => return,
         };
-        failure(&integration, reason);
+        failure(&integration, reason, e.error_kind);
         return;
     }
     match e.action {
@@ -183,9 +187,10 @@ pub(crate) fn audited(e: &AuditEvent) {
     }
 }
 
-/// An operation of the runtime failed (one that is not audited).
-pub(crate) fn failure(integration: &str, reason: Reason) {
-    counter!(FAILURES, "integration" => integration.to_owned(), "reason" => reason.label())
+/// An operation failed: `kind` is what kind of failure, when known (else `failed`).
+pub(crate) fn failure(integration: &str, reason: Reason, kind: Option<crate::ErrorKind>) {
+    let kind = kind.map_or("failed", crate::ErrorKind::label);
+    counter!(FAILURES, "integration" => integration.to_owned(), "reason" => reason.label(), "kind" => kind)
         .increment(1);
 }
 

@@ -138,6 +138,7 @@ impl Integration {
             }
             Err(err) => {
                 e.error = Some(err.to_string());
+                e.error_kind = Some(err.kind());
                 e.detail =
                     "connector password rotation stopped; the connector still logs in".into();
             }

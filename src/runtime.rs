@@ -253,7 +253,7 @@ impl Expiries {
             if let Some(e) = panicked {
                 // Not audited (the revocation never said how it ended): say it here.
                 tracing::error!(integration = %integration.config.name, grant_id = %grant_id, error = %e, "a revocation at expiry ended abnormally; it is retried");
-                metrics::failure(&integration.config.name, Reason::Expiry);
+                metrics::failure(&integration.config.name, Reason::Expiry, None);
             }
             self.in_flight.remove(&grant_id);
             match ended {
@@ -330,7 +330,7 @@ impl Integration {
                     Ok(None) => status.passed(),
                     Err(e) => {
                         status.unreachable();
-                        metrics::failure(&name, Reason::Connect);
+                        metrics::failure(&name, Reason::Connect, Some(e.kind()));
                         metrics::secret_store_error(&name, &e);
                         tracing::warn!(integration = %name, error = %e, "cannot reach the instance; retrying");
                     }
@@ -468,7 +468,7 @@ impl Integration {
             Ok(g) => g,
             Err(e) => {
                 status.unreachable();
-                metrics::failure(&self.config.name, Reason::LedgerRead);
+                metrics::failure(&self.config.name, Reason::LedgerRead, Some(e.kind()));
                 metrics::secret_store_error(&self.config.name, &e);
                 tracing::warn!(integration = %self.config.name, error = %e, "cannot read the ledger");
                 return None;

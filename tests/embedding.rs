@@ -9,7 +9,7 @@ use std::time::Duration;
 use pgwarden::core::credentials::Credentials;
 use pgwarden::secrets::{FileStore, PutOptions, SecretStoreExt};
 use pgwarden::{
-    AccessEntry, AccessGrant, AccessRequest, ErrorKind, ExposeSecret, Integration,
+    AccessEntry, AccessGrant, AccessRequest, AuditAction, ErrorKind, ExposeSecret, Integration,
     IntegrationError, IntegrationOptions, InvalidReason, ListedState, PermissionLevel,
     RecordingAuditSink, ResourceId, ScramIterations, Ttl,
 };
@@ -164,16 +164,30 @@ async fn a_config_file_is_two_lines_from_a_grant() {
 async fn failures_carry_a_kind_to_branch_on() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "emb_kinds", "").await;
-    let integration =
-        Integration::from_config(&config, options(Arc::new(RecordingAuditSink::new())))
-            .await
-            .unwrap();
+    let audit = Arc::new(RecordingAuditSink::new());
+    let integration = Integration::from_config(&config, options(audit.clone()))
+        .await
+        .unwrap();
     let kind = |r: Result<AccessGrant, IntegrationError>| r.unwrap_err().kind();
 
     let too_long = AccessRequest::new("a", [read_only_sales()], Ttl::from_secs(7200).unwrap());
     assert_eq!(
         kind(integration.grant(too_long).await),
         ErrorKind::InvalidRequest(InvalidReason::TtlOverMax)
+    );
+    // The audit trail says the same, for whoever reads it without the error.
+    let refused = audit
+        .events()
+        .into_iter()
+        .rfind(|e| e.action == AuditAction::Grant)
+        .unwrap();
+    assert_eq!(
+        refused.error_kind,
+        Some(ErrorKind::InvalidRequest(InvalidReason::TtlOverMax))
+    );
+    assert_eq!(
+        serde_json::to_value(&refused).unwrap()["error_kind"],
+        serde_json::json!({ "invalid_request": "ttl_over_max" })
     );
     let missing =
         AccessEntry::new(ResourceId::schema("app", "nope"), PermissionLevel::ReadOnly).unwrap();

@@ -125,7 +125,7 @@ async fn grants_revocations_failures_and_expiry_are_recorded() {
         sample(
             &m,
             "pgwarden_failures_total",
-            &[labels[0], ("reason", "grant")]
+            &[labels[0], ("reason", "grant"), ("kind", "invalid_request")]
         ),
         Some(1.0),
         "{m}"
