@@ -5,7 +5,7 @@ use std::fmt;
 
 use pgwarden_pg_driver::{
     AuthFailure, ConnectError, DiscoveryError, InvalidRequest, PoolError, PrivilegeError,
-    ProvisionError,
+    ProvisionError, describe_db_error,
 };
 
 /// Something the integration could not do. Messages name what to fix and never
@@ -37,7 +37,7 @@ pub enum IntegrationError {
     #[error(transparent)]
     Owners(#[from] pgwarden_core::owners::OwnerError),
     /// A statement of the runtime itself failed.
-    #[error("{action} failed: {}", describe(source))]
+    #[error("{action} failed: {}", describe_db_error(source))]
     Database {
         /// What was being done.
         action: &'static str,
@@ -128,18 +128,10 @@ pub enum InvalidReason {
     OpensMoreThanNamed,
 }
 
+/// The [`label`](ErrorKind::label).
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            ErrorKind::InvalidRequest(_) => "invalid request",
-            ErrorKind::NotFound => "not found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Denied => "denied",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Config => "configuration",
-            ErrorKind::Failed => "failed",
-        };
-        f.write_str(s)
+        f.write_str(self.label())
     }
 }
 
@@ -185,13 +177,6 @@ impl IntegrationError {
             e = cur.source();
         }
         None
-    }
-}
-
-fn describe(e: &pgwarden_pg_driver::tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
     }
 }
 
@@ -258,12 +243,18 @@ fn provision_kind(e: &ProvisionError) -> ErrorKind {
     }
 }
 
-/// A statement's failure: by SQLSTATE when the server sent one, else the connection
-/// was lost (unavailable).
+/// A statement's failure: by SQLSTATE when the server sent one; unavailable when the
+/// connection was closed or its socket failed (an I/O error under it).
 fn db_kind(e: &pgwarden_pg_driver::tokio_postgres::Error) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut io = false;
+    while let Some(c) = cause {
+        io |= c.is::<std::io::Error>();
+        cause = c.source();
+    }
     match e.as_db_error() {
         Some(db) => sqlstate_kind(db.code().code()),
-        None if e.is_closed() || e.to_string().contains("timed out") => ErrorKind::Unavailable,
+        None if e.is_closed() || io => ErrorKind::Unavailable,
         None => ErrorKind::Failed,
     }
 }

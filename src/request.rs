@@ -80,8 +80,9 @@ impl AccessRequest {
     }
 }
 
-/// A grant, as `grant`, `extend` and `list` return it.
-#[derive(Clone)]
+/// A grant, as `grant`, `extend` and `list` return it. Serialized without its
+/// password, which the host shows once, on purpose.
+#[derive(Clone, serde::Serialize)]
 #[non_exhaustive]
 pub struct AccessGrant {
     /// The grant's id.
@@ -95,8 +96,10 @@ pub struct AccessGrant {
     /// What was granted.
     pub access: Vec<AccessEntry>,
     /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When access ends.
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// Active, expired (awaiting its revocation) or being revoked.
     pub state: ListedState,
@@ -105,6 +108,7 @@ pub struct AccessGrant {
     /// The password, given once by the `grant` that made it. `None` everywhere else:
     /// when the grant existed already, when a persistent user keeps theirs, and in
     /// `extend` and `list`.
+    #[serde(skip)]
     pub password: Option<SecretString>,
     /// Whether this call made the grant (`false` when its id existed already, and in
     /// `extend` and `list`).
@@ -149,33 +153,5 @@ impl fmt::Debug for AccessGrant {
             .field("created", &self.created)
             .field("access_details", &self.access_details)
             .finish()
-    }
-}
-
-impl serde::Serialize for AccessGrant {
-    /// Everything but the password, which is shown once, by the host, on purpose.
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("AccessGrant", 11)?;
-        st.serialize_field("grant_id", &self.grant_id)?;
-        st.serialize_field("integration", &self.integration)?;
-        st.serialize_field("username", &self.username)?;
-        st.serialize_field("requester", &self.requester)?;
-        st.serialize_field("access", &self.access)?;
-        st.serialize_field("created_at", &Rfc3339(self.created_at))?;
-        st.serialize_field("expires_at", &Rfc3339(self.expires_at))?;
-        st.serialize_field("state", &self.state)?;
-        st.serialize_field("mode", &self.mode)?;
-        st.serialize_field("created", &self.created)?;
-        st.serialize_field("access_details", &self.access_details)?;
-        st.end()
-    }
-}
-
-struct Rfc3339(OffsetDateTime);
-
-impl serde::Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        time::serde::rfc3339::serialize(&self.0, s)
     }
 }

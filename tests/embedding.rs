@@ -128,6 +128,15 @@ async fn a_config_file_is_two_lines_from_a_grant() {
         !shown.contains(grant.password.as_ref().unwrap().expose_secret()),
         "{shown}"
     );
+    let json = serde_json::to_value(&grant).unwrap();
+    assert!(json.get("password").is_none(), "{json}");
+    assert_eq!(json["grant_id"], "ticket-1");
+    assert!(
+        !json
+            .to_string()
+            .contains(grant.password.as_ref().unwrap().expose_secret()),
+        "{json}"
+    );
 
     // The same id again returns the grant, without a password.
     let again = integration.grant(request).await.unwrap();

@@ -542,7 +542,8 @@ pub enum InvalidRequest {
 }
 
 /// The server's message, detail and SQLSTATE (never SQL text, which may hold a verifier).
-pub(crate) fn describe_db_error(e: &tokio_postgres::Error) -> String {
+#[must_use]
+pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());

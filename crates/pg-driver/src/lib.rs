@@ -146,7 +146,7 @@ pub use reconcile::{Drift, ReconcileFailure, ReconcileFailureKind, ReconcileRepo
 pub use revoke::{Blocker, DatabaseCleanup, RevocationReport};
 
 // Why provisioning failed, and the privilege roles' names.
-pub use error::{InvalidRequest, ProvisionError};
+pub use error::{InvalidRequest, ProvisionError, describe_db_error};
 pub use privilege::{PrivilegeError, privilege_role_name};
 
 // Every advisory lock pgwarden takes, and the statements of a connector password
