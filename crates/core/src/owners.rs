@@ -123,6 +123,14 @@ pub trait Directory: Send + Sync + Debug {
 
     /// The members of a group; `None` when the group is unknown.
     async fn group_members(&self, group: &str) -> Result<Option<Vec<Person>>, DirectoryError>;
+
+    /// The names of the groups a user belongs to; `None` when the user is unknown or
+    /// the directory cannot list a user's groups (the default). Access flows need it
+    /// for group conditions other than `is` / `is_not`.
+    async fn user_groups(&self, id: &str) -> Result<Option<Vec<String>>, DirectoryError> {
+        let _ = id;
+        Ok(None)
+    }
 }
 
 /// A directory with fixed users and groups, for tests and small setups.
@@ -184,6 +192,16 @@ impl Directory for InMemoryDirectory {
                     id: id.clone(),
                     display_name: None,
                 })
+                .collect()
+        }))
+    }
+
+    async fn user_groups(&self, id: &str) -> Result<Option<Vec<String>>, DirectoryError> {
+        Ok(self.users.contains(id).then(|| {
+            self.groups
+                .iter()
+                .filter(|(_, members)| members.iter().any(|m| m == id))
+                .map(|(group, _)| group.clone())
                 .collect()
         }))
     }

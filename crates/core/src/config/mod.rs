@@ -45,6 +45,7 @@ use crate::access_details::AccessDetailsTemplate;
 use crate::duration::Ttl;
 use crate::owners::{IntegrationOwner, ResourceOwnerSetting};
 use crate::resource::ResourceType;
+use crate::session::SessionLimits;
 use crate::ssl::SslMode;
 
 pub use conninfo::FromConnInfoError;
@@ -117,6 +118,29 @@ pub struct IntegrationConfig {
     /// Which tag names a resource's owners.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_owner: Option<ResourceOwnerSetting>,
+    /// Session limits applied to the login role of every grant of the integration
+    /// (the `[session]` table; default: none). An access flow's own limits are laid
+    /// over these ([`SessionLimits::merged_over`]).
+    #[serde(skip_serializing_if = "SessionLimits::is_empty")]
+    pub session: SessionLimits,
+    /// Where access requests are decided and kept (the `[access_requests]` table);
+    /// `None` when the integration takes no requests through flows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_requests: Option<AccessRequestsSettings>,
+}
+
+/// The `[access_requests]` table: the access flows of an integration and where its
+/// requests are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessRequestsSettings {
+    /// A flow file or a directory of flow files (TOML, YAML, JSON). A relative path
+    /// is relative to the config file's directory when the config is loaded from a
+    /// file.
+    pub flows: String,
+    /// The database of the integration's instance that keeps the requests (schema
+    /// `pgwarden_requests`); `None`: the integration's `database`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[allow(
@@ -162,7 +186,7 @@ impl ConfigFormat {
     }
 
     /// The text as a document of JSON values.
-    fn read(self, text: &str) -> Result<Value, ConfigError> {
+    pub(crate) fn read(self, text: &str) -> Result<Value, ConfigError> {
         match self {
             ConfigFormat::Toml => toml::from_str(text).map_err(|e| ConfigError::Syntax {
                 format: "TOML",
@@ -245,6 +269,12 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<ConfigProblem>,
     },
+    /// A set of access flows parsed but has problems; all of them are listed.
+    #[error("invalid access flows ({} problem{}):\n{}", problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    InvalidFlows {
+        /// Every problem found.
+        problems: Vec<ConfigProblem>,
+    },
 }
 
 impl ConfigError {
@@ -252,7 +282,9 @@ impl ConfigError {
     #[must_use]
     pub fn problems(&self) -> Vec<ConfigProblem> {
         match self {
-            ConfigError::Invalid { problems } => problems.clone(),
+            ConfigError::Invalid { problems } | ConfigError::InvalidFlows { problems } => {
+                problems.clone()
+            }
             other => vec![ConfigProblem::new("", other.to_string())],
         }
     }

@@ -10,13 +10,14 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 
 use super::{
-    ConfigError, ConfigProblem, IntegrationConfig, MAX_NAME_CHARS, MAX_USERNAME_PREFIX_BYTES,
-    SecretRef,
+    AccessRequestsSettings, ConfigError, ConfigProblem, IntegrationConfig, MAX_NAME_CHARS,
+    MAX_USERNAME_PREFIX_BYTES, SecretRef,
 };
 use crate::access_details::AccessDetailsTemplate;
 use crate::duration::Ttl;
 use crate::owners::{IntegrationOwner, OwnerAttribute, ResourceOwnerSetting};
 use crate::resource::ResourceType;
+use crate::session::{Millis, SessionLimits};
 use crate::ssl::{RootCertSource, SslMode, SslNegotiation, effective_ssl_mode};
 
 /// Validates `doc`, with `check_secret` finding the problems of its `[secret]` section.
@@ -396,6 +397,16 @@ impl Validator {
             || None,
             |v, path, r| v.resource_owner(path, r).map(Some),
         );
+        let session = self.or_default(
+            &f.take("session").non_null(),
+            SessionLimits::default,
+            Self::session,
+        );
+        let access_requests = self.or_default(
+            &f.take("access_requests").non_null(),
+            || None,
+            |v, path, r| v.access_requests(path, r).map(Some),
+        );
         f.finish(self);
         if let (Some(Some(_)), Some(owners)) = (&resource_owner, &integration_owners)
             && owners.is_empty()
@@ -426,6 +437,8 @@ impl Validator {
             secret: secret?,
             integration_owners: integration_owners?,
             resource_owner: resource_owner?,
+            session: session?,
+            access_requests: access_requests?,
         })
     }
 
@@ -730,5 +743,119 @@ impl Validator {
             source: source?,
             attribute: attribute?,
         })
+    }
+
+    /// The `[access_requests]` table.
+    fn access_requests(&mut self, path: &str, v: &Value) -> Option<AccessRequestsSettings> {
+        let map = self.table(path, v, "a table ([access_requests])")?;
+        let mut f = Table::new(self, path, map);
+        let flows = f.take("flows");
+        let database = f.take("database").non_null();
+        f.finish(self);
+        let flows = self.required(&flows);
+        let database = if database.is_set() {
+            Some(self.required(&database)?)
+        } else {
+            None
+        };
+        Some(AccessRequestsSettings {
+            flows: flows?,
+            database,
+        })
+    }
+
+    /// The `[session]` table: each limit read with its own problems, then
+    /// [`SessionLimits::problems`] (the server's major is not known here).
+    fn session(&mut self, path: &str, v: &Value) -> Option<SessionLimits> {
+        let map = self.table(path, v, "a table ([session])")?;
+        let mut f = Table::new(self, path, map);
+        let statement_timeout = f.take("statement_timeout").non_null();
+        let lock_timeout = f.take("lock_timeout").non_null();
+        let idle_in_transaction = f.take("idle_in_transaction_session_timeout").non_null();
+        let idle_session = f.take("idle_session_timeout").non_null();
+        let transaction_timeout = f.take("transaction_timeout").non_null();
+        let connection_limit = f.take("connection_limit").non_null();
+        let search_path = f.take("search_path").non_null();
+        let read_only = f.take("default_transaction_read_only").non_null();
+        let pgaudit_log = f.take_aliased("pgaudit_log", &["pgaudit.log"]).non_null();
+        f.finish(self);
+        let before = self.problems.len();
+        let limits = SessionLimits {
+            statement_timeout: self.millis(&statement_timeout),
+            lock_timeout: self.millis(&lock_timeout),
+            idle_in_transaction_session_timeout: self.millis(&idle_in_transaction),
+            idle_session_timeout: self.millis(&idle_session),
+            transaction_timeout: self.millis(&transaction_timeout),
+            connection_limit: connection_limit.value.as_ref().and_then(|n| {
+                self.integer(
+                    &connection_limit.path,
+                    n,
+                    1,
+                    u64::from(crate::session::MAX_CONNECTION_LIMIT),
+                )
+                .and_then(|n| u32::try_from(n).ok())
+            }),
+            search_path: search_path.value.as_ref().and_then(|list| {
+                let items = self.list(&search_path.path, list, "a list of schema names")?;
+                let names: Vec<String> = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| match item {
+                        Value::String(s) => Some(s.clone()),
+                        other => {
+                            self.problem(
+                                &format!("{}[{i}]", search_path.path),
+                                format!(
+                                    "must be a schema name (a string), not {}",
+                                    type_name(other)
+                                ),
+                            );
+                            None
+                        }
+                    })
+                    .collect();
+                (names.len() == items.len()).then_some(names)
+            }),
+            default_transaction_read_only: match &read_only.value {
+                None => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(other) => {
+                    self.problem(
+                        &read_only.path,
+                        format!("must be true or false, not {}", type_name(other)),
+                    );
+                    None
+                }
+            },
+            pgaudit_log: self.optional(&pgaudit_log),
+        };
+        if self.problems.len() != before {
+            return None;
+        }
+        self.problems.extend(limits.problems(path, None));
+        (self.problems.len() == before).then_some(limits)
+    }
+
+    /// A timeout: `30s`, `500ms`, `5min`, `1h`, or a whole number of milliseconds.
+    fn millis(&mut self, f: &Field) -> Option<Millis> {
+        match f.value.as_ref()? {
+            Value::Number(n) if n.as_u64().is_some() => n.as_u64().map(Millis::new),
+            Value::String(s) => match s.parse() {
+                Ok(ms) => Some(ms),
+                Err(e) => {
+                    self.problem(&f.path, e);
+                    None
+                }
+            },
+            other => {
+                self.problem(
+                    &f.path,
+                    format!(
+                        "must be a duration such as \"30s\" or a whole number of milliseconds, not {other}"
+                    ),
+                );
+                None
+            }
+        }
     }
 }
