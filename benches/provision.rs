@@ -84,6 +84,7 @@ fn request(schema: &str) -> GrantRequest {
         ],
         expiry: Expiry::After(Ttl::from_secs(3600).unwrap()),
         user_mode: None,
+        session: pgwarden::core::session::SessionLimits::default(),
     }
 }
 

@@ -319,6 +319,7 @@ async fn a_server_crash_during_an_expiry_storm_loses_and_repeats_nothing() {
                 access: vec!["postgresql-schema:app/sales=read-only".parse().unwrap()],
                 expiry: Expiry::At(at),
                 user_mode: None,
+                session: pgwarden::core::session::SessionLimits::default(),
             })
             .await
             .unwrap()

@@ -131,6 +131,7 @@ impl Storm {
                     access: vec!["postgresql-schema:app/sales=read-only".parse().unwrap()],
                     expiry: Expiry::At(at),
                     user_mode: None,
+                    session: pgwarden::core::session::SessionLimits::default(),
                 })
                 .await
                 .map(drop)

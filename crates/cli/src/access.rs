@@ -142,6 +142,11 @@ pub(crate) async fn grant(args: &GrantArgs, format: Format) -> Result<(), Failur
             access,
             expiry: Expiry::After(ttl),
             user_mode: None,
+            session: s
+                .config
+                .as_ref()
+                .map(|c| c.session.clone())
+                .unwrap_or_default(),
         })
         .await
         .map_err(failed)?;

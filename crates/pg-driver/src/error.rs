@@ -539,6 +539,27 @@ pub enum InvalidRequest {
         /// The integration's `max_ttl`.
         max_ttl: Ttl,
     },
+    /// The session limits are invalid (each problem names the limit and what to fix).
+    #[error("invalid session limits: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    SessionLimits(Vec<pgwarden_core::config::ConfigProblem>),
+    /// A session limit needs a newer PostgreSQL than the server's.
+    #[error(
+        "session limit {setting} needs PostgreSQL {since} or later, and the server is PostgreSQL {major}: leave {setting} out of the grant's session limits"
+    )]
+    SettingUnsupported {
+        /// The limit (`idle_session_timeout`, `transaction_timeout`).
+        setting: &'static str,
+        /// The server's major version.
+        major: u32,
+        /// The first major that has it.
+        since: u32,
+    },
+    /// `pgaudit_log` is set, but the server has not loaded pgaudit (no `pgaudit.log`
+    /// setting exists).
+    #[error(
+        "session limit pgaudit_log needs the pgaudit extension, which the server has not loaded: add pgaudit to shared_preload_libraries and restart the server, or leave pgaudit_log out of the session limits"
+    )]
+    PgauditMissing,
 }
 
 /// The server's message, detail and SQLSTATE (never SQL text, which may hold a verifier).

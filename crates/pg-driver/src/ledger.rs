@@ -15,6 +15,7 @@ use std::collections::HashSet;
 
 use pgwarden_core::naming::MARKER_ROLE;
 use pgwarden_core::resource::AccessEntry;
+use pgwarden_core::session::SessionLimits;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::GenericClient;
@@ -54,6 +55,10 @@ pub(crate) struct GrantEntry {
     pub expires_at: OffsetDateTime,
     /// Active or being revoked.
     pub state: GrantState,
+    /// The session limits applied for this grant (absent in records written before
+    /// limits existed, and when none is set).
+    #[serde(default, skip_serializing_if = "SessionLimits::is_empty")]
+    pub session: SessionLimits,
 }
 
 /// The comment on a login role.
@@ -490,6 +495,7 @@ mod tests {
                 created_at: now,
                 expires_at: now + time::Duration::hours(1),
                 state: GrantState::Active,
+                session: SessionLimits::default(),
             }],
         };
         let key = LedgerKey::generate();
@@ -522,5 +528,23 @@ mod tests {
             RoleRecord::from_comment(&key, 16_384, "pgw_alice", "analysts team"),
             None
         );
+    }
+
+    #[test]
+    fn session_limits_are_recorded_and_old_records_still_read() {
+        let old = r#"{"grant_id":"g1","requester":"a","access":[],"privilege_roles":[],
+            "created_at":"2027-01-15T08:00:00Z","expires_at":"2027-01-15T09:00:00Z",
+            "state":"active"}"#;
+        let mut g: GrantEntry = serde_json::from_str(old).unwrap();
+        assert!(g.session.is_empty());
+        assert!(!serde_json::to_string(&g).unwrap().contains("session"));
+        g.session.connection_limit = Some(2);
+        g.session.pgaudit_log = Some("read".into());
+        let text = serde_json::to_string(&g).unwrap();
+        assert!(
+            text.contains(r#""session":{"connection_limit":2,"pgaudit_log":"read"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<GrantEntry>(&text).unwrap(), g);
     }
 }

@@ -31,6 +31,7 @@
 //!         access: vec!["postgresql-schema:app/public=read-only".parse()?],
 //!         expiry: Expiry::After("1h".parse()?),
 //!         user_mode: None,
+//!         session: pgwarden_pg_driver::core::session::SessionLimits::default(),
 //!     })
 //!     .await?;
 //! provisioner.revoke(&grant.grant_id).await?;
@@ -95,6 +96,7 @@ mod preflight;
 mod privilege;
 mod provision;
 mod reconcile;
+mod request_store;
 mod retry;
 mod revoke;
 mod rotation;
@@ -144,6 +146,9 @@ pub use adopt::AdoptionReport;
 pub use expire::{BATCH_SIZE, BatchOutcome};
 pub use reconcile::{Drift, ReconcileFailure, ReconcileFailureKind, ReconcileReport};
 pub use revoke::{Blocker, DatabaseCleanup, RevocationReport};
+
+// Access requests kept in PostgreSQL, shared by replicas.
+pub use request_store::{PgRequestStore, REQUEST_STORE_SCHEMA, REQUEST_STORE_SCHEMA_VERSION};
 
 // Why provisioning failed, and the privilege roles' names.
 pub use error::{InvalidRequest, ProvisionError, describe_db_error};

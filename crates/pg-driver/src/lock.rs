@@ -14,6 +14,7 @@
 //! | [`Lock::Role`] | `pgwarden:role:<login role>` | transaction | waited for | the connector's default |
 //! | [`Lock::Grant`] | `pgwarden:grant:<grant id>` | transaction | waited for, or tried | the connector's default |
 //! | [`Lock::Privileges`] | `pgwarden:privileges` | transaction | waited for, exclusive or shared | the connector's default |
+//! | [`Lock::Migrations`] | `pgwarden:migrations:<schema>` | transaction | waited for | the request store's |
 //!
 //! # Order
 //!
@@ -36,6 +37,8 @@
 //!    created, re-granted, retired or dropped, or the ledger adopted, holding no other
 //!    lock (but the sweeper's); shared while a login role is made a member of
 //!    privilege roles.
+//! 7. **Migrations**, held by the transaction that migrates the request store's
+//!    schema at start-up, which takes no other lock.
 //!
 //! A revocation that finds no grant first waits for one in flight by taking its Grant
 //! lock on its own, and lets go of it before taking the Revoking lock. Several locks
@@ -93,6 +96,13 @@ pub enum Lock<'a> {
     /// or dropped; shared while a login role is made a member of some. So a privilege
     /// role is never dropped while a grant adds a member, and never used half-made.
     Privileges,
+    /// Migrating one of pgwarden's own schemas (the request store's): a transaction
+    /// lock held while pending migrations are applied, so replicas starting at once
+    /// apply each migration once.
+    Migrations {
+        /// The schema migrated.
+        schema: &'a str,
+    },
 }
 
 /// How long a lock lasts once taken.
@@ -115,6 +125,7 @@ impl Lock<'_> {
             Lock::Role { username } => format!("pgwarden:role:{username}"),
             Lock::Grant { grant_id } => format!("pgwarden:grant:{grant_id}"),
             Lock::Privileges => "pgwarden:privileges".to_owned(),
+            Lock::Migrations { schema } => format!("pgwarden:migrations:{schema}"),
         }
     }
 
@@ -134,7 +145,9 @@ impl Lock<'_> {
             Lock::Sweeper { .. } | Lock::Rotation { .. } | Lock::Revoking { .. } => {
                 LockScope::Session
             }
-            Lock::Role { .. } | Lock::Grant { .. } | Lock::Privileges => LockScope::Transaction,
+            Lock::Role { .. } | Lock::Grant { .. } | Lock::Privileges | Lock::Migrations { .. } => {
+                LockScope::Transaction
+            }
         }
     }
 
@@ -311,6 +324,14 @@ mod tests {
         assert_eq!(Lock::Role { username: "u" }.name(), "pgwarden:role:u");
         assert_eq!(Lock::Grant { grant_id: "g" }.name(), "pgwarden:grant:g");
         assert_eq!(Lock::Privileges.name(), "pgwarden:privileges");
+        assert_eq!(
+            Lock::Migrations { schema: "s" }.name(),
+            "pgwarden:migrations:s"
+        );
+        assert_eq!(
+            Lock::Migrations { schema: "s" }.scope(),
+            LockScope::Transaction
+        );
     }
 
     #[test]

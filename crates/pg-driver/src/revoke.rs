@@ -18,13 +18,16 @@
 //!
 //! Persistent roles keep their objects: a grant's revocation removes only the
 //! memberships no other active grant of the role needs (ending the role's sessions
-//! if it keeps others), and disables login when none is left.
+//! if it keeps others), and disables login when none is left. Its session limits are
+//! reset and those of the grants it keeps applied again, in the transaction that
+//! records the revocation (expiry and reconcile revoke persistent grants here too).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use pgwarden_core::naming::MARKER_ROLE;
+use pgwarden_core::session::SessionLimits;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -35,7 +38,7 @@ use crate::ledger::{
 };
 use crate::lock::Lock;
 use crate::pool::Unsettled;
-use crate::provision::{ConnectorFacts, Provisioner, Step};
+use crate::provision::{ConnectorFacts, Provisioner, Step, reapply_sql};
 use crate::retry::with_retry;
 use crate::sql::{CachedQuery, Ident, literal, timestamp};
 
@@ -688,12 +691,19 @@ impl Provisioner {
                         grant_id: grant_id.to_owned(),
                     });
                 }
+                // Limits involved: the role's settings are rewritten from the grants
+                // it keeps (reset to none when it keeps none).
+                let had_limits = record.grants.iter().any(|g| !g.session.is_empty());
                 record.grants.retain(|g| g.grant_id != grant_id);
                 record
                     .grants
                     .retain(|g| g.expires_at > now && g.state == GrantState::Active);
                 let u = Ident(username);
                 let mut sql = record.comment_on(key, oid, username);
+                if had_limits {
+                    let limits = SessionLimits::combined(record.grants.iter().map(|g| &g.session));
+                    let _ = write!(sql, "; {}", reapply_sql(username, &limits));
+                }
                 if record.grants.is_empty() {
                     let _ = write!(
                         sql,

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use super::Provisioner;
 use super::request::{Expiry, Grant, GrantRequest};
 use super::roles::{ConnectorFacts, NewLoginRole, create_role_returning_oid};
+use super::session::explain_settings_error;
 use super::steps::Step;
 use crate::error::{InvalidRequest, ProvisionError, db, transient};
 use crate::ledger::{
@@ -80,6 +81,12 @@ impl Provisioner {
         let mut access = req.access.clone();
         access.sort();
         access.dedup();
+        // Superusers silence the statement log around verifiers (`SET LOCAL
+        // log_statement`). Asked before any transaction takes its connection: the
+        // first call needs a connection of its own. The session limits are checked
+        // against the server before anything is made.
+        let facts = self.facts().await?.clone();
+        self.check_session_limits(&req.session, &facts).await?;
         self.ensure_marker().await?;
         let grant_id = req.grant_id.clone().unwrap_or_else(|| {
             format!(
@@ -89,10 +96,6 @@ impl Provisioner {
         });
         let mode = req.user_mode.unwrap_or(self.config.user_mode);
         let explicit_id = req.grant_id.is_some();
-        // Superusers silence the statement log around verifiers (`SET LOCAL
-        // log_statement`). Asked before any transaction takes its connection: the
-        // first call needs a connection of its own.
-        let facts = self.facts().await?.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -107,6 +110,7 @@ impl Provisioner {
                 created_at: now,
                 expires_at,
                 state: GrantState::Active,
+                session: req.session.clone(),
             };
             let result = with_retry(
                 || async {
@@ -181,7 +185,9 @@ impl Provisioner {
             .await?;
         let role = self.new_ephemeral_role(entry, facts);
         silence_statement_log(&*tx, facts.superuser).await?;
-        let oid = create_role_returning_oid(&*tx, &role.create, &role.username).await?;
+        let oid = create_role_returning_oid(&*tx, &role.create, &role.username)
+            .await
+            .map_err(|e| explain_settings_error(e, &entry.session, facts))?;
         tx.batch_execute(&role.finish(&self.config.ledger_key, oid))
             .await
             .map_err(db("creating the login role"))?;
@@ -250,7 +256,11 @@ impl Provisioner {
         );
         let key = &self.config.ledger_key;
         let outcome = match conn.simple_query(&first).await {
-            Err(e) => Err(db("creating the login role")(e)),
+            Err(e) => Err(explain_settings_error(
+                db("creating the login role")(e),
+                &entry.session,
+                facts,
+            )),
             Ok(messages) => {
                 let mut ready = 0;
                 let mut oid = None;

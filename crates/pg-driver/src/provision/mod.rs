@@ -16,8 +16,8 @@
 //!
 //! The files: [`config`] (settings), [`request`] (what is asked and what comes back),
 //! [`grant`] and [`persistent`] (the grant paths), [`privileges`] (privilege-role
-//! set-up), [`marker`], [`roles`] (creating roles), [`extend`], [`list`], [`steps`]
-//! (test hooks).
+//! set-up), [`marker`], [`roles`] (creating roles), [`session`] (session limits on
+//! login roles), [`extend`], [`list`], [`steps`] (test hooks).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -39,11 +39,13 @@ mod persistent;
 mod privileges;
 mod request;
 mod roles;
+mod session;
 mod steps;
 
 pub use config::{DEFAULT_CLEANUP_LOCK_TIMEOUT, ProvisionerConfig};
 pub use request::{Expiry, Grant, GrantRequest, ListedGrant, ListedState};
 pub(crate) use roles::{ConnectorFacts, NewRole};
+pub(crate) use session::reapply_sql;
 #[cfg(not(feature = "testing"))]
 pub(crate) use steps::Step;
 #[cfg(feature = "testing")]

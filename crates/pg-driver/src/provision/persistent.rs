@@ -1,8 +1,10 @@
 //! Granting to a persistent user: one stable login role per requester, kept
-//! (`NOLOGIN`) between grants, given a new password when its own is too old.
+//! (`NOLOGIN`) between grants, given a new password when its own is too old, carrying
+//! the combined session limits of its active grants (see [`super::session`]).
 
 use std::fmt::Write as _;
 
+use pgwarden_core::session::SessionLimits;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -10,6 +12,7 @@ use super::Provisioner;
 use super::grant::{sanitize_requester, silence_statement_log};
 use super::request::Grant;
 use super::roles::{ConnectorFacts, NewLoginRole, create_role_returning_oid};
+use super::session::{explain_settings_error, reapply_sql};
 use super::steps::Step;
 use crate::error::{ProvisionError, db};
 use crate::ledger::{
@@ -92,7 +95,9 @@ impl Provisioner {
                     self.config.scram_iterations,
                 );
                 silence_statement_log(&*tx, facts.superuser).await?;
-                let oid = create_role_returning_oid(&*tx, &role.create, &username).await?;
+                let oid = create_role_returning_oid(&*tx, &role.create, &username)
+                    .await
+                    .map_err(|e| explain_settings_error(e, &entry.session, facts))?;
                 tx.batch_execute(&role.finish(key, oid))
                     .await
                     .map_err(db("granting to the persistent role"))?;
@@ -118,8 +123,22 @@ impl Provisioner {
                 if password.is_some() {
                     record.password_set_at = Some(now);
                 }
+                // Limits involved (a grant's that ends here, or the new one's): the
+                // role's settings are rewritten from the grants it keeps.
+                let had_limits = record
+                    .grants
+                    .iter()
+                    .chain(std::iter::once(entry))
+                    .any(|g| !g.session.is_empty());
                 record.grants.retain(|g| g.state == GrantState::Active);
                 record.grants.push(entry.clone());
+                let limits = SessionLimits::combined(
+                    record
+                        .grants
+                        .iter()
+                        .filter(|g| g.expires_at > now)
+                        .map(|g| &g.session),
+                );
                 let until = record
                     .grants
                     .iter()
@@ -127,6 +146,9 @@ impl Provisioner {
                     .max()
                     .unwrap_or(entry.expires_at);
                 let mut sql = String::new();
+                if had_limits {
+                    let _ = write!(sql, "{}; ", reapply_sql(&username, &limits));
+                }
                 for r in &entry.privilege_roles {
                     let _ = write!(sql, "{}; ", facts.grant_membership([r.as_str()], &username));
                 }
@@ -144,9 +166,9 @@ impl Provisioner {
                 }
                 let _ = write!(sql, "; {}", record.comment_on(key, oid, &username));
                 silence_statement_log(&*tx, facts.superuser).await?;
-                tx.batch_execute(&sql)
-                    .await
-                    .map_err(db("granting to the persistent role"))?;
+                tx.batch_execute(&sql).await.map_err(|e| {
+                    explain_settings_error(db("granting to the persistent role")(e), &limits, facts)
+                })?;
                 password
             }
         };

@@ -5,6 +5,7 @@ use std::fmt;
 use pgwarden_core::config::UserMode;
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::resource::AccessEntry;
+use pgwarden_core::session::SessionLimits;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
@@ -38,6 +39,11 @@ pub struct GrantRequest {
     pub expiry: Expiry,
     /// Overrides the integration's user mode for this grant.
     pub user_mode: Option<UserMode>,
+    /// Limits applied to the grant's login role (`SessionLimits::default()`: none).
+    /// The facade passes the integration's `[session]` limits, with an access flow's
+    /// own laid over them. A limit the server's major lacks, or `pgaudit_log` without
+    /// pgaudit loaded, refuses the grant before anything is made.
+    pub session: SessionLimits,
 }
 
 /// A grant that was made (or found, for a repeated id).

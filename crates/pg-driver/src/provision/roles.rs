@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::request::Grant;
+use super::session::{apply_settings_sql, connection_limit_clause};
 use crate::error::{ProvisionError, db};
 use crate::ledger::{GrantEntry, RoleMode, RoleRecord};
 use crate::scram::{ScramIterations, generate_password, verifier};
@@ -231,8 +232,11 @@ pub(super) struct NewLoginRole {
     pub(super) password: SecretString,
     verifier: String,
     record: RoleRecord,
-    /// `CREATE ROLE … NOLOGIN … VALID UNTIL …` with its memberships: no secret in it.
+    /// `CREATE ROLE … NOLOGIN … VALID UNTIL …` with its memberships, then the grant's
+    /// session settings (`ALTER ROLE … SET …`): no secret in it.
     pub(super) create: String,
+    /// ` CONNECTION LIMIT n` when the grant sets one.
+    connection_limit: String,
 }
 
 impl NewLoginRole {
@@ -245,26 +249,34 @@ impl NewLoginRole {
     ) -> Self {
         let password = generate_password();
         let verifier = verifier(&password, iterations).as_str().to_owned();
-        let create = facts.create_role(&NewRole::Login {
+        let mut create = facts.create_role(&NewRole::Login {
             name: &username,
             valid_until: entry.expires_at,
             privilege_roles: &entry.privilege_roles,
         });
+        let settings = apply_settings_sql(&username, &entry.session);
+        if !settings.is_empty() {
+            create.push_str("; ");
+            create.push_str(&settings);
+        }
+        let connection_limit = connection_limit_clause(&entry.session, false);
         NewLoginRole {
             username,
             password,
             verifier,
             record,
             create,
+            connection_limit,
         }
     }
 
-    /// `ALTER ROLE … LOGIN PASSWORD …; COMMENT …`: the password and the record sealed
-    /// for the role's `oid`.
+    /// `ALTER ROLE … LOGIN [CONNECTION LIMIT n] PASSWORD …; COMMENT …`: the password
+    /// and the record sealed for the role's `oid`.
     pub(super) fn finish(&self, key: &LedgerKey, oid: u32) -> String {
         format!(
-            "ALTER ROLE {u} LOGIN PASSWORD {v}; {c}",
+            "ALTER ROLE {u} LOGIN{l} PASSWORD {v}; {c}",
             u = Ident(&self.username),
+            l = self.connection_limit,
             v = literal(&self.verifier),
             c = self.record.comment_on(key, oid, &self.username),
         )

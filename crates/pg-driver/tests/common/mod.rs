@@ -43,6 +43,7 @@ pub(crate) fn request(requester: &str, access: &[&str]) -> GrantRequest {
         access: access.iter().map(|s| entry(s)).collect(),
         expiry: Expiry::After(Ttl::from_secs(3600).unwrap()),
         user_mode: None,
+        session: pgwarden_core::session::SessionLimits::default(),
     }
 }
 
