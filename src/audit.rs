@@ -14,8 +14,12 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 
-/// What happened. New kinds of event may be added in a minor release (access flows
-/// will add request events): match with a wildcard arm.
+/// What happened. New kinds of event may be added in a minor release: match with a
+/// wildcard arm.
+///
+/// The `request_*` actions are the access-request lifecycle of
+/// [`AccessRequests`](crate::AccessRequests): each transition of a request is one
+/// event, whose `grant_id` is the request's id (the id its grant gets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -36,6 +40,24 @@ pub enum AuditAction {
     /// server) is found gone: that attempt finished it unheard, or another process
     /// did (and audited it there). Access has ended; this is not a second revocation.
     RevocationObserved,
+    /// An access request was submitted and a flow matched it (`state`: `pending`, or
+    /// `approved` when no approval is needed).
+    RequestSubmitted,
+    /// An access request matched no flow: refused, with each flow's reasons in `detail`.
+    RequestRefused,
+    /// An approver approved a request (`approver`, `reason`); `state` says whether
+    /// the approver policy is now complete (`approved`) or not (`pending`).
+    RequestApproval,
+    /// An approver rejected a request.
+    RequestRejected,
+    /// The requester cancelled a pending request.
+    RequestCancelled,
+    /// An approved request was granted (the `grant` event comes first).
+    RequestGranted,
+    /// A request could not be granted; `error` says why.
+    RequestFailed,
+    /// A granted request's access ended (`state`: `expired` or `revoked`).
+    RequestEnded,
 }
 
 impl AuditAction {
@@ -50,6 +72,14 @@ impl AuditAction {
             AuditAction::Rotate => "rotate",
             AuditAction::Reconcile => "reconcile",
             AuditAction::RevocationObserved => "revocation_observed",
+            AuditAction::RequestSubmitted => "request_submitted",
+            AuditAction::RequestRefused => "request_refused",
+            AuditAction::RequestApproval => "request_approval",
+            AuditAction::RequestRejected => "request_rejected",
+            AuditAction::RequestCancelled => "request_cancelled",
+            AuditAction::RequestGranted => "request_granted",
+            AuditAction::RequestFailed => "request_failed",
+            AuditAction::RequestEnded => "request_ended",
         }
     }
 }
@@ -99,11 +129,53 @@ pub struct AuditEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub duration: Option<Duration>,
+    /// The access flow a request matched (request events, and the grant it led to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Who approved, rejected or cancelled (request events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// The approver's or requester's reason (request events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The request's state after the event (request events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Marked for review after the fact: a grant (and its request events) through an
+    /// automatic flow with `review_required`, e.g. break-glass access.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub review_required: bool,
+    /// A revocation (`expire`) that reconciliation finished, not the sweeper.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_reconcile: bool,
     /// A short, human summary (what a revocation removed, why a grant was asked for).
     pub detail: String,
 }
 
 impl AuditEvent {
+    /// An event of `action` in `integration`, now, with nothing else set.
+    pub(crate) fn new(integration: &str, action: AuditAction) -> Self {
+        AuditEvent {
+            at: OffsetDateTime::now_utc(),
+            integration: integration.to_owned(),
+            action,
+            grant_id: None,
+            requester: None,
+            username: None,
+            access: Vec::new(),
+            error: None,
+            error_kind: None,
+            duration: None,
+            flow: None,
+            approver: None,
+            reason: None,
+            state: None,
+            review_required: false,
+            by_reconcile: false,
+            detail: String::new(),
+        }
+    }
+
     /// Whether the action failed.
     #[must_use]
     pub fn failed(&self) -> bool {
@@ -134,7 +206,8 @@ fn seconds<S: Serializer>(duration: &Option<Duration>, s: S) -> Result<S::Ok, S:
 ///
 /// Fields: `integration`, `action`, and when they apply `grant_id`, `user` (the login
 /// role), `requester`, `access` (the `resource=level` entries, space-separated),
-/// `duration_seconds` and `error`.
+/// `duration_seconds`, `flow`, `approver`, `reason`, `state`, `review_required`,
+/// `by_reconcile` and `error`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TracingAuditSink;
 
@@ -153,6 +226,12 @@ impl AuditSink for TracingAuditSink {
                     requester = e.requester.as_deref(),
                     access = access.as_deref(),
                     duration_seconds = duration,
+                    flow = e.flow.as_deref(),
+                    approver = e.approver.as_deref(),
+                    reason = e.reason.as_deref(),
+                    state = e.state.as_deref(),
+                    review_required = e.review_required,
+                    by_reconcile = e.by_reconcile,
                     error = e.error.as_deref(),
                     "{}",
                     e.detail
@@ -199,9 +278,6 @@ impl AuditSink for RecordingAuditSink {
     }
 }
 
-/// Ends the detail of a revocation that reconcile finished (an `Expire` event).
-pub(crate) const BY_RECONCILE: &str = " (by reconcile)";
-
 /// The detail of a finished revocation's event.
 pub(crate) fn revocation_detail(r: &pgwarden_pg_driver::RevocationReport) -> String {
     format!(
@@ -223,24 +299,18 @@ mod tests {
 
     #[test]
     fn the_duration_is_serialized_in_seconds() {
-        let mut e = AuditEvent {
-            at: OffsetDateTime::UNIX_EPOCH,
-            integration: "i".into(),
-            action: AuditAction::Grant,
-            grant_id: Some("g".into()),
-            requester: None,
-            username: None,
-            access: Vec::new(),
-            error: None,
-            error_kind: None,
-            duration: Some(Duration::from_millis(1500)),
-            detail: String::new(),
-        };
+        let mut e = AuditEvent::new("i", AuditAction::Grant);
+        e.grant_id = Some("g".into());
+        e.duration = Some(Duration::from_millis(1500));
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["duration_seconds"], 1.5);
         assert_eq!(json["action"], AuditAction::Grant.as_str());
         e.duration = None;
         let json = serde_json::to_value(&e).unwrap();
         assert!(json.get("duration_seconds").is_none());
+        // Flags are left out unless set.
+        assert!(json.get("review_required").is_none());
+        e.review_required = true;
+        assert_eq!(serde_json::to_value(&e).unwrap()["review_required"], true);
     }
 }

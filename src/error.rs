@@ -76,13 +76,17 @@ pub enum ErrorKind {
     Unavailable,
     /// The integration's config, options or environment cannot work as set up.
     Config,
+    /// An access request's state does not allow the action (approving a rejected
+    /// request); retrying will not help.
+    InvalidState,
     /// Anything else: the message says what happened.
     Failed,
 }
 
 impl ErrorKind {
     /// A short, stable label: `invalid_request`, `not_found`, `conflict`, `denied`,
-    /// `unavailable`, `config` or `failed` (the `kind` label of the failure metric).
+    /// `unavailable`, `config`, `invalid_state` or `failed` (the `kind` label of the
+    /// failure metric).
     #[must_use]
     pub fn label(self) -> &'static str {
         match self {
@@ -92,6 +96,7 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Config => "config",
+            ErrorKind::InvalidState => "invalid_state",
             ErrorKind::Failed => "failed",
         }
     }
@@ -126,6 +131,14 @@ pub enum InvalidReason {
     /// reaches a superuser), and the integration's `sensitive_roles_allowed` does not
     /// name it.
     OpensMoreThanNamed,
+    /// The session limits are invalid (a timeout of 0, a connection limit of 0, a
+    /// schema name or pgaudit class that cannot be).
+    SessionLimitsInvalid,
+    /// A session limit needs a newer PostgreSQL than the server's
+    /// (`idle_session_timeout` 14+, `transaction_timeout` 17+).
+    SettingUnsupported,
+    /// `pgaudit_log` is set but the server has not loaded pgaudit.
+    PgauditMissing,
 }
 
 /// The [`label`](ErrorKind::label).
@@ -214,6 +227,9 @@ fn provision_kind(e: &ProvisionError) -> ErrorKind {
             InvalidRequest::InvalidGrantId => InvalidReason::InvalidGrantId,
             InvalidRequest::ExpiryNotInFuture { .. } => InvalidReason::ExpiryNotInFuture,
             InvalidRequest::OverMaxTtl { .. } => InvalidReason::TtlOverMax,
+            InvalidRequest::SessionLimits(_) => InvalidReason::SessionLimitsInvalid,
+            InvalidRequest::SettingUnsupported { .. } => InvalidReason::SettingUnsupported,
+            InvalidRequest::PgauditMissing => InvalidReason::PgauditMissing,
             InvalidRequest::Level(_) | _ => InvalidReason::LevelNotValidForType,
         }),
         ProvisionError::Privilege(p) => match p {

@@ -20,7 +20,6 @@ use pgwarden_pg_driver::{
     RevocationReport, ScramIterations, discover,
 };
 use pgwarden_secrets::{DynSecretStore, SecretKey};
-use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify, RwLock};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAuditSink};
@@ -217,19 +216,7 @@ impl Integration {
     }
 
     pub(crate) fn audit(&self, action: AuditAction, fill: impl FnOnce(&mut AuditEvent)) {
-        let mut e = AuditEvent {
-            at: OffsetDateTime::now_utc(),
-            integration: self.config.name.clone(),
-            action,
-            grant_id: None,
-            requester: None,
-            username: None,
-            access: Vec::new(),
-            error: None,
-            error_kind: None,
-            duration: None,
-            detail: String::new(),
-        };
+        let mut e = AuditEvent::new(&self.config.name, action);
         fill(&mut e);
         if matches!(e.action, AuditAction::Expire | AuditAction::Revoke)
             && !e.failed()
@@ -266,21 +253,37 @@ impl Integration {
     /// its schema or its database, else the integration owners. Runs discovery once
     /// when tags come from comments and nothing was discovered yet.
     pub async fn approvers(&self, resource: &ResourceId) -> Result<Resolution, IntegrationError> {
-        let tags: Arc<dyn TagSource> = if let Some(t) = &self.options.tag_source {
-            t.clone()
-        } else {
-            if self.discovered.read().await.is_none() {
-                self.discover().await?;
-            }
-            self.tags.clone()
-        };
-        let resolver = OwnerResolver::new(
+        Ok(self.owner_resolver().await?.resolve(resource).await?)
+    }
+
+    /// Where tags come from: the host's tag source, else the comments discovery found
+    /// (discovering once if nothing was discovered yet).
+    pub(crate) async fn tag_source(&self) -> Result<Arc<dyn TagSource>, IntegrationError> {
+        if let Some(t) = &self.options.tag_source {
+            return Ok(t.clone());
+        }
+        if self.discovered.read().await.is_none() {
+            self.discover().await?;
+        }
+        Ok(self.tags.clone())
+    }
+
+    /// The resources discovery found last (discovering once if nothing was yet).
+    pub(crate) async fn discovered(&self) -> Result<DiscoveryResult, IntegrationError> {
+        if let Some(d) = self.discovered.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        self.discover().await
+    }
+
+    /// The integration's owner resolution, over [`tag_source`](Self::tag_source).
+    pub(crate) async fn owner_resolver(&self) -> Result<OwnerResolver, IntegrationError> {
+        Ok(OwnerResolver::new(
             self.config.integration_owners.clone(),
             self.config.resource_owner.clone(),
-            tags,
+            self.tag_source().await?,
             self.options.directories.clone(),
-        )?;
-        Ok(resolver.resolve(resource).await?)
+        )?)
     }
 
     /// Grants access and renders the access details for it.
@@ -292,6 +295,7 @@ impl Integration {
             access: request.access.clone(),
             expiry: Expiry::After(request.duration),
             user_mode: None,
+            session: request.session.merged_over(&self.config.session),
         };
         // A retry after a refused login cannot grant twice: see the module docs.
         let started = std::time::Instant::now();
@@ -311,6 +315,10 @@ impl Integration {
                     e.username = Some(g.username.clone());
                     e.access = access;
                     e.duration = Some(took);
+                    if let Some(flow) = &request.flow {
+                        e.flow = Some(flow.name.clone());
+                        e.review_required = flow.review_required;
+                    }
                     e.detail = format!(
                         "granted until {}{}{opted_in}{}",
                         g.expires_at
@@ -361,6 +369,7 @@ impl Integration {
             Err(err) => {
                 self.audit(AuditAction::Grant, |e| {
                     e.grant_id.clone_from(&request.grant_id);
+                    e.flow = request.flow.as_ref().map(|f| f.name.clone());
                     e.requester = Some(request.requester.clone());
                     e.access = access;
                     e.error = Some(err.to_string());
@@ -489,11 +498,8 @@ impl Integration {
                 self.audit(AuditAction::Expire, |e| {
                     e.grant_id = Some(r.grant_id.clone());
                     e.username.clone_from(&r.username);
-                    e.detail = format!(
-                        "{}{}",
-                        crate::audit::revocation_detail(r),
-                        crate::audit::BY_RECONCILE
-                    );
+                    e.by_reconcile = true;
+                    e.detail = format!("{} (by reconcile)", crate::audit::revocation_detail(r));
                 });
             }
         }

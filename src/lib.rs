@@ -60,6 +60,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 mod credentials;
 mod error;
@@ -73,6 +74,7 @@ mod runtime;
 
 use std::path::Path;
 
+pub use access::{AccessRequestError, AccessRequests, NewAccessRequest, RequestedAccess};
 pub use audit::{AuditAction, AuditEvent, AuditSink, RecordingAuditSink, TracingAuditSink};
 pub use error::{ErrorKind, IntegrationError, InvalidReason};
 pub use from_config::ConfigSource;
@@ -151,5 +153,13 @@ pub fn load_config(path: impl AsRef<Path>) -> Result<IntegrationConfig, LoadConf
     })?;
     // The `[secret]` section's backend and settings are checked by the backends, and
     // their problems listed with the rest.
-    IntegrationConfig::parse_with(&text, format, pgwarden_secrets::validate).map_err(invalid)
+    let mut config = IntegrationConfig::parse_with(&text, format, pgwarden_secrets::validate)
+        .map_err(invalid)?;
+    // A relative flows path is relative to the config file, wherever the process runs.
+    if let (Some(settings), Some(dir)) = (config.access_requests.as_mut(), path.parent())
+        && Path::new(&settings.flows).is_relative()
+    {
+        settings.flows = dir.join(&settings.flows).display().to_string();
+    }
+    Ok(config)
 }

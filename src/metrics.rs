@@ -18,6 +18,7 @@
 //! | [`LIVE_GRANTS`] | gauge | | grants whose access has not ended, at the sweeper's last ledger read |
 //! | [`SWEEPER_LEADER`] | gauge | | 1 while this process is the integration's sweeper, else 0 |
 //! | [`SECRET_STORE_ERRORS`] | counter | | failures of the secret store the runtime met |
+//! | [`REQUEST_EVENTS`] | counter | `event`: a `request_*` [`AuditAction`] name | access-request transitions |
 //!
 //! Label values come from fixed sets (and the integration's name): never an error
 //! message, a grant id or a user.
@@ -28,7 +29,7 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 
-use crate::audit::{AuditAction, AuditEvent, BY_RECONCILE};
+use crate::audit::{AuditAction, AuditEvent};
 use crate::error::IntegrationError;
 
 /// Counter: grants made.
@@ -55,10 +56,16 @@ pub const SWEEPER_LEADER: &str = "pgwarden_sweeper_leader";
 /// connector's credentials).
 pub const SECRET_STORE_ERRORS: &str = "pgwarden_secret_store_errors_total";
 
+/// Counter: access-request transitions, by `event` (`request_submitted`,
+/// `request_refused`, `request_approval`, `request_rejected`, `request_cancelled`,
+/// `request_granted`, `request_failed`, `request_ended`).
+pub const REQUEST_EVENTS: &str = "pgwarden_access_request_events_total";
+
 /// The values of [`FAILURES`]' `reason` label: `grant`, `extend`, `revoke`, `expiry`
 /// (a revocation at expiry), `reconcile`, `rotation` (the connector's password),
 /// `connect` (the runtime could not reach the instance), `ledger_read` (the sweeper
-/// could not read the grants).
+/// could not read the grants), `request` (an approved access request could not be
+/// granted).
 pub const FAILURE_REASONS: &[&str] = &[
     "grant",
     "extend",
@@ -68,6 +75,7 @@ pub const FAILURE_REASONS: &[&str] = &[
     "rotation",
     "connect",
     "ledger_read",
+    "request",
 ];
 
 /// Histogram bucket bounds, in seconds, suited to every histogram above: from a
@@ -118,6 +126,11 @@ pub fn describe() {
         Unit::Count,
         "Secret-store failures the runtime met."
     );
+    describe_counter!(
+        REQUEST_EVENTS,
+        Unit::Count,
+        "Access-request transitions, by event."
+    );
 }
 
 /// Why an operation failed: the `reason` label of [`FAILURES`].
@@ -131,6 +144,7 @@ pub(crate) enum Reason {
     Rotation,
     Connect,
     LedgerRead,
+    Request,
 }
 
 impl Reason {
@@ -144,6 +158,7 @@ impl Reason {
             Reason::Rotation => "rotation",
             Reason::Connect => "connect",
             Reason::LedgerRead => "ledger_read",
+            Reason::Request => "request",
         }
     }
 }
@@ -151,6 +166,10 @@ impl Reason {
 /// Records what an audit event says: called once for every event, whatever the sink.
 pub(crate) fn audited(e: &AuditEvent) {
     let integration = e.integration.clone();
+    if e.action.as_str().starts_with("request_") {
+        counter!(REQUEST_EVENTS, "integration" => integration.clone(), "event" => e.action.as_str())
+            .increment(1);
+    }
     if e.failed() {
         let reason = match e.action {
             AuditAction::Grant => Reason::Grant,
@@ -159,8 +178,10 @@ pub(crate) fn audited(e: &AuditEvent) {
             AuditAction::Expire => Reason::Expiry,
             AuditAction::Rotate => Reason::Rotation,
             AuditAction::Reconcile => Reason::Reconcile,
-            // Not an operation of ours: it never fails.
-            AuditAction::RevocationObserved => return,
+            AuditAction::RequestFailed => Reason::Request,
+            // Not an operation of ours: it never fails. Request events other than
+            // `request_failed` carry no error.
+            _ => return,
         };
         failure(&integration, reason, e.error_kind);
         return;
@@ -175,7 +196,7 @@ pub(crate) fn audited(e: &AuditEvent) {
         AuditAction::Revoke | AuditAction::Expire => {
             let how = match e.action {
                 AuditAction::Revoke => "revoke",
-                _ if e.detail.ends_with(BY_RECONCILE) => "reconcile",
+                _ if e.by_reconcile => "reconcile",
                 _ => "expiry",
             };
             counter!(REVOCATIONS, "integration" => integration.clone(), "how" => how).increment(1);
@@ -240,6 +261,7 @@ mod tests {
             Reason::Rotation,
             Reason::Connect,
             Reason::LedgerRead,
+            Reason::Request,
         ];
         let labels: Vec<&str> = all.iter().map(|r| r.label()).collect();
         assert_eq!(labels, FAILURE_REASONS);

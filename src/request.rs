@@ -5,6 +5,7 @@ use std::fmt;
 
 use pgwarden_core::duration::Ttl;
 use pgwarden_core::resource::AccessEntry;
+use pgwarden_core::session::SessionLimits;
 use pgwarden_pg_driver::{ListedGrant, ListedState, RoleMode};
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -44,6 +45,19 @@ pub struct AccessRequest {
     pub justification: Option<String>,
     /// The grant's id (e.g. the approval ticket); granting it again returns the grant.
     pub grant_id: Option<String>,
+    /// Limits for the grant's login role (`statement_timeout`, `CONNECTION LIMIT`,
+    /// ...). Each limit set here wins over the integration's `[session]` default.
+    pub session: SessionLimits,
+    /// The access flow that allowed the request, when it came through one.
+    pub(crate) flow: Option<FlowContext>,
+}
+
+/// The access flow behind a grant: named in its audit event, which is marked for
+/// review when the flow asks for it.
+#[derive(Debug, Clone)]
+pub(crate) struct FlowContext {
+    pub(crate) name: String,
+    pub(crate) review_required: bool,
 }
 
 impl AccessRequest {
@@ -61,7 +75,16 @@ impl AccessRequest {
             duration,
             justification: None,
             grant_id: None,
+            session: SessionLimits::default(),
+            flow: None,
         }
+    }
+
+    /// Limits for the grant's login role, over the integration's `[session]` defaults.
+    #[must_use]
+    pub fn session(mut self, session: SessionLimits) -> Self {
+        self.session = session;
+        self
     }
 
     /// Why access is asked for; recorded in the audit trail.
