@@ -5,6 +5,13 @@
 //! pgwarden validate --config examples/integration.toml
 //! pgwarden conninfo "postgres://alice@db:5433/app?sslmode=require"
 //! pgwarden serve --config-dir /etc/pgwarden --metrics-addr 127.0.0.1:9187
+//! pgwarden flows validate examples/flows
+//! pgwarden request --config integration.toml --requester alice \
+//!     --access postgresql-schema:app/s1=read-only --duration 2h --justification INC-42
+//! pgwarden requests --config integration.toml --state pending
+//! pgwarden approve <ID> --config integration.toml --approver bob
+//! pgwarden reject <ID> --config integration.toml --approver bob --reason "not now"
+//! pgwarden cancel <ID> --config integration.toml --requester alice
 //! ```
 //!
 //! Every subcommand follows the same conventions: `--config FILE` or `--dsn
@@ -12,6 +19,13 @@
 //! the operation failed (network, TLS, auth, server), 2 for usage or configuration
 //! errors; errors go to stderr, one clear sentence first. Every secret-store backend
 //! (file, Vault/OpenBao, AWS, GCP, Azure, Kubernetes) is built in.
+//!
+//! Access requests (`request`, `approve`, `reject`, `cancel`, `requests`) are decided
+//! by the access flows the config's `[access_requests]` table names and kept in
+//! PostgreSQL, so separate invocations share them. They exit 3 when the flows refuse
+//! (no flow matches a request, or a person may not approve, reject or cancel it): an
+//! answer, printed with its reasons. Without `--directory`, no identity provider is
+//! registered: group conditions are unmet (the reasons say so), user conditions work.
 //!
 //! Logs go to stderr (stdout keeps each command's output): `--log-level` (or
 //! `RUST_LOG`) takes `tracing` directives, `--log-format json` writes one JSON object
@@ -24,8 +38,10 @@ mod check;
 mod conninfo;
 mod discover;
 mod endpoints;
+mod flows;
 mod logging;
 mod output;
+mod requests;
 mod runtime;
 mod serve;
 mod target;
@@ -87,6 +103,20 @@ enum Command {
     /// Run expiry, rotation and reconciliation until Ctrl-C or SIGTERM, for one
     /// integration or every config in a directory; optionally expose metrics.
     Serve(serve::Args),
+    /// Check access flows: `flows validate PATH` (a file or a directory).
+    Flows(flows::Args),
+    /// Ask for access through the access flows; prints the decision and its reasons
+    /// (exit 3 when no flow matches), and the credentials once when granted at once.
+    Request(requests::RequestArgs),
+    /// Approve a pending access request; grants (and prints the credentials once)
+    /// when this approval completes the flow's approver policy.
+    Approve(requests::DecideArgs),
+    /// Reject a pending access request (an approver the flow names).
+    Reject(requests::DecideArgs),
+    /// Cancel your own pending access request.
+    Cancel(requests::CancelArgs),
+    /// List access requests, optionally in some states only.
+    Requests(requests::ListArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +145,12 @@ fn main() -> ExitCode {
         Command::Approvers(args) => block_on(runtime::approvers(&args, cli.format)),
         Command::Rotate(args) => block_on(runtime::rotate(&args, cli.format)),
         Command::Serve(args) => serve_on_all_cores(serve::run(&args)),
+        Command::Flows(args) => flows::run(&args, cli.format),
+        Command::Request(args) => block_on(requests::request(&args, cli.format)),
+        Command::Approve(args) => block_on(requests::approve(&args, cli.format)),
+        Command::Reject(args) => block_on(requests::reject(&args, cli.format)),
+        Command::Cancel(args) => block_on(requests::cancel(&args, cli.format)),
+        Command::Requests(args) => block_on(requests::list(&args, cli.format)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,6 +35,15 @@ impl Failure {
         }
     }
 
+    /// The access flows said no (a request no flow matches, an approval by someone
+    /// the flow does not name): an answer, not a failure; exit 3.
+    pub(crate) fn refused(message: impl Into<String>) -> Self {
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
+    }
+
     /// A connection error: exit 2 for bad settings, 1 for everything else.
     #[allow(
         clippy::needless_pass_by_value,

@@ -51,6 +51,8 @@ pub(crate) struct Args {
 struct Served {
     integration: Arc<Integration>,
     runtime: RunHandle,
+    /// Following access requests to their grants' ends (`[access_requests]`).
+    requests: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub(crate) async fn run(args: &Args) -> Result<(), Failure> {
@@ -69,13 +71,15 @@ pub(crate) async fn run(args: &Args) -> Result<(), Failure> {
                 .await?,
         ]
     };
-    let served: Vec<Served> = integrations
-        .into_iter()
-        .map(|integration| Served {
+    let mut served = Vec::new();
+    for integration in integrations {
+        let requests = follow_requests(&integration).await;
+        served.push(Served {
             runtime: integration.run(),
             integration,
-        })
-        .collect();
+            requests,
+        });
+    }
     let endpoints = match (args.metrics_addr, prometheus) {
         (Some(addr), Some(prometheus)) => {
             let runtimes = served
@@ -117,7 +121,24 @@ async fn signalled() -> Result<(), Failure> {
 
 async fn stop(served: Vec<Served>) {
     for s in served {
+        if let Some(task) = s.requests {
+            task.abort();
+        }
         s.runtime.shutdown().await;
+    }
+}
+
+/// For an integration with `[access_requests]`: keeps its requests in step with their
+/// grants (approved ones granted after a crash, ended ones expired or revoked). A
+/// request store that cannot open is logged; expiry and the rest still run.
+async fn follow_requests(integration: &Arc<Integration>) -> Option<tokio::task::JoinHandle<()>> {
+    integration.config().access_requests.as_ref()?;
+    match pgwarden::AccessRequests::from_integration(integration.clone()).await {
+        Ok(requests) => Some(requests.spawn_sync(std::time::Duration::from_secs(5))),
+        Err(e) => {
+            tracing::error!(integration = %integration.config().name, error = %e, "access requests not followed");
+            None
+        }
     }
 }
 

@@ -75,6 +75,64 @@ fn validate_lists_every_problem_and_exits_2() {
     assert_eq!(run(&["validate"]).status.code(), Some(2));
 }
 
+#[test]
+fn validate_checks_the_access_flows_the_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let flow = |name: &str, integration: &str, duration: &str| {
+        format!(
+            "name = \"{name}\"\ntrigger = \"self_serve\"\ngrant_duration = \"{duration}\"\n\
+             requestors = {{ conditions = [{{ type = \"user\", source = \"okta\", values = [\"alice\"] }}] }}\n\
+             access_targets = [{{ integration = \"{integration}\", resource_type = \"postgresql-schema\", permissions = [\"read-only\"] }}]\n"
+        )
+    };
+    std::fs::write(flows.join("long.toml"), flow("long", "app", "2d")).unwrap();
+    std::fs::write(flows.join("fine.toml"), flow("fine", "app", "1h")).unwrap();
+    let config = dir.path().join("app.toml");
+    let write_config = |integration: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{integration}\"\nhostname = \"db\"\nmax_ttl = \"8h\"\n\
+                 [access_requests]\nflows = \"flows\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    // A flow longer than max_ttl is named; the path is relative to the config file.
+    write_config("app");
+    let out = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("long: grant_duration: 2d is longer than"),
+        "{err}"
+    );
+    assert!(!err.contains("fine"), "{err}");
+    // No flow for this integration: every request would be refused.
+    write_config("other");
+    let out = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no flow has an access target on integration other")
+    );
+    // A broken flow file is reported with its file.
+    std::fs::write(flows.join("long.toml"), flow("long", "app", "1h")).unwrap();
+    std::fs::write(flows.join("bad.toml"), "name = \"bad\"\n").unwrap();
+    write_config("app");
+    let out = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.toml: "),
+        "{out:?}"
+    );
+    std::fs::remove_file(flows.join("bad.toml")).unwrap();
+    let out = run(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
 /// libpq's `PQconninfoParse` through the core crate's oracle script, or `None`
 /// when python3/libpq are missing (CI requires them).
 fn libpq_parse(strings: &[&str]) -> Option<Vec<serde_json::Value>> {
