@@ -328,6 +328,70 @@ async fn connection_limit_refuses_the_extra_login() {
     p.revoke(&g.grant_id).await.unwrap();
 }
 
+/// The grantee tries to lift the limits that are security controls, as itself: its
+/// connection limit and (when pgaudit is loaded) its audit class. Both are refused;
+/// the timeouts, by contrast, are defaults it may change (the docs say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grantee_cannot_lift_its_connection_limit_or_audit_logging() {
+    let audited = pgaudit_loaded();
+    let p = provisioner(UserMode::Ephemeral);
+    let g = p
+        .grant(request(
+            "escaper",
+            limits(|l| {
+                l.connection_limit = Some(2);
+                l.statement_timeout = Some(Millis::new(5000));
+                if audited {
+                    l.pgaudit_log = Some("all".into());
+                }
+            }),
+        ))
+        .await
+        .unwrap();
+    let user = login(&g).await.unwrap();
+    for attack in [
+        "ALTER ROLE CURRENT_USER CONNECTION LIMIT -1",
+        "ALTER ROLE CURRENT_USER WITH CONNECTION LIMIT 100",
+    ] {
+        let e = user.batch_execute(attack).await.unwrap_err();
+        assert_eq!(code(&e), Some("42501"), "{attack}: {e}");
+    }
+    assert_eq!(connection_limit(&g.username), "2");
+    if audited {
+        for attack in [
+            "ALTER ROLE CURRENT_USER SET pgaudit.log = 'none'",
+            "ALTER ROLE CURRENT_USER RESET pgaudit.log",
+            "SET pgaudit.log = 'none'",
+        ] {
+            let result = user.batch_execute(attack).await;
+            let after = role_settings(&g.username);
+            assert!(
+                result.is_err(),
+                "{attack} succeeded; role settings now {after}"
+            );
+            let e = result.unwrap_err();
+            assert_eq!(code(&e), Some("42501"), "{attack}: {e}");
+        }
+        // RESET ALL is let through, but resets only what the user may set: the audit
+        // class stays (and the user's own timeout default goes).
+        user.batch_execute("ALTER ROLE CURRENT_USER RESET ALL")
+            .await
+            .unwrap();
+        assert_eq!(role_settings(&g.username), "pgaudit.log=all");
+    } else {
+        assert!(
+            !pgaudit_required(),
+            "PGWARDEN_REQUIRE_PGAUDIT is set, but pgaudit is not loaded"
+        );
+        eprintln!("pgaudit not loaded: only the connection limit was attacked");
+    }
+    // A guard rail, not a control: the user may change its own timeout default.
+    user.batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+    p.revoke(&g.grant_id).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_path_and_read_only_are_the_session_defaults() {
     let p = provisioner(UserMode::Ephemeral);
