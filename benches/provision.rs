@@ -9,7 +9,16 @@
 //! cost of hashing is measured on its own (`scram_verifier`), so the goal reads:
 //! pgwarden grant ≤ 1.5 × (floor grant + verifier), independent of the table count.
 //!
-//! Run: `cargo bench --bench provision`. Other servers and connectors:
+//! A third setting keeps 10,000 grants live (half with explicit ids) while measuring,
+//! so per-operation costs show whether they grow with the ledger. Beside the grant
+//! floor, `floor_revoke_complete` is what a complete revocation costs a plain client
+//! in one batch (NOLOGIN, sessions ended, memberships revoked, shared dependencies
+//! looked up, `DROP OWNED`, `DROP ROLE`), the floor pgwarden's revocation is held to;
+//! `floor_revoke` is a bare `DROP ROLE`. `pgwarden_grant_id` grants with an explicit
+//! id (the idempotent path).
+//!
+//! Run: `cargo bench --bench provision` (`PGWARDEN_BENCH_ONLY=small|big|live` for one
+//! setting). Other servers and connectors:
 //! `PGWARDEN_TEST_PG=17` picks the PostgreSQL major (see the README), and
 //! `PGWARDEN_BENCH_CONNECTOR_MODE=createrole` runs everything — pgwarden and the floor
 //! alike — as a managed-cloud connector (CREATEROLE, no SUPERUSER) that owns the
@@ -34,6 +43,8 @@ use pgwarden_testkit::TempCluster;
 use tokio::runtime::Runtime;
 
 const CONCURRENCY: usize = 16;
+/// Live grants in the ledger for the scale setting.
+const LIVE_GRANTS: usize = 10_000;
 
 /// Who connects: the cluster's superuser, or a CREATEROLE connector.
 struct As {
@@ -74,8 +85,13 @@ fn provisioner(who: &As, iterations: u32) -> Arc<Provisioner> {
 }
 
 fn request(schema: &str) -> GrantRequest {
+    request_with_id(schema, None)
+}
+
+/// A grant request with an explicit id (the approval ticket's), or none.
+fn request_with_id(schema: &str, grant_id: Option<String>) -> GrantRequest {
     GrantRequest {
-        grant_id: None,
+        grant_id,
         requester: "bench@example.com".into(),
         access: vec![
             format!("postgresql-schema:bench/{schema}=read-only")
@@ -132,12 +148,37 @@ async fn floor_clients(
     out
 }
 
-fn bench_setting(c: &mut Criterion, rt: &Runtime, who: &As, schema: &str, iterations: u32) {
+/// Grants `n` read-only grants on `schema` (half of them with an explicit id) that stay
+/// live while the benches run: the ledger of a busy instance.
+async fn live_grants(p: &Arc<Provisioner>, schema: &str, n: usize) -> Vec<String> {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let (p2, ids2, schema) = (p.clone(), ids.clone(), schema.to_owned());
+    run_jobs(n as u64, CONCURRENCY, move |i| {
+        let (p, ids, schema) = (p2.clone(), ids2.clone(), schema.clone());
+        async move {
+            let id = (i % 2 == 0).then(|| format!("live-{i}"));
+            let g = p.grant(request_with_id(&schema, id)).await.unwrap();
+            ids.lock().unwrap().push(g.grant_id);
+        }
+    })
+    .await;
+    std::mem::take(&mut *ids.lock().unwrap())
+}
+
+fn bench_setting(
+    c: &mut Criterion,
+    rt: &Runtime,
+    who: &As,
+    schema: &str,
+    iterations: u32,
+    live: usize,
+) {
     let p = provisioner(who, iterations);
     // Create the privilege role once, as a first grant would.
     let first = rt.block_on(p.grant(request(schema))).unwrap();
     rt.block_on(p.revoke(&first.grant_id)).unwrap();
     let keep = rt.block_on(p.grant(request(schema))).unwrap();
+    let live_ids = rt.block_on(live_grants(&p, schema, live));
     let entry: AccessEntry = format!("postgresql-schema:bench/{schema}=read-only")
         .parse()
         .unwrap();
@@ -148,39 +189,51 @@ fn bench_setting(c: &mut Criterion, rt: &Runtime, who: &As, schema: &str, iterat
         ConnectorMode::Superuser => String::new(),
         ConnectorMode::Createrole => "createrole/".to_owned(),
     };
-    let mut group = c.benchmark_group(format!("provision/{mode}{schema}/scram{iterations}"));
+    let live_label = if live > 0 {
+        format!("+{live}live")
+    } else {
+        String::new()
+    };
+    let mut group = c.benchmark_group(format!(
+        "provision/{mode}{schema}{live_label}/scram{iterations}"
+    ));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(4));
     for (label, workers) in [("serial", 1), ("concurrent16", CONCURRENCY)] {
-        group.bench_function(format!("pgwarden_grant/{label}"), |b| {
-            b.to_async(rt).iter_custom(|iters| {
-                let p = p.clone();
-                let schema = schema.to_owned();
-                async move {
-                    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
-                    let (p2, ids2) = (p.clone(), ids.clone());
-                    let took = run_jobs(iters, workers, move |_| {
-                        let (p, ids, schema) = (p2.clone(), ids2.clone(), schema.clone());
-                        async move {
-                            let g = p.grant(request(&schema)).await.unwrap();
-                            ids.lock().unwrap().push(g.grant_id);
-                        }
-                    })
-                    .await;
-                    let ids = std::mem::take(&mut *ids.lock().unwrap());
-                    run_jobs(ids.len() as u64, CONCURRENCY, move |i| {
-                        let (p, id) = (p.clone(), ids[i].clone());
-                        async move {
-                            p.revoke(&id).await.unwrap();
-                        }
-                    })
-                    .await;
-                    took
-                }
+        for (name, explicit) in [("pgwarden_grant", false), ("pgwarden_grant_id", true)] {
+            group.bench_function(format!("{name}/{label}"), |b| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let p = p.clone();
+                    let schema = schema.to_owned();
+                    async move {
+                        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+                        let (p2, ids2) = (p.clone(), ids.clone());
+                        let took = run_jobs(iters, workers, move |_| {
+                            let (p, ids, schema) = (p2.clone(), ids2.clone(), schema.clone());
+                            async move {
+                                let id = explicit.then(|| {
+                                    format!("ticket-{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 16))
+                                });
+                                let g = p.grant(request_with_id(&schema, id)).await.unwrap();
+                                ids.lock().unwrap().push(g.grant_id);
+                            }
+                        })
+                        .await;
+                        let ids = std::mem::take(&mut *ids.lock().unwrap());
+                        run_jobs(ids.len() as u64, CONCURRENCY, move |i| {
+                            let (p, id) = (p.clone(), ids[i].clone());
+                            async move {
+                                p.revoke(&id).await.unwrap();
+                            }
+                        })
+                        .await;
+                        took
+                    }
+                });
             });
-        });
+        }
         group.bench_function(format!("pgwarden_revoke/{label}"), |b| {
             b.to_async(rt).iter_custom(|iters| {
                 let p = p.clone();
@@ -279,6 +332,51 @@ fn bench_setting(c: &mut Criterion, rt: &Runtime, who: &As, schema: &str, iterat
                 }
             });
         });
+        group.bench_function(format!("floor_revoke_complete/{label}"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let clients = clients.clone();
+                let privilege_role = privilege_role.clone();
+                async move {
+                    let n = usize::try_from(iters).unwrap();
+                    let names: Arc<Vec<String>> =
+                        Arc::new((0..n).map(|_| format!("floor_{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 12))).collect());
+                    let v = verifier(&generate_password(), ScramIterations::new(iterations).unwrap());
+                    let (c2, n2) = (clients.clone(), names.clone());
+                    let privilege_role2 = privilege_role.clone();
+                    run_jobs(iters, CONCURRENCY, move |i| {
+                        let sql = format!(
+                            "CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}",
+                            n2[i]
+                        );
+                        let client = c2[i % c2.len()].clone();
+                        async move {
+                            client.batch_execute(&sql).await.unwrap();
+                        }
+                    })
+                    .await;
+                    // What a complete revocation must do, as one batch from a plain
+                    // client: no login, sessions ended, memberships removed, the
+                    // databases that still reference the role found, what it owns
+                    // here dropped, the role dropped.
+                    run_jobs(iters, workers, move |i| {
+                        let name = &names[i];
+                        let sql = format!(
+                            "ALTER ROLE {name} NOLOGIN;
+                             SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = '{name}';
+                             REVOKE pgwarden_managed, {privilege_role} FROM {name};
+                             SELECT DISTINCT dbid FROM pg_catalog.pg_shdepend WHERE refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = '{name}');
+                             DROP OWNED BY {name};
+                             DROP ROLE {name}"
+                        );
+                        let client = clients[i % clients.len()].clone();
+                        async move {
+                            client.batch_execute(&sql).await.unwrap();
+                        }
+                    })
+                    .await
+                }
+            });
+        });
     }
     group.bench_function("scram_verifier", |b| {
         let it = ScramIterations::new(iterations).unwrap();
@@ -287,6 +385,13 @@ fn bench_setting(c: &mut Criterion, rt: &Runtime, who: &As, schema: &str, iterat
     });
     group.finish();
     rt.block_on(p.revoke(&keep.grant_id)).unwrap();
+    let p2 = p.clone();
+    rt.block_on(run_jobs(live_ids.len() as u64, CONCURRENCY, move |i| {
+        let (p, id) = (p2.clone(), live_ids[i].clone());
+        async move {
+            p.revoke(&id).await.unwrap();
+        }
+    }));
 }
 
 fn provision(c: &mut Criterion) {
@@ -324,10 +429,20 @@ fn provision(c: &mut Criterion) {
              END $$;",
         )
         .unwrap();
-    for iterations in [4096, 1] {
-        bench_setting(c, &rt, &who, "small", iterations);
+    // PGWARDEN_BENCH_ONLY=small|big|live runs one setting.
+    let only = std::env::var("PGWARDEN_BENCH_ONLY").unwrap_or_default();
+    let runs = |what: &str| only.is_empty() || only == what;
+    if runs("small") {
+        for iterations in [4096, 1] {
+            bench_setting(c, &rt, &who, "small", iterations, 0);
+        }
     }
-    bench_setting(c, &rt, &who, "big", 1);
+    if runs("big") {
+        bench_setting(c, &rt, &who, "big", 1, 0);
+    }
+    if runs("live") {
+        bench_setting(c, &rt, &who, "small", 1, LIVE_GRANTS);
+    }
 }
 
 criterion_group!(benches, provision);
