@@ -214,7 +214,10 @@ fn bench_setting(
                             let (p, ids, schema) = (p2.clone(), ids2.clone(), schema.clone());
                             async move {
                                 let id = explicit.then(|| {
-                                    format!("ticket-{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 16))
+                                    format!(
+                                        "ticket-{}",
+                                        random_string(b"abcdefghijklmnopqrstuvwxyz", 16)
+                                    )
                                 });
                                 let g = p.grant(request_with_id(&schema, id)).await.unwrap();
                                 ids.lock().unwrap().push(g.grant_id);
