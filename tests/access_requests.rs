@@ -567,6 +567,33 @@ async fn automatic_flows_grant_at_once_marked_for_review_with_their_session_limi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_whose_session_limits_the_server_lacks_are_refused_at_open() {
+    let s = setup("req_major").await;
+    let major = cluster().server_major();
+    // A setting newer than the server (transaction_timeout needs 17), or, on 17+,
+    // nothing to refuse: then the same flows open.
+    let flows = FlowSet::parse(
+        &FLOWS
+            .replace("INTEGRATION", &s.name)
+            .replace("statement_timeout = \"7s\"", "transaction_timeout = \"7s\""),
+        ConfigFormat::Toml,
+    )
+    .unwrap();
+    let opened = AccessRequests::open(s.integration.clone(), flows, None).await;
+    if major < 17 {
+        let e = opened.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("break-glass: session.transaction_timeout") && text.contains("17"),
+            "{text}"
+        );
+    } else {
+        assert!(opened.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requester_who_left_the_group_before_approval_is_not_granted() {
     let s = setup("req_left").await;
     let request = pending(

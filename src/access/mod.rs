@@ -121,18 +121,38 @@ impl std::fmt::Debug for AccessRequests {
 
 impl AccessRequests {
     /// Requests of `integration`, decided by the `flows` whose targets name it, kept
-    /// in `store`.
-    #[must_use]
+    /// in `store`. Refuses flows whose session limits (over the integration's
+    /// `[session]` defaults) the server's major cannot apply — every grant through
+    /// them would fail — naming each setting and the major it needs.
     pub fn new(
         integration: Arc<Integration>,
         flows: FlowSet,
         store: Arc<dyn RequestStore>,
-    ) -> Self {
-        AccessRequests {
+    ) -> Result<Self, AccessRequestError> {
+        let config = integration.config();
+        let major = u32::try_from(integration.preflight().server_version_num / 10_000).ok();
+        let problems: Vec<String> = flows
+            .for_integration(&config.name)
+            .flat_map(|flow| {
+                flow.session
+                    .merged_over(&config.session)
+                    .problems(&format!("{}: session", flow.name), major)
+            })
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        if !problems.is_empty() {
+            return Err(crate::IntegrationError::Config(format!(
+                "access flows of integration {} ask for session limits the server cannot apply: {}",
+                config.name,
+                problems.join("; ")
+            ))
+            .into());
+        }
+        Ok(AccessRequests {
             integration,
             flows,
             store,
-        }
+        })
     }
 
     /// Requests kept in PostgreSQL: in `database` of the integration's instance (by
@@ -145,7 +165,7 @@ impl AccessRequests {
         database: Option<&str>,
     ) -> Result<Arc<Self>, AccessRequestError> {
         let store = IntegrationRequestStore::open(integration.clone(), database).await?;
-        Ok(Arc::new(Self::new(integration, flows, Arc::new(store))))
+        Ok(Arc::new(Self::new(integration, flows, Arc::new(store))?))
     }
 
     /// Requests as the integration's config sets them up (`[access_requests]`): its
