@@ -32,10 +32,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::error::{ProvisionError, db, describe_db_error, transient};
-use crate::ledger::{
-    GrantState, RoleMode, find_grant, read_ledger, read_ledger_for_grant_cached,
-    read_ledger_role_cached,
-};
+use crate::ledger::{GrantState, RoleMode, find_grant, read_ledger, read_ledger_role_cached};
 use crate::lock::Lock;
 use crate::pool::Unsettled;
 use crate::provision::{ConnectorFacts, Provisioner, Step, reapply_sql};
@@ -256,10 +253,22 @@ impl Provisioner {
         grant_id: &str,
         expired_only: bool,
     ) -> Result<RevocationReport, ProvisionError> {
-        let key = &self.config.ledger_key;
+        let result = self.revoke_found(grant_id, expired_only).await;
+        if result.is_ok() {
+            self.hints.forget(grant_id);
+        }
+        result
+    }
+
+    /// Finds grant `grant_id` (waiting for one in flight) and revokes it.
+    async fn revoke_found(
+        &self,
+        grant_id: &str,
+        expired_only: bool,
+    ) -> Result<RevocationReport, ProvisionError> {
         let mut ledger = {
             let conn = self.admin.get().await?;
-            read_ledger_for_grant_cached(&*conn, key, grant_id)
+            self.ledger_for_grant(&*conn, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?
         };
@@ -271,7 +280,8 @@ impl Provisioner {
             let tx = Lock::Grant { grant_id }
                 .transaction(&mut conn, "waiting for a grant in flight")
                 .await?;
-            ledger = read_ledger_for_grant_cached(&tx, key, grant_id)
+            ledger = self
+                .ledger_for_grant(&tx, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?;
             tx.commit().await.map_err(db("reading the ledger"))?;

@@ -5,9 +5,7 @@ use time::OffsetDateTime;
 use super::Provisioner;
 use super::request::{Expiry, ListedGrant};
 use crate::error::{ProvisionError, db};
-use crate::ledger::{
-    GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant, read_ledger_for_grant_cached,
-};
+use crate::ledger::{GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant};
 use crate::lock::Lock;
 use crate::sql::{Ident, literal, timestamp};
 
@@ -24,7 +22,8 @@ impl Provisioner {
         let tx = Lock::Grant { grant_id }
             .transaction(&mut conn, "locking the grant id")
             .await?;
-        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, grant_id)
+        let ledger = self
+            .ledger_for_grant(&tx, grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         let Some((role, _)) =

@@ -12,7 +12,7 @@ use super::steps::Step;
 use crate::error::{InvalidRequest, ProvisionError, db, transient};
 use crate::ledger::{
     GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant, privilege_ready,
-    privilege_records_sql, read_ledger_for_grant_cached, ready_among,
+    privilege_records_sql, ready_among,
 };
 use crate::lock::Lock;
 use crate::pool::Unsettled;
@@ -134,7 +134,12 @@ impl Provisioner {
                 {
                     self.forget_privilege_roles();
                 }
-                other => return other,
+                other => {
+                    if let Ok(g) = &other {
+                        self.hints.remember(&g.grant_id, &g.username);
+                    }
+                    return other;
+                }
             }
         }
     }
@@ -175,7 +180,8 @@ impl Provisioner {
         .await?;
         // Only the roles that may hold this id: a grant's cost does not grow with the
         // number of grants.
-        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, &entry.grant_id)
+        let ledger = self
+            .ledger_for_grant(&tx, &entry.grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {

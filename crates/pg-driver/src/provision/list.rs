@@ -15,6 +15,11 @@ impl Provisioner {
             .await
             .map_err(db("reading the ledger"))?;
         let now = OffsetDateTime::now_utc();
+        for r in &ledger {
+            for g in r.record.iter().flat_map(|rec| &rec.grants) {
+                self.hints.remember(&g.grant_id, &r.username);
+            }
+        }
         Ok(ledger
             .iter()
             .filter_map(|r| r.record.as_ref().map(|rec| (r, rec)))

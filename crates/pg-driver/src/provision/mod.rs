@@ -33,6 +33,7 @@ use crate::pool::{Pool, PoolOptions};
 mod config;
 mod extend;
 mod grant;
+mod hints;
 mod list;
 mod marker;
 mod persistent;
@@ -61,6 +62,8 @@ pub struct Provisioner {
     ready_privilege_roles: Mutex<HashSet<String>>,
     marker_ready: OnceCell<()>,
     facts: OnceCell<ConnectorFacts>,
+    /// Where grants were last seen (see [`hints`]).
+    pub(crate) hints: hints::GrantHints,
     #[cfg(feature = "testing")]
     hook: Option<StepHook>,
 }
@@ -93,6 +96,7 @@ impl Provisioner {
             ready_privilege_roles: Mutex::new(HashSet::new()),
             marker_ready: OnceCell::new(),
             facts: OnceCell::new(),
+            hints: hints::GrantHints::default(),
             #[cfg(feature = "testing")]
             hook: None,
         })

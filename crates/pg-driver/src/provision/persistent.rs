@@ -17,7 +17,7 @@ use super::steps::Step;
 use crate::error::{ProvisionError, db};
 use crate::ledger::{
     GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant,
-    read_ledger_for_grant_cached, read_ledger_role_cached,
+    read_ledger_role_cached,
 };
 use crate::lock::Lock;
 use crate::scram::{generate_password, verifier};
@@ -61,7 +61,8 @@ impl Provisioner {
         .acquire(&*tx)
         .await
         .map_err(db("locking the grant id"))?;
-        let ledger = read_ledger_for_grant_cached(&tx, &self.config.ledger_key, &entry.grant_id)
+        let ledger = self
+            .ledger_for_grant(&tx, &entry.grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {

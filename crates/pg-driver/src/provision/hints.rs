@@ -1,0 +1,118 @@
+//! Where this process last saw each grant: a hint that turns finding a grant by its id
+//! (a scan of every managed role's comment, which grows with the number of grants)
+//! into a read of one role by name (an index look-up).
+//!
+//! Only a hint: the role it names is read and its sealed record checked like any
+//! ledger entry, and when the record does not hold the grant (the hint is stale, or
+//! another process moved things) the scan decides. Hints are kept for grants this
+//! process made, found or listed, and dropped when it revokes them; at most
+//! [`MAX_HINTS`], after which the oldest half is forgotten.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::Provisioner;
+use crate::ledger::{
+    LedgerRole, find_grant, read_ledger_for_grant_cached, read_ledger_role_cached,
+};
+
+/// The most hints kept (about 100 bytes each).
+pub(crate) const MAX_HINTS: usize = 100_000;
+
+/// Grant id → login role, most recent last.
+#[derive(Debug, Default)]
+pub(crate) struct GrantHints {
+    inner: Mutex<Hints>,
+}
+
+#[derive(Debug, Default)]
+struct Hints {
+    by_grant: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl GrantHints {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hints> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Grant `grant_id` is on role `username`.
+    pub(crate) fn remember(&self, grant_id: &str, username: &str) {
+        let mut h = self.lock();
+        if h.by_grant
+            .insert(grant_id.to_owned(), username.to_owned())
+            .is_none()
+        {
+            h.order.push_back(grant_id.to_owned());
+        }
+        if h.by_grant.len() > MAX_HINTS {
+            for _ in 0..MAX_HINTS / 2 {
+                if let Some(old) = h.order.pop_front() {
+                    h.by_grant.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Grant `grant_id` is gone.
+    pub(crate) fn forget(&self, grant_id: &str) {
+        let mut h = self.lock();
+        if h.by_grant.remove(grant_id).is_some() {
+            h.order.retain(|g| g != grant_id);
+        }
+    }
+
+    /// The role grant `grant_id` was last seen on.
+    pub(crate) fn get(&self, grant_id: &str) -> Option<String> {
+        self.lock().by_grant.get(grant_id).cloned()
+    }
+}
+
+impl Provisioner {
+    /// The managed roles that may hold `grant_id`, with their records: the hinted role
+    /// when its record holds the grant, else every role whose comment carries the
+    /// grant's lookup tag (the scan).
+    pub(crate) async fn ledger_for_grant<C: crate::sql::CachedQuery>(
+        &self,
+        client: &C,
+        grant_id: &str,
+    ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+        let key = &self.config.ledger_key;
+        if let Some(username) = self.hints.get(grant_id) {
+            let role: Vec<LedgerRole> = read_ledger_role_cached(client, key, &username)
+                .await?
+                .into_iter()
+                .collect();
+            if find_grant(&role, grant_id).is_some() {
+                return Ok(role);
+            }
+            self.hints.forget(grant_id);
+        }
+        read_ledger_for_grant_cached(client, key, grant_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_bounded_and_forgotten() {
+        let h = GrantHints::default();
+        h.remember("g1", "u1");
+        h.remember("g1", "u2");
+        assert_eq!(h.get("g1").as_deref(), Some("u2"));
+        h.forget("g1");
+        assert_eq!(h.get("g1"), None);
+        for i in 0..=MAX_HINTS {
+            h.remember(&format!("g{i}"), "u");
+        }
+        let kept = h.lock().by_grant.len();
+        assert!(kept <= MAX_HINTS / 2 + 1, "{kept}");
+        // The newest are kept.
+        assert!(h.get(&format!("g{MAX_HINTS}")).is_some());
+        assert!(h.get("g0").is_none());
+    }
+}
