@@ -1,6 +1,5 @@
 //! `pgwarden grant | revoke | extend | list | reconcile`: access on an instance.
 
-use pgwarden::ExposeSecret;
 use pgwarden::core::access_details::AccessDetailsValues;
 use pgwarden::core::config::UserMode;
 use pgwarden::core::duration::Ttl;
@@ -8,9 +7,8 @@ use pgwarden::core::resource::AccessEntry;
 use pgwarden::pg_driver::{
     ConnectOptions, Connector, Expiry, GrantRequest, ProvisionError, Provisioner, ProvisionerConfig,
 };
-use serde_json::json;
 
-use crate::output::{Failure, Format, print_json};
+use crate::output::{Failure, Format, GrantOutput, print_json, rfc3339};
 use crate::target::Target;
 
 /// Arguments of `pgwarden grant`.
@@ -150,10 +148,6 @@ pub(crate) async fn grant(args: &GrantArgs, format: Format) -> Result<(), Failur
         })
         .await
         .map_err(failed)?;
-    let expires_at = g
-        .expires_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
     let access_details = s
         .config
         .as_ref()
@@ -164,7 +158,7 @@ pub(crate) async fn grant(args: &GrantArgs, format: Format) -> Result<(), Failur
                 port: s.port,
                 database: s.database.clone(),
                 username: g.username.clone(),
-                expires_at: expires_at.clone(),
+                expires_at: rfc3339(g.expires_at),
                 integration: s
                     .config
                     .as_ref()
@@ -172,31 +166,18 @@ pub(crate) async fn grant(args: &GrantArgs, format: Format) -> Result<(), Failur
                     .unwrap_or_default(),
             })
         });
-    let password = g.password.as_ref().map(|p| p.expose_secret().to_owned());
+    let output = GrantOutput {
+        grant_id: &g.grant_id,
+        requester: &args.requester,
+        username: &g.username,
+        expires_at: g.expires_at,
+        password: g.password.as_ref(),
+        access_details: access_details.as_deref(),
+        created: g.created,
+    };
     match format {
-        Format::Json => print_json(&json!({
-            "grant_id": g.grant_id,
-            "username": g.username,
-            "password": password,
-            "expires_at": expires_at,
-            "access_details": access_details,
-            "created": g.created,
-        })),
-        Format::Text => {
-            println!(
-                "grant {} for {}: user {} until {expires_at}",
-                g.grant_id, args.requester, g.username
-            );
-            match &password {
-                Some(p) => println!("password (shown once): {p}"),
-                None => println!(
-                    "password: unchanged (this grant already existed or the user keeps theirs)"
-                ),
-            }
-            if let Some(d) = access_details {
-                println!("{d}");
-            }
-        }
+        Format::Json => print_json(&output.json()),
+        Format::Text => output.print_text(),
     }
     Ok(())
 }

@@ -78,3 +78,57 @@ pub(crate) fn print_json(value: &serde_json::Value) {
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
+
+/// A time as RFC 3339, as every subcommand prints times.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A grant as `grant`, `request` and `approve` print it: the password, when the call
+/// made it, shown once on stdout to whoever ran the command, never logged.
+pub(crate) struct GrantOutput<'a> {
+    pub(crate) grant_id: &'a str,
+    pub(crate) requester: &'a str,
+    pub(crate) username: &'a str,
+    pub(crate) expires_at: time::OffsetDateTime,
+    pub(crate) password: Option<&'a pgwarden::SecretString>,
+    pub(crate) access_details: Option<&'a str>,
+    pub(crate) created: bool,
+}
+
+impl GrantOutput<'_> {
+    /// As JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        use pgwarden::ExposeSecret;
+        serde_json::json!({
+            "grant_id": self.grant_id,
+            "username": self.username,
+            "password": self.password.map(|p| p.expose_secret().to_owned()),
+            "expires_at": rfc3339(self.expires_at),
+            "access_details": self.access_details,
+            "created": self.created,
+        })
+    }
+
+    /// As text.
+    pub(crate) fn print_text(&self) {
+        use pgwarden::ExposeSecret;
+        println!(
+            "grant {} for {}: user {} until {}",
+            self.grant_id,
+            self.requester,
+            self.username,
+            rfc3339(self.expires_at)
+        );
+        match self.password {
+            Some(p) => println!("password (shown once): {}", p.expose_secret()),
+            None => println!(
+                "password: unchanged (this grant already existed or the user keeps theirs)"
+            ),
+        }
+        if let Some(d) = self.access_details {
+            println!("{d}");
+        }
+    }
+}

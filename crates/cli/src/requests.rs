@@ -24,11 +24,11 @@ use pgwarden::access::{AccessRequestError, AccessRequests, Decision};
 use pgwarden::core::owners::{Directory, InMemoryDirectory};
 use pgwarden::core::requests::{RequestState, StoredRequest};
 use pgwarden::core::resource::{AccessEntry, PermissionLevel, ResourceType};
-use pgwarden::{AccessGrant, ErrorKind, ExposeSecret, IntegrationOptions, NewAccessRequest};
+use pgwarden::{AccessGrant, ErrorKind, IntegrationOptions, NewAccessRequest};
 use pgwarden::{RequestedAccess, Ttl};
 use serde_json::{Value, json};
 
-use crate::output::{Failure, Format, print_json};
+use crate::output::{Failure, Format, GrantOutput, print_json, rfc3339};
 use crate::target::Target;
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 the operation failed (server, store, a grant that failed); 2 usage or configuration error, unknown request, or an action the request's state forbids; 3 refused by the access flows (no flow matches, or the person may not do this), with the reasons.";
@@ -249,40 +249,16 @@ fn tagged(text: &str) -> Result<RequestedAccess, Failure> {
     })
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// A grant as JSON; the password, when this call made it, shown once.
-fn grant_json(g: &AccessGrant) -> Value {
-    json!({
-        "grant_id": g.grant_id,
-        "username": g.username,
-        "password": g.password.as_ref().map(|p| p.expose_secret().to_owned()),
-        "expires_at": rfc3339(g.expires_at),
-        "access_details": g.access_details,
-        "created": g.created,
-    })
-}
-
-/// A grant as text, as `pgwarden grant` prints it.
-fn print_grant(g: &AccessGrant) {
-    println!(
-        "grant {} for {}: user {} until {}",
-        g.grant_id,
-        g.requester,
-        g.username,
-        rfc3339(g.expires_at)
-    );
-    match &g.password {
-        Some(p) => println!("password (shown once): {}", p.expose_secret()),
-        None => {
-            println!("password: unchanged (this grant already existed or the user keeps theirs)");
-        }
-    }
-    if let Some(d) = &g.access_details {
-        println!("{d}");
+/// How a grant made through a request is printed.
+fn grant_output(g: &AccessGrant) -> GrantOutput<'_> {
+    GrantOutput {
+        grant_id: &g.grant_id,
+        requester: &g.requester,
+        username: &g.username,
+        expires_at: g.expires_at,
+        password: g.password.as_ref(),
+        access_details: g.access_details.as_deref(),
+        created: g.created,
     }
 }
 
@@ -339,7 +315,7 @@ pub(crate) async fn request(args: &RequestArgs, format: Format) -> Result<(), Fa
         Format::Json => print_json(&json!({
             "decision": submitted.decision,
             "request": submitted.request.as_ref().map(request_json),
-            "grant": submitted.grant.as_ref().map(grant_json),
+            "grant": submitted.grant.as_ref().map(|g| grant_output(g).json()),
         })),
         Format::Text => {
             println!("{}", submitted.decision);
@@ -347,7 +323,7 @@ pub(crate) async fn request(args: &RequestArgs, format: Format) -> Result<(), Fa
                 print_state(r);
             }
             if let Some(g) = &submitted.grant {
-                print_grant(g);
+                grant_output(g).print_text();
             }
         }
     }
@@ -370,13 +346,13 @@ pub(crate) async fn approve(args: &DecideArgs, format: Format) -> Result<(), Fai
         Format::Json => print_json(&json!({
             "request": request_json(&approved.request),
             "status": approved.status,
-            "grant": approved.grant.as_ref().map(grant_json),
+            "grant": approved.grant.as_ref().map(|g| grant_output(g).json()),
         })),
         Format::Text => {
             print_state(&approved.request);
             println!("{}", approved.status);
             if let Some(g) = &approved.grant {
-                print_grant(g);
+                grant_output(g).print_text();
             }
         }
     }
