@@ -303,83 +303,57 @@ fn bench_setting(
                 }
             });
         });
-        group.bench_function(format!("floor_revoke/{label}"), |b| {
-            b.to_async(rt).iter_custom(|iters| {
-                let clients = clients.clone();
-                let privilege_role = privilege_role.clone();
-                async move {
-                    let n = usize::try_from(iters).unwrap();
-                    let names: Arc<Vec<String>> =
-                        Arc::new((0..n).map(|_| format!("floor_{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 12))).collect());
-                    let v = verifier(&generate_password(), ScramIterations::new(iterations).unwrap());
-                    let (c2, n2) = (clients.clone(), names.clone());
-                    let privilege_role2 = privilege_role.clone();
-                    run_jobs(iters, CONCURRENCY, move |i| {
-                        let sql = format!(
-                            "CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}",
-                            n2[i]
-                        );
-                        let client = c2[i % c2.len()].clone();
-                        async move {
-                            client.batch_execute(&sql).await.unwrap();
-                        }
-                    })
-                    .await;
-                    run_jobs(iters, workers, move |i| {
-                        let (client, sql) = (clients[i % clients.len()].clone(), format!("DROP ROLE {}", names[i]));
-                        async move {
-                            client.batch_execute(&sql).await.unwrap();
-                        }
-                    })
-                    .await
-                }
+        // A bare DROP ROLE, and what a complete revocation must do as one batch from a
+        // plain client: no login, sessions ended, memberships removed, the databases
+        // that still reference the role found, what it owns here dropped, the role
+        // dropped.
+        for (name, complete) in [("floor_revoke", false), ("floor_revoke_complete", true)] {
+            group.bench_function(format!("{name}/{label}"), |b| {
+                b.to_async(rt).iter_custom(|iters| {
+                    let clients = clients.clone();
+                    let privilege_role = privilege_role.clone();
+                    async move {
+                        let n = usize::try_from(iters).unwrap();
+                        let names: Arc<Vec<String>> =
+                            Arc::new((0..n).map(|_| format!("floor_{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 12))).collect());
+                        let v = verifier(&generate_password(), ScramIterations::new(iterations).unwrap());
+                        let (c2, n2) = (clients.clone(), names.clone());
+                        let privilege_role2 = privilege_role.clone();
+                        run_jobs(iters, CONCURRENCY, move |i| {
+                            let sql = format!(
+                                "CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}",
+                                n2[i]
+                            );
+                            let client = c2[i % c2.len()].clone();
+                            async move {
+                                client.batch_execute(&sql).await.unwrap();
+                            }
+                        })
+                        .await;
+                        run_jobs(iters, workers, move |i| {
+                            let name = &names[i];
+                            let sql = if complete {
+                                format!(
+                                    "ALTER ROLE {name} NOLOGIN;
+                                     SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = '{name}';
+                                     REVOKE pgwarden_managed, {privilege_role} FROM {name};
+                                     SELECT DISTINCT dbid FROM pg_catalog.pg_shdepend WHERE refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = '{name}');
+                                     DROP OWNED BY {name};
+                                     DROP ROLE {name}"
+                                )
+                            } else {
+                                format!("DROP ROLE {name}")
+                            };
+                            let client = clients[i % clients.len()].clone();
+                            async move {
+                                client.batch_execute(&sql).await.unwrap();
+                            }
+                        })
+                        .await
+                    }
+                });
             });
-        });
-        group.bench_function(format!("floor_revoke_complete/{label}"), |b| {
-            b.to_async(rt).iter_custom(|iters| {
-                let clients = clients.clone();
-                let privilege_role = privilege_role.clone();
-                async move {
-                    let n = usize::try_from(iters).unwrap();
-                    let names: Arc<Vec<String>> =
-                        Arc::new((0..n).map(|_| format!("floor_{}", random_string(b"abcdefghijklmnopqrstuvwxyz", 12))).collect());
-                    let v = verifier(&generate_password(), ScramIterations::new(iterations).unwrap());
-                    let (c2, n2) = (clients.clone(), names.clone());
-                    let privilege_role2 = privilege_role.clone();
-                    run_jobs(iters, CONCURRENCY, move |i| {
-                        let sql = format!(
-                            "CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}",
-                            n2[i]
-                        );
-                        let client = c2[i % c2.len()].clone();
-                        async move {
-                            client.batch_execute(&sql).await.unwrap();
-                        }
-                    })
-                    .await;
-                    // What a complete revocation must do, as one batch from a plain
-                    // client: no login, sessions ended, memberships removed, the
-                    // databases that still reference the role found, what it owns
-                    // here dropped, the role dropped.
-                    run_jobs(iters, workers, move |i| {
-                        let name = &names[i];
-                        let sql = format!(
-                            "ALTER ROLE {name} NOLOGIN;
-                             SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = '{name}';
-                             REVOKE pgwarden_managed, {privilege_role} FROM {name};
-                             SELECT DISTINCT dbid FROM pg_catalog.pg_shdepend WHERE refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = '{name}');
-                             DROP OWNED BY {name};
-                             DROP ROLE {name}"
-                        );
-                        let client = clients[i % clients.len()].clone();
-                        async move {
-                            client.batch_execute(&sql).await.unwrap();
-                        }
-                    })
-                    .await
-                }
-            });
-        });
+        }
     }
     group.bench_function("scram_verifier", |b| {
         let it = ScramIterations::new(iterations).unwrap();
