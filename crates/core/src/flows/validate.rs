@@ -159,16 +159,28 @@ fn list<'v>(p: &mut Problems, path: &str, v: &'v Value, nonempty: &str) -> Optio
     }
 }
 
-/// A non-empty list of non-empty strings.
-fn texts(p: &mut Problems, path: &str, v: &Value, nonempty: &str) -> Option<Vec<String>> {
-    let items = list(p, path, v, nonempty)?;
+/// The list `v` at `path` (non-empty unless `nonempty` is empty), each item read by
+/// `item` under its own path; `None` when any item had a problem.
+fn each<T>(
+    p: &mut Problems,
+    path: &str,
+    v: &Value,
+    nonempty: &str,
+    mut item: impl FnMut(&mut Problems, &str, &Value) -> Option<T>,
+) -> Option<Vec<T>> {
+    let values = list(p, path, v, nonempty)?;
     let before = p.len();
-    let out: Vec<String> = items
+    let out: Vec<T> = values
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| text(p, &index(path, i), item))
+        .filter_map(|(i, x)| item(p, &index(path, i), x))
         .collect();
     (p.len() == before).then_some(out)
+}
+
+/// A non-empty list of non-empty strings.
+fn texts(p: &mut Problems, path: &str, v: &Value, nonempty: &str) -> Option<Vec<String>> {
+    each(p, path, v, nonempty, text)
 }
 
 /// One of a closed set of words.
@@ -348,19 +360,13 @@ fn condition(p: &mut Problems, path: &str, v: &Value) -> Option<Condition> {
 }
 
 fn targets(p: &mut Problems, path: &str, v: &Value) -> Option<Vec<AccessTarget>> {
-    let items = list(
+    each(
         p,
         path,
         v,
         "list at least one access target (integration, resource_type, permissions)",
-    )?;
-    let before = p.len();
-    let out: Vec<AccessTarget> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| target(p, &index(path, i), t))
-        .collect();
-    (p.len() == before).then_some(out)
+        target,
+    )
 }
 
 fn resource_type(p: &mut Problems, path: &str, v: &Value) -> Option<ResourceType> {
@@ -410,14 +416,7 @@ fn target(p: &mut Problems, path: &str, v: &Value) -> Option<AccessTarget> {
     });
     let (fp, f) = t.get("resources");
     let resources = f.map_or(Some(Vec::new()), |v| {
-        let items = list(p, &fp, v, "")?;
-        let before = p.len();
-        let out: Vec<ResourceScope> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| scope(p, &index(&fp, i), s, rtype))
-            .collect();
-        (p.len() == before).then_some(out)
+        each(p, &fp, v, "", |p, path, s| scope(p, path, s, rtype))
     });
     t.finish(p);
     Some(AccessTarget {
@@ -589,16 +588,7 @@ fn policy(p: &mut Problems, path: &str, v: &Value) -> Option<ApproverPolicy> {
     let mut t = Table::open(p, path, v)?;
     let (gp, g) = t.get("approver_groups");
     let count = g.and_then(Value::as_array).map_or(0, Vec::len);
-    let groups = g.map_or(Some(Vec::new()), |v| {
-        let items = list(p, &gp, v, "")?;
-        let before = p.len();
-        let out: Vec<ApproverGroup> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, g)| group(p, &index(&gp, i), g))
-            .collect();
-        (p.len() == before).then_some(out)
-    });
+    let groups = g.map_or(Some(Vec::new()), |v| each(p, &gp, v, "", group));
     let mode = combinator(
         p,
         t.get("approval_mode"),
@@ -641,16 +631,7 @@ fn combined<T>(
 ) -> (Option<LogicalOperator>, Option<Vec<T>>) {
     let (lp, l) = t.get(key);
     let count = l.and_then(Value::as_array).map_or(0, Vec::len);
-    let items = required(p, &lp, l).and_then(|v| {
-        let values = list(p, &lp, v, empty)?;
-        let before = p.len();
-        let out: Vec<T> = values
-            .iter()
-            .enumerate()
-            .filter_map(|(i, x)| item(p, &index(&lp, i), x))
-            .collect();
-        (p.len() == before).then_some(out)
-    });
+    let items = required(p, &lp, l).and_then(|v| each(p, &lp, v, empty, item));
     let operator = combinator(
         p,
         t.get("logical_operator"),
