@@ -128,60 +128,69 @@ impl AccessRequests {
 
     async fn mark_granted(
         &self,
-        mut request: StoredRequest,
+        request: StoredRequest,
         grant: &AccessGrant,
     ) -> Result<StoredRequest, AccessRequestError> {
-        for _ in 0..MAX_ATTEMPTS {
-            if request.state != RequestState::Approved {
-                return Ok(request);
-            }
-            request
-                .transition(RequestState::Granted)
-                .map_err(|_| wrong_state(&request, "grant"))?;
-            request.username = Some(grant.username.clone());
-            request.expires_at = Some(grant.expires_at);
-            match self.store.update(&request).await {
-                Ok(saved) => {
-                    self.audit(AuditAction::RequestGranted, &saved, |e| {
-                        e.detail = format!(
-                            "granted until {}",
-                            grant
-                                .expires_at
-                                .format(&time::format_description::well_known::Rfc3339)
-                                .unwrap_or_default()
-                        );
-                    });
-                    return Ok(saved);
-                }
-                Err(StoreError::Conflict { .. }) => request = self.get(&request.id).await?,
-                Err(e) => return Err(e.into()),
-            }
+        let (saved, moved) = self
+            .move_to(request, RequestState::Granted, |r| {
+                r.username = Some(grant.username.clone());
+                r.expires_at = Some(grant.expires_at);
+            })
+            .await?;
+        if moved {
+            self.audit(AuditAction::RequestGranted, &saved, |e| {
+                e.detail = format!(
+                    "granted until {}",
+                    grant
+                        .expires_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                );
+            });
         }
-        Err(conflict(&request.id))
+        Ok(saved)
     }
 
     /// Moves `request` to `failed` with `why`, and audits it.
     pub(super) async fn fail(
         &self,
-        mut request: StoredRequest,
+        request: StoredRequest,
         why: &str,
     ) -> Result<StoredRequest, AccessRequestError> {
+        let (saved, moved) = self
+            .move_to(request, RequestState::Failed, |r| {
+                r.failure = Some(why.to_owned());
+            })
+            .await?;
+        if moved {
+            self.audit(AuditAction::RequestFailed, &saved, |e| {
+                e.error = Some(why.to_owned());
+                e.detail = "request failed".into();
+            });
+        }
+        Ok(saved)
+    }
+
+    /// Moves `request` to `to` with `edit` applied. When another writer came first it
+    /// re-reads and tries again; once the request can no longer move to `to` (another
+    /// writer moved it on), it is returned as it stands. The flag says whether this
+    /// call moved it (and so owes the audit event).
+    async fn move_to(
+        &self,
+        mut request: StoredRequest,
+        to: RequestState,
+        edit: impl Fn(&mut StoredRequest),
+    ) -> Result<(StoredRequest, bool), AccessRequestError> {
         for _ in 0..MAX_ATTEMPTS {
-            if !request.state.can_move_to(RequestState::Failed) {
-                return Ok(request);
+            if !request.state.can_move_to(to) {
+                return Ok((request, false));
             }
             request
-                .transition(RequestState::Failed)
-                .map_err(|_| wrong_state(&request, "fail"))?;
-            request.failure = Some(why.to_owned());
+                .transition(to)
+                .map_err(|_| wrong_state(&request, "move"))?;
+            edit(&mut request);
             match self.store.update(&request).await {
-                Ok(saved) => {
-                    self.audit(AuditAction::RequestFailed, &saved, |e| {
-                        e.error = Some(why.to_owned());
-                        e.detail = "request failed".into();
-                    });
-                    return Ok(saved);
-                }
+                Ok(saved) => return Ok((saved, true)),
                 Err(StoreError::Conflict { .. }) => request = self.get(&request.id).await?,
                 Err(e) => return Err(e.into()),
             }
@@ -219,32 +228,20 @@ impl AccessRequests {
     /// Moves `request` (granted or revoking) to `to` (expired or revoked), and audits it.
     async fn end(
         &self,
-        mut request: StoredRequest,
+        request: StoredRequest,
         to: RequestState,
     ) -> Result<StoredRequest, AccessRequestError> {
-        for _ in 0..MAX_ATTEMPTS {
-            if !request.state.can_move_to(to) {
-                return Ok(request);
-            }
-            request
-                .transition(to)
-                .map_err(|_| wrong_state(&request, "end"))?;
-            match self.store.update(&request).await {
-                Ok(saved) => {
-                    self.audit(AuditAction::RequestEnded, &saved, |e| {
-                        if let Some(v) = &saved.rejection {
-                            e.approver = Some(v.by.clone());
-                            e.reason.clone_from(&v.reason);
-                        }
-                        e.detail = format!("access ended: {to}");
-                    });
-                    return Ok(saved);
+        let (saved, moved) = self.move_to(request, to, |_| {}).await?;
+        if moved {
+            self.audit(AuditAction::RequestEnded, &saved, |e| {
+                if let Some(v) = &saved.rejection {
+                    e.approver = Some(v.by.clone());
+                    e.reason.clone_from(&v.reason);
                 }
-                Err(StoreError::Conflict { .. }) => request = self.get(&request.id).await?,
-                Err(e) => return Err(e.into()),
-            }
+                e.detail = format!("access ended: {to}");
+            });
         }
-        Err(conflict(&request.id))
+        Ok(saved)
     }
 
     /// Runs [`sync`](Self::sync) every `every` until the task is aborted (errors are

@@ -260,6 +260,8 @@ impl AccessRequests {
         tags: &Arc<dyn TagSource>,
     ) -> Result<Vec<AccessEntry>, AccessRequestError> {
         let mut entries = Vec::new();
+        // Read once, and only when a tag selection asks for it.
+        let mut discovered = None;
         for a in access {
             match a {
                 RequestedAccess::Entry(e) => entries.push(e.clone()),
@@ -269,9 +271,12 @@ impl AccessRequests {
                     value,
                     level,
                 } => {
-                    let discovered = self.integration.discovered().await?;
+                    let found = match discovered {
+                        Some(ref d) => d,
+                        None => discovered.insert(self.integration.discovered().await?),
+                    };
                     let before = entries.len();
-                    for r in discovered.of_type(*resource_type) {
+                    for r in found.of_type(*resource_type) {
                         if tag_of(tags, &r.id, key).await?.as_deref() == Some(value.as_str()) {
                             let entry = AccessEntry::new(r.id.clone(), *level).map_err(|e| {
                                 AccessRequestError::Invalid {
