@@ -48,20 +48,25 @@ impl GrantHints {
             h.order.push_back(grant_id.to_owned());
         }
         if h.by_grant.len() > MAX_HINTS {
-            for _ in 0..MAX_HINTS / 2 {
-                if let Some(old) = h.order.pop_front() {
-                    h.by_grant.remove(&old);
-                }
+            while h.by_grant.len() > MAX_HINTS / 2 {
+                let Some(old) = h.order.pop_front() else {
+                    break;
+                };
+                h.by_grant.remove(&old);
             }
+        }
+        // Forgetting is a map removal, not a scan of the queue, so the queue also holds
+        // ids forgotten since: it is swept of them once it is twice the bound, which
+        // keeps each call's cost constant on average.
+        if h.order.len() > 2 * MAX_HINTS {
+            let Hints { by_grant, order } = &mut *h;
+            order.retain(|g| by_grant.contains_key(g));
         }
     }
 
     /// Grant `grant_id` is gone.
     pub(crate) fn forget(&self, grant_id: &str) {
-        let mut h = self.lock();
-        if h.by_grant.remove(grant_id).is_some() {
-            h.order.retain(|g| g != grant_id);
-        }
+        self.lock().by_grant.remove(grant_id);
     }
 
     /// The role grant `grant_id` was last seen on.
