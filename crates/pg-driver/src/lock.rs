@@ -170,6 +170,17 @@ impl Lock<'_> {
         format!("SELECT {}({})", self.function(try_only, shared), self.key())
     }
 
+    /// The statement that takes the lock (exclusive; waiting, or with `try_only` only
+    /// trying, when it answers `t` or `f`): for a batch sent as one simple query.
+    pub(crate) fn acquire_sql(&self, try_only: bool) -> String {
+        self.statement(try_only, false)
+    }
+
+    /// The statement that releases a session lock (answers `t` when it was held).
+    pub(crate) fn release_sql(&self) -> String {
+        format!("SELECT pg_catalog.pg_advisory_unlock({})", self.key())
+    }
+
     /// The statement that waits for the lock, shared: for a transaction sent as one
     /// simple query.
     pub(crate) fn acquire_shared_sql(&self) -> String {
@@ -205,12 +216,7 @@ impl Lock<'_> {
         &self,
         client: &C,
     ) -> Result<bool, tokio_postgres::Error> {
-        let messages = client
-            .simple_query(&format!(
-                "SELECT pg_catalog.pg_advisory_unlock({})",
-                self.key()
-            ))
-            .await?;
+        let messages = client.simple_query(&self.release_sql()).await?;
         Ok(first_value(&messages) == Some("t"))
     }
 
@@ -277,7 +283,7 @@ SELECT pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_advisory_unlock(k))
 FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS k";
 
 /// The first column of the first row of a simple-protocol result.
-fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<&str> {
+pub(crate) fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<&str> {
     messages.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
         _ => None,
