@@ -119,7 +119,7 @@ pub use error::{AuthFailure, ConnectError, NetworkFailure, TlsFailure};
 pub use tls::{TlsSetupError, default_provider, install_process_default_provider};
 
 // Pools of connections made by a `Connector`.
-pub use pool::{Health, Pool, PoolError, PoolOptions, Recycling};
+pub use pool::{Health, IDLE_CHECK_AFTER, Pool, PoolError, PoolOptions, Recycling};
 
 // Checking what a connector role can do before relying on it.
 pub use preflight::{Capability, ConnectorRole, Preflight, SessionTls};

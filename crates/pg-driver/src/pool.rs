@@ -50,15 +50,28 @@ pub struct PoolOptions {
 
 /// How a pooled connection is checked before it is handed out again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Recycling {
     /// Only check that the connection is not closed.
     Fast,
-    /// Run a trivial query first (detects a restarted server).
+    /// Run a trivial query first when the connection has been idle for
+    /// [`IDLE_CHECK_AFTER`] or longer; one handed out more recently is only checked not
+    /// to be closed. A server that closes a connection (a restart, a terminated
+    /// backend) says so on the socket, and the connection's task sees it at once: what
+    /// the query adds is a guard against connections that died silently while idle.
+    /// Saves a round trip per check-out under load (as `HikariCP`'s
+    /// `aliveBypassWindowMs`).
     #[default]
+    VerifiedWhenIdle,
+    /// Run a trivial query first, every time (detects a restarted server).
     Verified,
     /// Reset the session (`DISCARD ALL`-like) before reuse.
     Clean,
 }
+
+/// How long a pooled connection may sit idle before [`Recycling::VerifiedWhenIdle`]
+/// checks it with a query.
+pub const IDLE_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 impl Default for PoolOptions {
     fn default() -> Self {
@@ -67,7 +80,7 @@ impl Default for PoolOptions {
             wait_timeout: Some(Duration::from_secs(30)),
             create_timeout: Some(Duration::from_secs(30)),
             recycle_timeout: Some(Duration::from_secs(5)),
-            recycling: Recycling::Verified,
+            recycling: Recycling::VerifiedWhenIdle,
         }
     }
 }
@@ -208,6 +221,32 @@ fn most_relevant_driver_error(failures: Failures) -> tokio_postgres::Error {
         )
 }
 
+/// The check of [`Recycling::VerifiedWhenIdle`]: an empty query (what deadpool's
+/// verified recycling sends), within `timeout`, for a connection idle since its last
+/// check-out for [`IDLE_CHECK_AFTER`] or longer. A connection that fails it is
+/// discarded and the pool hands out (or makes) another.
+fn check_when_idle(timeout: Option<Duration>) -> deadpool_postgres::Hook {
+    deadpool_postgres::Hook::async_fn(move |client, metrics| {
+        Box::pin(async move {
+            if metrics.last_used() < IDLE_CHECK_AFTER {
+                return Ok(());
+            }
+            let check = client.simple_query("");
+            let healthy = match timeout {
+                Some(t) => matches!(tokio::time::timeout(t, check).await, Ok(Ok(_))),
+                None => check.await.is_ok(),
+            };
+            if healthy {
+                Ok(())
+            } else {
+                Err(deadpool_postgres::HookError::message(
+                    "an idle connection failed its check",
+                ))
+            }
+        })
+    })
+}
+
 /// The margin over the connector's own bound, so that its error (naming the host) comes
 /// before the pool's.
 const CREATE_MARGIN: Duration = Duration::from_secs(1);
@@ -239,7 +278,7 @@ impl Pool {
         let create = create_timeout(options.create_timeout, connector.connect_budget());
         let connector = Arc::new(connector);
         let recycling_method = match options.recycling {
-            Recycling::Fast => RecyclingMethod::Fast,
+            Recycling::Fast | Recycling::VerifiedWhenIdle => RecyclingMethod::Fast,
             Recycling::Verified => RecyclingMethod::Verified,
             Recycling::Clean => RecyclingMethod::Clean,
         };
@@ -250,7 +289,11 @@ impl Pool {
             },
             ManagerConfig { recycling_method },
         );
-        let inner = deadpool_postgres::Pool::builder(manager)
+        let mut builder = deadpool_postgres::Pool::builder(manager);
+        if options.recycling == Recycling::VerifiedWhenIdle {
+            builder = builder.pre_recycle(check_when_idle(options.recycle_timeout));
+        }
+        let inner = builder
             .max_size(options.max_size.max(1))
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
