@@ -327,7 +327,7 @@ const LEDGER_ROLES_SQL: &str = ledger_sql!("WHERE r.rolname = ANY($2::pg_catalog
 /// descriptions that reads only their first fields, and only the few that match are
 /// joined: driven from the marker's members instead, the planner opened every
 /// comment through the index, about ten times slower at 10,000 roles.
-const LEDGER_TAG_SQL: &str = ledger_sql!(
+pub(crate) const LEDGER_TAG_SQL: &str = ledger_sql!(
     "WITH hits AS MATERIALIZED (
   SELECT s.objoid FROM pg_catalog.pg_shdescription s
   WHERE s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
@@ -398,6 +398,17 @@ pub(crate) async fn read_ledger_for_grant_cached<C: crate::sql::CachedQuery>(
         )
         .await?;
     Ok(ledger_roles(&rows, key))
+}
+
+/// Prepares (once per connection) the statements [`read_ledger_role_cached`] and
+/// [`read_ledger_for_grant_cached`] use: after it, they send their query when first
+/// polled, so they can take their place in a pipeline.
+pub(crate) async fn prepare_grant_lookup(
+    client: &deadpool_postgres::ClientWrapper,
+) -> Result<(), tokio_postgres::Error> {
+    client.prepare_cached(LEDGER_ROLE_SQL).await?;
+    client.prepare_cached(LEDGER_TAG_SQL).await?;
+    Ok(())
 }
 
 /// The role holding a grant, and the grant.

@@ -1,24 +1,25 @@
-//! Granting: validation, the retry around a grant, and the ephemeral paths (with an
-//! explicit id, under its lock; without one, in two round trips).
+//! Granting: validation, the retry around a grant, and the ephemeral grant in two
+//! round trips (with an explicit id, its look-up under its lock pipelined in the first).
 
 use pgwarden_core::config::UserMode;
 use time::OffsetDateTime;
 
 use super::Provisioner;
 use super::request::{Expiry, Grant, GrantRequest};
-use super::roles::{ConnectorFacts, NewLoginRole, create_role_returning_oid};
+use super::roles::{ConnectorFacts, NewLoginRole};
 use super::session::explain_settings_error;
 use super::steps::Step;
 use crate::error::{InvalidRequest, ProvisionError, db, transient};
 use crate::ledger::{
-    GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant, privilege_ready,
-    privilege_records_sql, ready_among,
+    GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant, prepare_grant_lookup,
+    privilege_ready, privilege_records_sql, ready_among,
 };
 use crate::lock::Lock;
 use crate::pool::Unsettled;
 use crate::retry::with_retry;
 use crate::scram::random_string;
 use crate::sql::literal;
+use futures_util::join;
 
 impl Provisioner {
     fn validate(
@@ -163,46 +164,6 @@ impl Provisioner {
         }
     }
 
-    async fn create_ephemeral(
-        &self,
-        entry: &GrantEntry,
-        explicit_id: bool,
-        facts: &ConnectorFacts,
-    ) -> Result<Grant, ProvisionError> {
-        if !explicit_id {
-            return self.create_ephemeral_fast(entry, facts).await;
-        }
-        let mut conn = self.admin.get().await?;
-        let tx = Lock::Grant {
-            grant_id: &entry.grant_id,
-        }
-        .transaction(&mut conn, "locking the grant id")
-        .await?;
-        // Only the roles that may hold this id: a grant's cost does not grow with the
-        // number of grants.
-        let ledger = self
-            .ledger_for_grant(&tx, &entry.grant_id)
-            .await
-            .map_err(db("reading the ledger"))?;
-        if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
-            return Ok(Grant::existing(role, g));
-        }
-        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
-            .await?;
-        let role = self.new_ephemeral_role(entry, facts);
-        silence_statement_log(&*tx, facts.superuser).await?;
-        let oid = create_role_returning_oid(&*tx, &role.create, &role.username)
-            .await
-            .map_err(|e| explain_settings_error(e, &entry.session, facts))?;
-        tx.batch_execute(&role.finish(&self.config.ledger_key, oid))
-            .await
-            .map_err(db("creating the login role"))?;
-        self.step(Step::GrantCommit)?;
-        tx.commit().await.map_err(db("committing the grant"))?;
-        tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
-        Ok(role.into_grant(entry))
-    }
-
     /// A new ephemeral login role for `entry`: a fresh name and password.
     fn new_ephemeral_role(&self, entry: &GrantEntry, facts: &ConnectorFacts) -> NewLoginRole {
         let max = 63 - self.config.username_prefix.len() - 7;
@@ -222,78 +183,96 @@ impl Provisioner {
         NewLoginRole::new(username, record, entry, facts, self.config.scram_iterations)
     }
 
-    /// A grant without an explicit id needs no ledger look-up: the whole transaction
-    /// goes in two round trips. The first takes the shared privileges lock, reads the
-    /// privilege roles' records and creates the login role (no login, no password
-    /// yet) with its memberships; the records are opened here, and only if every
-    /// privilege role is authentic and ready does the second round trip give the role
-    /// its password and sealed record (bound to the oid the first returned) and
-    /// commit. Otherwise the transaction rolls back. The password travels only in the
-    /// second, after `SET LOCAL log_statement = 'none'` took effect (superusers).
-    async fn create_ephemeral_fast(
+    /// An ephemeral grant in two round trips. The first is one pipeline: with an
+    /// explicit id, `BEGIN`, the id's `Grant` lock and the look-up of the roles that
+    /// may hold the id; then (after `BEGIN`, without one) the shared privileges lock,
+    /// the privilege roles' records, and the login role created (no login, no
+    /// password yet) with its memberships. The records are opened here, and only if
+    /// the id is new and every privilege role is authentic and ready does the second
+    /// round trip give the role its password and sealed record (bound to the oid the
+    /// first returned) and commit. Otherwise the transaction rolls back: a grant
+    /// already made under the id is returned as it is (the role made meanwhile is
+    /// undone with the rollback). The password travels only in the second, after
+    /// `SET LOCAL log_statement = 'none'` took effect (superusers).
+    async fn create_ephemeral(
         &self,
         entry: &GrantEntry,
+        explicit_id: bool,
         facts: &ConnectorFacts,
     ) -> Result<Grant, ProvisionError> {
         // A plain BEGIN … COMMIT over two round trips: dropped in between (a cancelled
         // future), the connection must close, not return to the pool mid-transaction
-        // holding the shared privileges lock.
+        // holding its locks.
         let conn = Unsettled::new(self.admin.get().await?);
-        let names = entry
-            .privilege_roles
-            .iter()
-            .map(|n| literal(n))
-            .collect::<Vec<_>>()
-            .join(", ");
+        if explicit_id {
+            // Prepared before the pipeline, so that each request goes out when first
+            // polled, in order.
+            prepare_grant_lookup(&conn)
+                .await
+                .map_err(db("reading the ledger"))?;
+        }
         let role = self.new_ephemeral_role(entry, facts);
-        let first = format!(
-            "BEGIN; {silence}{lock}; {privilege_roles}; {create}; \
-             SELECT 'u', oid, NULL, NULL FROM pg_catalog.pg_roles WHERE rolname = {u}",
-            silence = if facts.superuser {
-                "SET LOCAL log_statement = 'none'; "
-            } else {
-                ""
-            },
-            lock = Lock::Privileges.acquire_shared_sql(),
-            privilege_roles =
-                privilege_records_sql("'p', ", &format!("ARRAY[{names}]::pg_catalog.name[]")),
-            create = role.create,
-            u = literal(&role.username),
+        let first = create_sql(&role, entry, facts, !explicit_id);
+        let id_lock = format!(
+            "BEGIN; {}",
+            Lock::Grant {
+                grant_id: &entry.grant_id
+            }
+            .acquire_sql(false)
         );
+        // One round trip, sent in this order (futures' join polls in order).
+        let (locked, found, created) = join!(
+            async {
+                if explicit_id {
+                    conn.batch_execute(&id_lock).await
+                } else {
+                    Ok(())
+                }
+            },
+            async {
+                if explicit_id {
+                    self.ledger_for_grant(&**conn, &entry.grant_id).await
+                } else {
+                    Ok(Vec::new())
+                }
+            },
+            conn.simple_query(&first),
+        );
+        locked.map_err(db("locking the grant id"))?;
+        let existing = match found {
+            Ok(ledger) => {
+                find_grant(&ledger, &entry.grant_id).map(|(role, g)| Grant::existing(role, g))
+            }
+            Err(e) => {
+                let _ = conn.batch_execute("ROLLBACK").await;
+                return Err(db("reading the ledger")(e));
+            }
+        };
+        if let Some(grant) = existing {
+            conn.batch_execute("ROLLBACK")
+                .await
+                .map_err(db("reading the ledger"))?;
+            conn.settle();
+            return Ok(grant);
+        }
         let key = &self.config.ledger_key;
-        let outcome = match conn.simple_query(&first).await {
+        let outcome = match created {
             Err(e) => Err(explain_settings_error(
                 db("creating the login role")(e),
                 &entry.session,
                 facts,
             )),
             Ok(messages) => {
-                let mut ready = 0;
-                let mut oid = None;
-                for m in &messages {
-                    // The tagged rows have four columns (the lock's row has one).
-                    let tokio_postgres::SimpleQueryMessage::Row(r) = m else {
-                        continue;
-                    };
-                    if r.len() != 4 {
-                        continue;
-                    }
-                    let number = r.get(1).and_then(|v| v.parse::<u32>().ok());
-                    match (r.get(0), number) {
-                        (Some("p"), Some(o))
-                            if privilege_ready(key, o, r.get(2).unwrap_or_default(), r.get(3)) =>
-                        {
-                            ready += 1;
-                        }
-                        (Some("u"), Some(o)) => oid = Some(o),
-                        _ => {}
-                    }
-                }
+                let (ready, oid) = created_role(&messages, key);
                 match oid {
-                    Some(oid) if ready == entry.privilege_roles.len() => conn
-                        .batch_execute(&format!("{}; COMMIT", role.finish(key, oid)))
-                        .await
-                        .map_err(db("creating the login role")),
+                    Some(oid) if ready == entry.privilege_roles.len() => {
+                        if explicit_id {
+                            self.step(Step::GrantCommit)?;
+                        }
+                        conn.batch_execute(&format!("{}; COMMIT", role.finish(key, oid)))
+                            .await
+                            .map_err(db("creating the login role"))
+                    }
                     _ => Err(ProvisionError::PrivilegeRoleNotReady(
                         entry.privilege_roles.join(", "),
                     )),
@@ -316,6 +295,68 @@ impl Provisioner {
         tracing::info!(grant_id = %entry.grant_id, username = %role.username, expires_at = %entry.expires_at, "granted");
         Ok(role.into_grant(entry))
     }
+}
+
+/// The first round trip's statements after the id look-up: `BEGIN` (with `begin`),
+/// the statement log silenced (superusers), the shared privileges lock, the privilege
+/// roles' records (rows tagged `p`), the login role created, and its oid (tagged `u`).
+fn create_sql(
+    role: &NewLoginRole,
+    entry: &GrantEntry,
+    facts: &ConnectorFacts,
+    begin: bool,
+) -> String {
+    let names = entry
+        .privilege_roles
+        .iter()
+        .map(|n| literal(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{begin}{silence}{lock}; {privilege_roles}; {create}; \
+         SELECT 'u', oid, NULL, NULL FROM pg_catalog.pg_roles WHERE rolname = {u}",
+        begin = if begin { "BEGIN; " } else { "" },
+        silence = if facts.superuser {
+            "SET LOCAL log_statement = 'none'; "
+        } else {
+            ""
+        },
+        lock = Lock::Privileges.acquire_shared_sql(),
+        privilege_roles =
+            privilege_records_sql("'p', ", &format!("ARRAY[{names}]::pg_catalog.name[]")),
+        create = role.create,
+        u = literal(&role.username),
+    )
+}
+
+/// What [`create_sql`] answered: how many privilege roles are authentic and ready,
+/// and the new role's oid.
+fn created_role(
+    messages: &[tokio_postgres::SimpleQueryMessage],
+    key: &crate::seal::LedgerKey,
+) -> (usize, Option<u32>) {
+    let mut ready = 0;
+    let mut oid = None;
+    for m in messages {
+        // The tagged rows have four columns (the lock's row has one).
+        let tokio_postgres::SimpleQueryMessage::Row(r) = m else {
+            continue;
+        };
+        if r.len() != 4 {
+            continue;
+        }
+        let number = r.get(1).and_then(|v| v.parse::<u32>().ok());
+        match (r.get(0), number) {
+            (Some("p"), Some(o))
+                if privilege_ready(key, o, r.get(2).unwrap_or_default(), r.get(3)) =>
+            {
+                ready += 1;
+            }
+            (Some("u"), Some(o)) => oid = Some(o),
+            _ => {}
+        }
+    }
+    (ready, oid)
 }
 
 /// A requester as a role-name part: lower-case ASCII letters and digits, runs of
