@@ -1135,3 +1135,84 @@ fn count(role: &str) -> i64 {
     .parse()
     .unwrap()
 }
+
+/// The common revocation (all the role holds in the connector's own database, a
+/// session open) takes the pipelined path, whether this process knows the grant (it
+/// made it) or not (another process, after a restart): either way it reports what it
+/// did, leaves nothing of the role behind and lets go of the grant's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_in_the_connectors_database_reports_all_it_did() {
+    cluster()
+        .psql("CREATE SCHEMA pipe_scratch; GRANT CREATE, USAGE ON SCHEMA pipe_scratch TO PUBLIC; CREATE SCHEMA pipe; CREATE TABLE pipe.t (id int)")
+        .unwrap();
+    for known in [true, false] {
+        let granter = provisioner(UserMode::Ephemeral);
+        let g = granter
+            .grant(request(
+                "pia",
+                &["postgresql-schema:postgres/pipe=read-only"],
+            ))
+            .await
+            .unwrap();
+        let pw = g.password.as_ref().unwrap().expose_secret().to_owned();
+        as_user(
+            &g.username,
+            &pw,
+            "postgres",
+            "CREATE TABLE pipe_scratch.mine (id int); GRANT SELECT ON pipe_scratch.mine TO PUBLIC",
+        )
+        .unwrap();
+        let session = common::session(cluster(), &g.username, &pw, "postgres").await;
+        let revoker = if known {
+            granter
+        } else {
+            provisioner(UserMode::Ephemeral)
+        };
+        let report = revoker.revoke(&g.grant_id).await.unwrap();
+        assert!(
+            report.role_dropped && report.login_disabled && !report.already_revoked,
+            "known {known}: {report:?}"
+        );
+        assert_eq!(report.sessions_terminated, 1, "known {known}: {report:?}");
+        assert_eq!(
+            report.memberships_removed.len(),
+            1,
+            "known {known}: {report:?}"
+        );
+        let [cleanup] = report.databases.as_slice() else {
+            panic!("known {known}: one database cleaned: {report:?}");
+        };
+        assert_eq!(cleanup.database, "postgres", "known {known}: {report:?}");
+        assert_eq!(cleanup.objects_dropped, 1, "known {known}: {report:?}");
+        assert!(session.query_one("SELECT 1", &[]).await.is_err());
+        assert_eq!(
+            q(&format!(
+                "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = '{u}')
+                      + (SELECT count(*) FROM pg_class WHERE relname = 'mine')
+                      + (SELECT count(*) FROM pg_stat_activity WHERE usename = '{u}')",
+                u = g.username
+            ))
+            .trim(),
+            "0",
+            "known {known}"
+        );
+        // The grant's revocation lock is free: no session holds it.
+        let key = pgwarden_pg_driver::Lock::Revoking {
+            grant_id: &g.grant_id,
+        }
+        .key();
+        let b = key.to_be_bytes();
+        let high = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let low = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        assert_eq!(
+            q(&format!(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {high} AND objid = {low}"
+            ))
+            .trim(),
+            "0",
+            "known {known}"
+        );
+        // And again: already revoked, from either process.
+        assert!(revoker.revoke(&g.grant_id).await.unwrap().already_revoked);
+    }
+}
