@@ -121,6 +121,16 @@ impl Storm {
         let lead = Duration::from_millis(3).saturating_mul(u32::try_from(n).unwrap())
             + Duration::from_secs(5);
         let at = OffsetDateTime::now_utc() + lead;
+        self.grant_until(n, concurrency, at).await;
+        assert!(
+            OffsetDateTime::now_utc() < at,
+            "granting {n} took longer than {lead:?}"
+        );
+        at
+    }
+
+    /// Makes `n` grants, `concurrency` at a time, all until `at`.
+    pub(crate) async fn grant_until(&self, n: usize, concurrency: usize, at: OffsetDateTime) {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..n {
             let p = self.provisioner.clone();
@@ -143,11 +153,6 @@ impl Storm {
         while let Some(done) = tasks.join_next().await {
             done.unwrap().unwrap();
         }
-        assert!(
-            OffsetDateTime::now_utc() < at,
-            "granting {n} took longer than {lead:?}"
-        );
-        at
     }
 
     /// Managed login roles left.
