@@ -55,7 +55,8 @@ pub async fn rotation_lock_database<C: GenericClient>(
 
 /// Sets the session role's password to `verifier` (`ALTER ROLE CURRENT_USER PASSWORD`):
 /// the plaintext never reaches the server. With `silence_log` (a superuser session),
-/// `log_statement` is set to `none` for the session first, in a statement of its own:
+/// statement logging (by kind, duration or sampling) is turned off for the session
+/// first, in a statement of its own:
 /// the server logs a query string when it arrives, so the setting must be in force
 /// before the statement carrying the verifier is sent. (Failing to silence it is not an
 /// error.)
@@ -66,7 +67,7 @@ pub async fn set_connector_password<C: GenericClient>(
 ) -> Result<(), tokio_postgres::Error> {
     if silence_log {
         client
-            .batch_execute("SET log_statement = 'none'")
+            .batch_execute(&crate::sql::silence_log_sql(false))
             .await
             .ok();
     }

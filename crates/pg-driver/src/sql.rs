@@ -104,6 +104,20 @@ cached_query!(
     deadpool_postgres::Transaction<'_>
 );
 
+/// The settings that keep statements out of the server log from now on (for the
+/// transaction with `local`, else for the session): no statement logging, no logging
+/// by duration (`log_min_duration_statement` logs a statement's text whatever
+/// `log_statement` says), no sampled logging. Only a superuser may set them; sent
+/// before a statement that carries a verifier.
+#[must_use]
+pub(crate) fn silence_log_sql(local: bool) -> String {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    format!(
+        "{set} log_statement = 'none'; {set} log_min_duration_statement = -1; \
+         {set} log_min_duration_sample = -1; {set} log_transaction_sample_rate = 0"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

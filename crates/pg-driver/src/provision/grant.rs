@@ -18,7 +18,7 @@ use crate::lock::Lock;
 use crate::pool::Unsettled;
 use crate::retry::with_retry;
 use crate::scram::random_string;
-use crate::sql::literal;
+use crate::sql::{literal, silence_log_sql};
 use futures_util::join;
 
 impl Provisioner {
@@ -193,7 +193,7 @@ impl Provisioner {
     /// first returned) and commit. Otherwise the transaction rolls back: a grant
     /// already made under the id is returned as it is (the role made meanwhile is
     /// undone with the rollback). The password travels only in the second, after
-    /// `SET LOCAL log_statement = 'none'` took effect (superusers).
+    /// [`silence_log_sql`] took effect (superusers).
     async fn create_ephemeral(
         &self,
         entry: &GrantEntry,
@@ -269,8 +269,14 @@ impl Provisioner {
                         if explicit_id {
                             self.step(Step::GrantCommit)?;
                         }
-                        conn.batch_execute(&format!("{}; COMMIT", role.finish(key, oid)))
-                            .await
+                        // COMMIT goes as a message of its own, in the same round trip:
+                        // the server logs a statement's duration when its message ends,
+                        // and by then a COMMIT in it would have undone the silence.
+                        let finish = role.finish(key, oid);
+                        let (finished, committed) =
+                            join!(conn.batch_execute(&finish), conn.batch_execute("COMMIT"));
+                        finished
+                            .and(committed)
                             .map_err(db("creating the login role"))
                     }
                     _ => Err(ProvisionError::PrivilegeRoleNotReady(
@@ -314,12 +320,12 @@ fn create_sql(
         .join(", ");
     format!(
         "{begin}{silence}{lock}; {privilege_roles}; {create}; \
-         SELECT 'u', oid, NULL, NULL FROM pg_catalog.pg_roles WHERE rolname = {u}",
+         SELECT 'u', pg_catalog.to_regrole(pg_catalog.quote_ident({u}))::pg_catalog.oid, NULL, NULL",
         begin = if begin { "BEGIN; " } else { "" },
         silence = if facts.superuser {
-            "SET LOCAL log_statement = 'none'; "
+            format!("{}; ", silence_log_sql(true))
         } else {
-            ""
+            String::new()
         },
         lock = Lock::Privileges.acquire_shared_sql(),
         privilege_roles =
@@ -383,15 +389,15 @@ pub(super) fn sanitize_requester(requester: &str, max: usize) -> String {
     }
 }
 
-/// `SET LOCAL log_statement = 'none'`, sent on its own: the server logs a query
-/// string when it arrives, so the setting must be in force before the statement that
+/// [`silence_log_sql`] for the transaction, sent on its own: the server logs a query
+/// string when it arrives, so the settings must be in force before the statement that
 /// carries a verifier is sent.
 pub(super) async fn silence_statement_log<C: tokio_postgres::GenericClient>(
     tx: &C,
     superuser: bool,
 ) -> Result<(), ProvisionError> {
     if superuser {
-        tx.batch_execute("SET LOCAL log_statement = 'none'")
+        tx.batch_execute(&silence_log_sql(true))
             .await
             .map_err(db("silencing the statement log"))?;
     }
