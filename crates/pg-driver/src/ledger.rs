@@ -434,11 +434,16 @@ WHERE r.rolname = $1";
 /// literals for the simple protocol), each as `tag` (a literal column telling these
 /// rows from others in the same round trip; empty for none), oid, name and comment:
 /// what [`privilege_ready`] decides on. The one read of privilege roles' readiness.
+/// A role without a comment gives no row (it is not ready). Each name is resolved by
+/// `to_regrole` (a catalog cache look-up) rather than through the `pg_roles` view,
+/// whose planning cost more than the rest of a grant's first round trip.
 pub(crate) fn privilege_records_sql(tag: &str, names: &str) -> String {
     format!(
-        "SELECT {tag}r.oid, r.rolname::pg_catalog.text, d.description FROM pg_catalog.pg_roles r \
-           LEFT JOIN pg_catalog.pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid \
-           WHERE r.rolname = ANY ({names})"
+        "SELECT {tag}d.objoid, n::pg_catalog.text, d.description \
+           FROM pg_catalog.unnest({names}) AS n \
+           JOIN pg_catalog.pg_shdescription d \
+             ON d.objoid OPERATOR(pg_catalog.=) pg_catalog.to_regrole(pg_catalog.quote_ident(n::pg_catalog.text))::pg_catalog.oid \
+            AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid"
     )
 }
 
