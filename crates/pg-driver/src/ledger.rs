@@ -288,27 +288,43 @@ pub(crate) struct LedgerRole {
 
 /// The ledger query, all of it or narrowed by a condition on `r` (the role; `AND …`);
 /// `$1` is the marker role. Membership in the marker is a semi-join (`EXISTS`), not a
-/// join: driven by the narrowing condition, a look-up reads one role through the
-/// `rolname` or `oid` index whatever the planner believes of the marker's members.
-/// (As a join, with statistics older than a burst of grants, a cached generic plan read
-/// every member of the marker: 26 ms for one role at 10,000 grants.)
+/// join, and roles are named by `to_regrole`/`pg_get_userbyid` (catalog cache look-ups),
+/// not joined: driven by the narrowing condition, a look-up reads one role through the
+/// `rolname` or `oid` index, and its memberships through `(member, roleid)`, whatever
+/// the planner believes of the catalogs. (As joins, with statistics older than a
+/// burst of grants, a cached generic plan read every member of the marker, 26 ms for
+/// one role at 10,000 grants, and then merge-joined each role's memberships with the
+/// whole `pg_authid`, 3 ms.)
+///
+/// A look-up (`$filter` narrowing to a few roles) fences the membership test with
+/// `OFFSET 0`, which keeps it a sub-plan run per role read, on the `(roleid, member)`
+/// index: flattened into a join, a generic plan that believed the marker had few
+/// members scanned all of them (4 ms at 10,000 grants).
 macro_rules! ledger_sql {
-    ($filter:literal) => {
+    (lookup, $filter:literal) => {
+        ledger_sql!("OFFSET 0", $filter)
+    };
+    ($fence:literal, $filter:literal) => {
         concat!(
             "
 SELECT r.rolname::text, d.description, r.rolcanlogin,
        NULLIF(NULLIF(r.rolvaliduntil, 'infinity'), '-infinity'),
-       ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m2
-             JOIN pg_catalog.pg_roles g ON g.oid = m2.roleid
-             WHERE m2.member = r.oid AND g.rolname <> $1 ORDER BY 1),
+       ARRAY(SELECT pg_catalog.pg_get_userbyid(m2.roleid)::pg_catalog.text
+             FROM pg_catalog.pg_auth_members m2
+             WHERE m2.member = r.oid
+               AND m2.roleid OPERATOR(pg_catalog.<>) pg_catalog.to_regrole(pg_catalog.quote_ident($1::pg_catalog.text))::pg_catalog.oid
+             ORDER BY 1),
        r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls,
        r.oid
 FROM pg_catalog.pg_roles r
 LEFT JOIN pg_catalog.pg_shdescription d
        ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
 WHERE EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-              JOIN pg_catalog.pg_roles k ON k.oid = m.roleid
-              WHERE m.member = r.oid AND k.rolname = $1 AND NOT m.admin_option)
+              WHERE m.member = r.oid AND NOT m.admin_option
+                AND m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole(pg_catalog.quote_ident($1::pg_catalog.text))::pg_catalog.oid
+",
+            $fence,
+            ")
 ",
             $filter,
             "
@@ -317,11 +333,14 @@ ORDER BY 1"
     };
 }
 
-const LEDGER_SQL: &str = ledger_sql!("");
+/// Every managed role: the membership test may be planned as a join (it reads all the
+/// marker's members anyway).
+const LEDGER_SQL: &str = ledger_sql!("", "");
 /// One role (`$2`).
-pub(crate) const LEDGER_ROLE_SQL: &str = ledger_sql!("AND r.rolname = $2");
+pub(crate) const LEDGER_ROLE_SQL: &str = ledger_sql!(lookup, "AND r.rolname = $2");
 /// The roles named in `$2` (an array).
-const LEDGER_ROLES_SQL: &str = ledger_sql!("AND r.rolname = ANY($2::pg_catalog.text[])");
+const LEDGER_ROLES_SQL: &str =
+    ledger_sql!(lookup, "AND r.rolname = ANY($2::pg_catalog.text[])");
 /// Roles whose sealed comment (prefix `$3`) carries the lookup tag `$2` among its tags
 /// (the field after the prefix; tags are hex, and the sealed body base64, so neither
 /// holds a `:`). One pass over the shared descriptions reads only their first fields;
@@ -329,6 +348,7 @@ const LEDGER_ROLES_SQL: &str = ledger_sql!("AND r.rolname = ANY($2::pg_catalog.t
 /// plan is an index scan whatever the statistics say). About 6 ms at 10,000 grants,
 /// where matching the whole comment through a join took 37 ms.
 pub(crate) const LEDGER_TAG_SQL: &str = ledger_sql!(
+    lookup,
     "AND r.oid = ANY (ARRAY(
   SELECT s.objoid FROM pg_catalog.pg_shdescription s
   WHERE s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
