@@ -339,8 +339,7 @@ const LEDGER_SQL: &str = ledger_sql!("", "");
 /// One role (`$2`).
 pub(crate) const LEDGER_ROLE_SQL: &str = ledger_sql!(lookup, "AND r.rolname = $2");
 /// The roles named in `$2` (an array).
-const LEDGER_ROLES_SQL: &str =
-    ledger_sql!(lookup, "AND r.rolname = ANY($2::pg_catalog.text[])");
+const LEDGER_ROLES_SQL: &str = ledger_sql!(lookup, "AND r.rolname = ANY($2::pg_catalog.text[])");
 /// Roles whose sealed comment (prefix `$3`) carries the lookup tag `$2` among its tags
 /// (the field after the prefix; tags are hex, and the sealed body base64, so neither
 /// holds a `:`). One pass over the shared descriptions reads only their first fields;
