@@ -132,31 +132,9 @@ impl Provisioner {
         )
         .await;
         if let Err(ProvisionError::Database { source, .. }) = &result
-            && source
-                .as_db_error()
-                .is_some_and(|d| d.code().code() == "55P03")
+            && lock_timed_out(source)
         {
-            let blockers = conn
-                .query_cached(BLOCKERS_SQL, &[&username])
-                .await
-                .map_err(db(format!(
-                    "finding what the clean-up in {database} waits for"
-                )))?
-                .iter()
-                .map(|r| Blocker {
-                    pid: r.get(0),
-                    user: r.get(1),
-                    state: r.get(2),
-                    application_name: r.get(3),
-                    transaction_seconds: r.get(4),
-                })
-                .collect();
-            return Err(ProvisionError::CleanupWaiting {
-                username: username.to_owned(),
-                database: database.to_owned(),
-                waited,
-                blockers,
-            });
+            return Err(self.cleanup_waiting(conn, database, username).await);
         }
         result?;
         let kept = self.config.successor.is_some();
@@ -169,4 +147,41 @@ impl Provisioner {
             security_definer_functions,
         })
     }
+
+    /// The clean-up in `database` gave up waiting for a lock: the error that says so,
+    /// naming the sessions holding locks on what it must drop (read on `conn`, in that
+    /// database).
+    pub(super) async fn cleanup_waiting(
+        &self,
+        conn: &deadpool_postgres::ClientWrapper,
+        database: &str,
+        username: &str,
+    ) -> ProvisionError {
+        let blockers = match conn.query_cached(BLOCKERS_SQL, &[&username]).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| Blocker {
+                    pid: r.get(0),
+                    user: r.get(1),
+                    state: r.get(2),
+                    application_name: r.get(3),
+                    transaction_seconds: r.get(4),
+                })
+                .collect(),
+            Err(e) => {
+                return db(format!("finding what the clean-up in {database} waits for"))(e);
+            }
+        };
+        ProvisionError::CleanupWaiting {
+            username: username.to_owned(),
+            database: database.to_owned(),
+            waited: self.config.cleanup_lock_timeout,
+            blockers,
+        }
+    }
+}
+
+/// Whether a statement gave up waiting for a lock (`lock_timeout`, SQLSTATE 55P03).
+pub(super) fn lock_timed_out(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| d.code().code() == "55P03")
 }

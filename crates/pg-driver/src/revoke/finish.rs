@@ -9,7 +9,7 @@ use futures_util::join;
 use pgwarden_core::naming::MARKER_ROLE;
 use tokio_postgres::types::ToSql;
 
-use super::clean::DEPENDENCIES_SQL;
+use super::clean::{DEPENDENCIES_SQL, lock_timed_out};
 use super::{DatabaseCleanup, RevocationReport};
 use crate::error::{ProvisionError, db, describe_db_error, transient};
 use crate::ledger::LedgerRole;
@@ -261,10 +261,14 @@ impl Provisioner {
         );
         begun.map_err(db("removing what the role owns"))?;
         if let Err(e) = dropped {
-            tracing::debug!(username, error = %e, "the one-transaction clean-up failed; going step by step");
             conn.batch_execute("ROLLBACK")
                 .await
                 .map_err(db("ending the clean-up's transaction"))?;
+            // Waiting again step by step would only double the wait: say who holds it.
+            if lock_timed_out(&e) {
+                return Err(self.cleanup_waiting(conn, here, username).await);
+            }
+            tracing::debug!(username, error = %e, "the one-transaction clean-up failed; going step by step");
             return Ok(None);
         }
         report.role_dropped = true;
