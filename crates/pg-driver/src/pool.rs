@@ -56,14 +56,15 @@ pub enum Recycling {
     Fast,
     /// Run a trivial query first when the connection has been idle for
     /// [`IDLE_CHECK_AFTER`] or longer; one handed out more recently is only checked not
-    /// to be closed. A server that closes a connection (a restart, a terminated
-    /// backend) says so on the socket, and the connection's task sees it at once: what
-    /// the query adds is a guard against connections that died silently while idle.
-    /// Saves a round trip per check-out under load (as `HikariCP`'s
-    /// `aliveBypassWindowMs`).
-    #[default]
+    /// to be closed. Saves a round trip per check-out under load (as `HikariCP`'s
+    /// `aliveBypassWindowMs`). The catch: a backend terminated moments before the
+    /// check-out (`pg_terminate_backend`, as after a credential rotation elsewhere) is
+    /// not seen closed yet, and the first statement on it fails with SQLSTATE 57P01
+    /// instead of going to a fresh connection. Only for callers that retry that.
     VerifiedWhenIdle,
-    /// Run a trivial query first, every time (detects a restarted server).
+    /// Run a trivial query first, every time (detects a restarted server, and a
+    /// backend terminated moments ago).
+    #[default]
     Verified,
     /// Reset the session (`DISCARD ALL`-like) before reuse.
     Clean,
@@ -80,7 +81,7 @@ impl Default for PoolOptions {
             wait_timeout: Some(Duration::from_secs(30)),
             create_timeout: Some(Duration::from_secs(30)),
             recycle_timeout: Some(Duration::from_secs(5)),
-            recycling: Recycling::VerifiedWhenIdle,
+            recycling: Recycling::Verified,
         }
     }
 }
