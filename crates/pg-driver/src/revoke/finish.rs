@@ -108,8 +108,14 @@ impl Provisioner {
             }
         }
         if left.sessions > 0 {
-            report.sessions_terminated +=
-                terminate_sessions(conn, username, facts.version_num).await?;
+            let again = terminate_sessions(conn, username, facts.version_num).await?;
+            // From 14 the loop ends only sessions still running; on 13 it signals again
+            // those signalled above while they exit, so they are counted once.
+            report.sessions_terminated = if facts.version_num >= 140_000 {
+                ended + again
+            } else {
+                ended.max(again)
+            };
         }
         let here = self.connector.database();
         let simple = left.owned_databases == 0
