@@ -122,26 +122,25 @@ impl Provisioner {
             && left.can_act
             && left.databases.iter().all(|d| d == here)
             && (self.config.successor.is_none() || left.databases.is_empty());
-        if simple
-            && let Some(released) = self.drop_here(conn, &mut report, role, &left, lock).await?
-        {
-            tracing::info!(
-                grant_id,
-                username,
-                sessions = report.sessions_terminated,
-                "revoked"
-            );
-            return Ok((report, released));
-        }
-        self.clean_and_drop(conn, &mut report, username, role.oid, facts)
-            .await?;
+        let dropped_here = if simple {
+            self.drop_here(conn, &mut report, role, &left, lock).await?
+        } else {
+            None
+        };
+        let released = if let Some(released) = dropped_here {
+            released
+        } else {
+            self.clean_and_drop(conn, &mut report, username, role.oid, facts)
+                .await?;
+            false
+        };
         tracing::info!(
             grant_id,
             username,
             sessions = report.sessions_terminated,
             "revoked"
         );
-        Ok((report, false))
+        Ok((report, released))
     }
 
     /// Steps 2–4 in one pipeline: sessions ended, the memberships `role` was read with
@@ -163,12 +162,7 @@ impl Provisioner {
         let owned = prepare(OWNED_DATABASES_SQL).await?;
         let databases = prepare(DATABASES_SQL).await?;
         let can_act = prepare(CAN_ACT_AS_SQL).await?;
-        let revoke = role
-            .member_of
-            .iter()
-            .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let revoke = revoke_memberships_sql(&role.member_of, username);
         let by_name: [&(dyn ToSql + Sync); 1] = [&username];
         // One round trip, sent in this order (see `mark`).
         let (ended, revoked, owned, databases, can_act) = join!(
@@ -482,6 +476,15 @@ async fn act_as(
     })
 }
 
+/// `REVOKE <group> FROM <username>` for each of `groups`, as one batch.
+fn revoke_memberships_sql(groups: &[String], username: &str) -> String {
+    groups
+        .iter()
+        .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Step 3: removes memberships other than the marker and `keep`.
 pub(crate) async fn remove_memberships(
     conn: &deadpool_postgres::ClientWrapper,
@@ -504,11 +507,7 @@ pub(crate) async fn remove_memberships(
         .filter(|g| !keep.contains(g))
         .collect();
     if !groups.is_empty() {
-        let sql = groups
-            .iter()
-            .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let sql = revoke_memberships_sql(&groups, username);
         with_retry(
             || async {
                 conn.batch_execute(&sql)
