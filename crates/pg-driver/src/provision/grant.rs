@@ -6,13 +6,13 @@ use time::OffsetDateTime;
 
 use super::Provisioner;
 use super::request::{Expiry, Grant, GrantRequest};
-use super::roles::{ConnectorFacts, NewLoginRole};
+use super::roles::{ConnectorFacts, NewLoginRole, last_row_value};
 use super::session::explain_settings_error;
 use super::steps::Step;
 use crate::error::{InvalidRequest, ProvisionError, db, transient};
 use crate::ledger::{
-    GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant, prepare_grant_lookup,
-    privilege_ready, privilege_records_sql, ready_among,
+    GrantEntry, GrantState, LEDGER_VERSION, PRIVILEGE_RECORDS_SQL, RoleMode, RoleRecord,
+    find_grant, prepare_grant_lookup, ready_among, ready_in,
 };
 use crate::lock::Lock;
 use crate::pool::Unsettled;
@@ -146,13 +146,13 @@ impl Provisioner {
     }
 
     /// Under the shared privileges lock, checks that every privilege role is ready.
-    pub(super) async fn lock_ready_privilege_roles<C: tokio_postgres::GenericClient>(
+    pub(super) async fn lock_ready_privilege_roles(
         &self,
-        tx: &C,
+        tx: &deadpool_postgres::Transaction<'_>,
         names: &[String],
     ) -> Result<(), ProvisionError> {
         Lock::Privileges
-            .acquire_shared(tx)
+            .acquire_shared(&**tx)
             .await
             .map_err(db("locking privilege roles"))?;
         let ready = ready_among(tx, &self.config.ledger_key, names)
@@ -204,31 +204,23 @@ impl Provisioner {
         // future), the connection must close, not return to the pool mid-transaction
         // holding its locks.
         let conn = Unsettled::new(self.admin.get().await?);
+        // Prepared before the pipeline (once per connection), so that each request
+        // goes out when first polled, in order, and the server reuses their plans.
+        let records_sql = conn
+            .prepare_cached(PRIVILEGE_RECORDS_SQL)
+            .await
+            .map_err(db("reading privilege roles"))?;
         if explicit_id {
-            // Prepared before the pipeline, so that each request goes out when first
-            // polled, in order.
             prepare_grant_lookup(&conn)
                 .await
                 .map_err(db("reading the ledger"))?;
         }
         let role = self.new_ephemeral_role(entry, facts);
-        let first = create_sql(&role, entry, facts, !explicit_id);
-        let id_lock = format!(
-            "BEGIN; {}",
-            Lock::Grant {
-                grant_id: &entry.grant_id
-            }
-            .acquire_sql(false)
-        );
+        let (open, create) = create_sql(&role, entry, facts, explicit_id);
+        let names: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&entry.privilege_roles];
         // One round trip, sent in this order (futures' join polls in order).
-        let (locked, found, created) = join!(
-            async {
-                if explicit_id {
-                    conn.batch_execute(&id_lock).await
-                } else {
-                    Ok(())
-                }
-            },
+        let (opened, found, records, created) = join!(
+            conn.batch_execute(&open),
             async {
                 if explicit_id {
                     self.ledger_for_grant(&**conn, &entry.grant_id).await
@@ -236,9 +228,10 @@ impl Provisioner {
                     Ok(Vec::new())
                 }
             },
-            conn.simple_query(&first),
+            conn.query(&records_sql, names),
+            conn.simple_query(&create),
         );
-        locked.map_err(db("locking the grant id"))?;
+        opened.map_err(db("locking the grant"))?;
         let existing = match found {
             Ok(ledger) => {
                 find_grant(&ledger, &entry.grant_id).map(|(role, g)| Grant::existing(role, g))
@@ -256,16 +249,18 @@ impl Provisioner {
             return Ok(grant);
         }
         let key = &self.config.ledger_key;
-        let outcome = match created {
-            Err(e) => Err(explain_settings_error(
+        let outcome = match (records, created) {
+            (Err(e), _) => Err(db("reading privilege roles")(e)),
+            (_, Err(e)) => Err(explain_settings_error(
                 db("creating the login role")(e),
                 &entry.session,
                 facts,
             )),
-            Ok(messages) => {
-                let (ready, oid) = created_role(&messages, key);
-                match oid {
-                    Some(oid) if ready == entry.privilege_roles.len() => {
+            (Ok(records), Ok(messages)) => {
+                let ready = ready_in(&records, key);
+                let all_ready = entry.privilege_roles.iter().all(|n| ready.contains(n));
+                match last_row_value(&messages, 0).and_then(|v| v.parse::<u32>().ok()) {
+                    Some(oid) if all_ready => {
                         if explicit_id {
                             self.step(Step::GrantCommit)?;
                         }
@@ -303,66 +298,40 @@ impl Provisioner {
     }
 }
 
-/// The first round trip's statements after the id look-up: `BEGIN` (with `begin`),
-/// the statement log silenced (superusers), the shared privileges lock, the privilege
-/// roles' records (rows tagged `p`), the login role created, and its oid (tagged `u`).
+/// The first round trip's two simple-protocol messages, around the id look-up and
+/// the privilege roles' records ([`PRIVILEGE_RECORDS_SQL`], prepared): before them,
+/// `BEGIN`, the id's `Grant` lock (with `explicit_id`) and the shared privileges lock;
+/// after them, the login role created, its oid (the last row), and the statement log
+/// silenced (superusers) for the second round trip, which carries the verifier.
 fn create_sql(
     role: &NewLoginRole,
     entry: &GrantEntry,
     facts: &ConnectorFacts,
-    begin: bool,
-) -> String {
-    let names = entry
-        .privilege_roles
-        .iter()
-        .map(|n| literal(n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "{begin}{silence}{lock}; {privilege_roles}; {create}; \
-         SELECT 'u', pg_catalog.to_regrole(pg_catalog.quote_ident({u}))::pg_catalog.oid, NULL, NULL",
-        begin = if begin { "BEGIN; " } else { "" },
-        silence = if facts.superuser {
-            format!("{}; ", silence_log_sql(true))
-        } else {
-            String::new()
-        },
-        lock = Lock::Privileges.acquire_shared_sql(),
-        privilege_roles =
-            privilege_records_sql("'p', ", &format!("ARRAY[{names}]::pg_catalog.name[]")),
+    explicit_id: bool,
+) -> (String, String) {
+    let mut open = String::from("BEGIN; ");
+    if explicit_id {
+        open.push_str(
+            &Lock::Grant {
+                grant_id: &entry.grant_id,
+            }
+            .acquire_sql(false),
+        );
+        open.push_str("; ");
+    }
+    open.push_str(&Lock::Privileges.acquire_shared_sql());
+    let mut create = format!(
+        "{create}; SELECT pg_catalog.to_regrole(pg_catalog.quote_ident({u}))::pg_catalog.oid",
         create = role.create,
         u = literal(&role.username),
-    )
-}
-
-/// What [`create_sql`] answered: how many privilege roles are authentic and ready,
-/// and the new role's oid.
-fn created_role(
-    messages: &[tokio_postgres::SimpleQueryMessage],
-    key: &crate::seal::LedgerKey,
-) -> (usize, Option<u32>) {
-    let mut ready = 0;
-    let mut oid = None;
-    for m in messages {
-        // The tagged rows have four columns (the lock's row has one).
-        let tokio_postgres::SimpleQueryMessage::Row(r) = m else {
-            continue;
-        };
-        if r.len() != 4 {
-            continue;
-        }
-        let number = r.get(1).and_then(|v| v.parse::<u32>().ok());
-        match (r.get(0), number) {
-            (Some("p"), Some(o))
-                if privilege_ready(key, o, r.get(2).unwrap_or_default(), r.get(3)) =>
-            {
-                ready += 1;
-            }
-            (Some("u"), Some(o)) => oid = Some(o),
-            _ => {}
-        }
+    );
+    // Last: the server logs a message's text when it arrives, so the role's creation
+    // (no secret in it) stays in the statement log; the verifier comes later.
+    if facts.superuser {
+        create.push_str("; ");
+        create.push_str(&silence_log_sql(true));
     }
-    (ready, oid)
+    (open, create)
 }
 
 /// A requester as a role-name part: lower-case ASCII letters and digits, runs of

@@ -68,7 +68,7 @@ impl Provisioner {
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {
             return Ok(Grant::existing(role, g));
         }
-        self.lock_ready_privilege_roles(&*tx, &entry.privilege_roles)
+        self.lock_ready_privilege_roles(&tx, &entry.privilege_roles)
             .await?;
         let existing = read_ledger_role_cached(&tx, &self.config.ledger_key, &username)
             .await

@@ -51,7 +51,7 @@ impl Provisioner {
         }
         let conn = self.admin.get().await?;
         let wanted: Vec<String> = missing.iter().map(|e| privilege_role_name(e)).collect();
-        let ready_now = ready_among(&**conn, &self.config.ledger_key, &wanted)
+        let ready_now = ready_among(&*conn, &self.config.ledger_key, &wanted)
             .await
             .map_err(db("reading privilege roles"))?;
         drop(conn);
