@@ -586,6 +586,12 @@ pub(crate) fn db(
     move |source| ProvisionError::Database { action, source }
 }
 
+/// Whether a database error says the connection itself was gone (see
+/// [`crate::pool::connection_lost`]).
+pub(crate) fn lost(e: &ProvisionError) -> bool {
+    matches!(e, ProvisionError::Database { source, .. } if crate::pool::connection_lost(source))
+}
+
 /// Whether retrying may succeed (a transient catalog conflict: see [`is_transient`]).
 pub(crate) fn transient(e: &ProvisionError) -> bool {
     matches!(e, ProvisionError::Database { source, .. } if is_transient(source))

@@ -63,7 +63,9 @@ pub enum Recycling {
     /// instead of going to a fresh connection. Only for callers that retry that.
     VerifiedWhenIdle,
     /// Run a trivial query first, every time (detects a restarted server, and a
-    /// backend terminated moments ago).
+    /// backend terminated moments ago) — except for pgwarden's own grants and
+    /// revocations, which skip it: their first round trip commits nothing, and when it
+    /// finds the connection dead they run again once on a checked one.
     #[default]
     Verified,
     /// Reset the session (`DISCARD ALL`-like) before reuse.
@@ -222,14 +224,26 @@ fn most_relevant_driver_error(failures: Failures) -> tokio_postgres::Error {
         )
 }
 
-/// The check of [`Recycling::VerifiedWhenIdle`]: an empty query (what deadpool's
-/// verified recycling sends), within `timeout`, for a connection idle since its last
-/// check-out for [`IDLE_CHECK_AFTER`] or longer. A connection that fails it is
-/// discarded and the pool hands out (or makes) another.
-fn check_when_idle(timeout: Option<Duration>) -> deadpool_postgres::Hook {
+tokio::task_local! {
+    /// Set around [`Pool::get_unchecked`]: the check-out skips the check query.
+    static UNCHECKED: ();
+}
+
+/// The check of [`Recycling::Verified`] and [`Recycling::VerifiedWhenIdle`]: an empty
+/// query (what deadpool's verified recycling sends), within `timeout`, for every
+/// check-out (`Verified`) or for a connection idle since its last check-out for
+/// [`IDLE_CHECK_AFTER`] or longer (`VerifiedWhenIdle`); never inside
+/// [`Pool::get_unchecked`]. A connection that fails it is discarded and the pool hands
+/// out (or makes) another.
+fn verify(recycling: Recycling, timeout: Option<Duration>) -> deadpool_postgres::Hook {
     deadpool_postgres::Hook::async_fn(move |client, metrics| {
         Box::pin(async move {
-            if metrics.last_used() < IDLE_CHECK_AFTER {
+            let wanted = match recycling {
+                Recycling::Verified => true,
+                Recycling::VerifiedWhenIdle => metrics.last_used() >= IDLE_CHECK_AFTER,
+                Recycling::Fast | Recycling::Clean => false,
+            };
+            if !wanted || UNCHECKED.try_with(|()| ()).is_ok() {
                 return Ok(());
             }
             let check = client.simple_query("");
@@ -241,11 +255,24 @@ fn check_when_idle(timeout: Option<Duration>) -> deadpool_postgres::Hook {
                 Ok(())
             } else {
                 Err(deadpool_postgres::HookError::message(
-                    "an idle connection failed its check",
+                    "a pooled connection failed its check",
                 ))
             }
         })
     })
+}
+
+/// Whether `e` says the connection itself is gone — closed, reset, or its backend
+/// terminated (SQLSTATE class 08, 57P01–57P03) — rather than that a statement failed.
+pub(crate) fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    std::error::Error::source(e).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
 }
 
 /// The margin over the connector's own bound, so that its error (naming the host) comes
@@ -278,10 +305,13 @@ impl Pool {
     pub fn new(connector: Connector, options: &PoolOptions) -> Result<Self, ConnectError> {
         let create = create_timeout(options.create_timeout, connector.connect_budget());
         let connector = Arc::new(connector);
+        // The verified modes check in a hook (skipped by `get_unchecked`), deadpool
+        // itself only that the connection is not closed.
         let recycling_method = match options.recycling {
-            Recycling::Fast | Recycling::VerifiedWhenIdle => RecyclingMethod::Fast,
-            Recycling::Verified => RecyclingMethod::Verified,
             Recycling::Clean => RecyclingMethod::Clean,
+            Recycling::Fast | Recycling::Verified | Recycling::VerifiedWhenIdle => {
+                RecyclingMethod::Fast
+            }
         };
         let manager = Manager::from_connect(
             connector.base_config().clone(),
@@ -291,8 +321,11 @@ impl Pool {
             ManagerConfig { recycling_method },
         );
         let mut builder = deadpool_postgres::Pool::builder(manager);
-        if options.recycling == Recycling::VerifiedWhenIdle {
-            builder = builder.pre_recycle(check_when_idle(options.recycle_timeout));
+        if matches!(
+            options.recycling,
+            Recycling::Verified | Recycling::VerifiedWhenIdle
+        ) {
+            builder = builder.pre_recycle(verify(options.recycling, options.recycle_timeout));
         }
         let inner = builder
             .max_size(options.max_size.max(1))
@@ -312,6 +345,15 @@ impl Pool {
     /// A connection from the pool (made now if none is free and the pool is not full).
     pub async fn get(&self) -> Result<Object, PoolError> {
         self.inner.get().await.map_err(|e| self.convert(e))
+    }
+
+    /// A connection checked only for not being closed, whatever the recycling: for a
+    /// caller whose first round trip commits nothing and that, when it finds the
+    /// connection dead ([`connection_lost`]), runs again on one from [`Pool::get`]. A
+    /// backend terminated moments ago is not seen closed yet: the check query would
+    /// catch it, at the cost of a round trip on every check-out.
+    pub(crate) async fn get_unchecked(&self) -> Result<Object, PoolError> {
+        UNCHECKED.scope((), self.get()).await
     }
 
     fn convert(&self, e: DeadpoolError) -> PoolError {

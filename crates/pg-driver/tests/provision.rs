@@ -1221,3 +1221,133 @@ async fn a_revocation_in_the_connectors_database_reports_all_it_did() {
         assert!(revoker.revoke(&g.grant_id).await.unwrap().already_revoked);
     }
 }
+
+/// A loopback TCP proxy to the cluster that can cut every connection it carries so
+/// that the client does not notice: the server side is closed at once (its backend
+/// ends), the client side only when the client next writes — as a backend terminated
+/// while its connection sat idle in the pool looks before the client reads its
+/// goodbye. Returns the port, the cut switch, and how many cut connections were
+/// written to afterwards (handed out and used while dead).
+async fn cutting_proxy() -> (
+    u16,
+    tokio::sync::watch::Sender<u64>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = format!("{}:{}", cluster().host(), cluster().port());
+    let (cut, cuts) = tokio::sync::watch::channel(0u64);
+    let used_dead = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = used_dead.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let mut cuts = cuts.clone();
+            let born = *cuts.borrow_and_update();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let (mut up, mut down) = ([0u8; 8192], [0u8; 8192]);
+                loop {
+                    tokio::select! {
+                        n = cr.read(&mut up) => match n {
+                            // Written after a cut this task has not acted on yet: the
+                            // connection is dead all the same, the server never sees it.
+                            Ok(n) if n > 0 && *cuts.borrow() != born => {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                return;
+                            }
+                            Ok(n) if n > 0 => {
+                                if sw.write_all(&up[..n]).await.is_err() { return; }
+                            }
+                            _ => return,
+                        },
+                        n = sr.read(&mut down) => match n {
+                            Ok(n) if n > 0 => {
+                                if cw.write_all(&down[..n]).await.is_err() { return; }
+                            }
+                            _ => return,
+                        },
+                        _ = cuts.changed() => break,
+                    }
+                }
+                drop(server);
+                // The client learns of it only when it next writes.
+                let mut buf = [0u8; 1];
+                if matches!(client.read(&mut buf).await, Ok(n) if n > 0) {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, cut, used_dead)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_and_revocations_survive_pooled_connections_that_died_idle() {
+    setup_database("deadpool");
+    let (port, cut, used_dead) = cutting_proxy().await;
+    let dsn = cluster().dsn().replace(
+        &format!("port={}", cluster().port()),
+        &format!("port={port}"),
+    );
+    assert!(dsn.contains(&format!("port={port}")), "{dsn}");
+    let info: ConnInfo = dsn.parse().unwrap();
+    let p = Provisioner::new(
+        Connector::new(&info, &ConnectOptions::default()).unwrap(),
+        config(UserMode::Ephemeral),
+    )
+    .unwrap();
+    let access = ["postgresql-schema:deadpool/s1=read-only"];
+    // Fill the pool with a few connections, then let them sit idle.
+    let warm: Vec<_> = futures_util::future::join_all(
+        (0..3).map(|i| p.grant(request(&format!("warm{i}"), &access))),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    for g in &warm {
+        p.revoke(&g.grant_id).await.unwrap();
+    }
+    let mut grants = Vec::new();
+    for round in 1..=3u64 {
+        // Every pooled connection dies unnoticed; the next grant is handed one.
+        cut.send(round).unwrap();
+        let mut req = request("after_cut", &access);
+        if round == 2 {
+            req.grant_id = Some(format!("ticket-dead-{round}"));
+        }
+        let g = p.grant(req).await.unwrap();
+        let pw = g.password.as_ref().unwrap().expose_secret().to_owned();
+        assert_eq!(
+            as_user(&g.username, &pw, "deadpool", "SELECT count(*) FROM s1.t1")
+                .unwrap()
+                .trim(),
+            "1"
+        );
+        grants.push(g);
+    }
+    for g in &grants {
+        let next = *cut.borrow() + 1;
+        cut.send(next).unwrap();
+        let report = p.revoke(&g.grant_id).await.unwrap();
+        assert!(report.role_dropped, "{report:?}");
+        assert_eq!(
+            q(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
+                g.username
+            ))
+            .trim(),
+            "0"
+        );
+    }
+    // Dead connections were really handed out and written to (not weeded out before).
+    assert!(
+        used_dead.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+        "{used_dead:?}"
+    );
+}

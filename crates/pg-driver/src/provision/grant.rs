@@ -15,7 +15,7 @@ use crate::ledger::{
     find_grant, prepare_grant_lookup, ready_among, ready_in,
 };
 use crate::lock::Lock;
-use crate::pool::Unsettled;
+use crate::pool::{Unsettled, connection_lost};
 use crate::retry::with_retry;
 use crate::scram::random_string;
 use crate::sql::{literal, silence_log_sql};
@@ -194,26 +194,57 @@ impl Provisioner {
     /// already made under the id is returned as it is (the role made meanwhile is
     /// undone with the rollback). The password travels only in the second, after
     /// [`silence_log_sql`] took effect (superusers).
+    ///
+    /// The connection is checked out without the pool's check query: nothing before
+    /// the second round trip commits, so when the first finds the connection dead (a
+    /// backend terminated while it sat in the pool), the grant runs again, once, on a
+    /// connection the pool checked.
     async fn create_ephemeral(
         &self,
         entry: &GrantEntry,
         explicit_id: bool,
         facts: &ConnectorFacts,
     ) -> Result<Grant, ProvisionError> {
+        let mut lost = false;
+        let conn = self.admin.get_unchecked().await?;
+        let result = self
+            .create_ephemeral_on(conn, entry, explicit_id, facts, &mut lost)
+            .await;
+        match result {
+            Err(e) if lost => {
+                tracing::debug!(error = %e, "a pooled connection was dead; granting on a checked one");
+                let conn = self.admin.get().await?;
+                self.create_ephemeral_on(conn, entry, explicit_id, facts, &mut lost)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// [`Self::create_ephemeral`] on `conn`; sets `lost` when the connection was found
+    /// dead before anything was sent after its first round trip.
+    async fn create_ephemeral_on(
+        &self,
+        conn: deadpool_postgres::Object,
+        entry: &GrantEntry,
+        explicit_id: bool,
+        facts: &ConnectorFacts,
+        lost: &mut bool,
+    ) -> Result<Grant, ProvisionError> {
         // A plain BEGIN … COMMIT over two round trips: dropped in between (a cancelled
         // future), the connection must close, not return to the pool mid-transaction
         // holding its locks.
-        let conn = Unsettled::new(self.admin.get().await?);
+        let conn = Unsettled::new(conn);
         // Prepared before the pipeline (once per connection), so that each request
         // goes out when first polled, in order, and the server reuses their plans.
         let records_sql = conn
             .prepare_cached(PRIVILEGE_RECORDS_SQL)
             .await
-            .map_err(db("reading privilege roles"))?;
+            .map_err(first_trip(lost, "reading privilege roles"))?;
         if explicit_id {
             prepare_grant_lookup(&conn)
                 .await
-                .map_err(db("reading the ledger"))?;
+                .map_err(first_trip(lost, "reading the ledger"))?;
         }
         let role = self.new_ephemeral_role(entry, facts);
         let (open, create) = create_sql(&role, entry, facts, explicit_id);
@@ -231,7 +262,7 @@ impl Provisioner {
             conn.query(&records_sql, names),
             conn.simple_query(&create),
         );
-        opened.map_err(db("locking the grant"))?;
+        opened.map_err(first_trip(lost, "locking the grant"))?;
         let existing = match found {
             Ok(ledger) => {
                 find_grant(&ledger, &entry.grant_id).map(|(role, g)| Grant::existing(role, g))
@@ -332,6 +363,18 @@ fn create_sql(
         create.push_str(&silence_log_sql(true));
     }
     (open, create)
+}
+
+/// [`db`] for a failure in the first round trip, noting in `lost` whether the
+/// connection itself was gone.
+fn first_trip<'a>(
+    lost: &'a mut bool,
+    what: &'static str,
+) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError + 'a {
+    move |e| {
+        *lost = connection_lost(&e);
+        db(what)(e)
+    }
 }
 
 /// A requester as a role-name part: lower-case ASCII letters and digits, runs of

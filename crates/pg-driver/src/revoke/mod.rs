@@ -47,7 +47,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::error::{ProvisionError, db};
+use crate::error::{ProvisionError, db, lost};
 use crate::ledger::{GrantState, RoleMode, find_grant};
 use crate::lock::Lock;
 use crate::pool::Unsettled;
@@ -287,11 +287,23 @@ impl Provisioner {
         // Unsettled from before the lock is asked for until it is released: dropped
         // anywhere in between (an error, a cancelled future), the connection closes
         // and takes the lock with it rather than returning to the pool holding it.
-        let conn = Unsettled::new(self.admin.get().await?);
+        // Checked out without the pool's check query: marking is safe to run again,
+        // so a connection found dead (a backend terminated while it sat in the pool)
+        // costs a second try on a checked one instead of a round trip on every check-out.
+        let mut conn = Unsettled::new(self.admin.get_unchecked().await?);
         let lock = Lock::Revoking { grant_id };
-        let marked = self
+        let mut marked = self
             .lock_and_mark(&conn, grant_id, username, wait, expired_only, hinted)
             .await;
+        if let Err(e) = &marked
+            && lost(e)
+        {
+            tracing::debug!(error = %e, "a pooled connection was dead; revoking on a checked one");
+            conn = Unsettled::new(self.admin.get().await?);
+            marked = self
+                .lock_and_mark(&conn, grant_id, username, wait, expired_only, hinted)
+                .await;
+        }
         let (result, released) = match marked {
             Err(e) => (Err(e), false),
             Ok(Mark::InProgress) => {
