@@ -122,7 +122,10 @@ impl Provisioner {
                         UserMode::Persistent => self.grant_persistent(&entry, now, &facts).await,
                     }
                 },
-                transient,
+                // A new ephemeral role's random name may be taken (6 random characters
+                // per requester: at 10,000 live grants of one requester, about one
+                // grant in 200,000 draws a name in use): the next attempt draws again.
+                |e| transient(e) || (mode == UserMode::Ephemeral && name_taken(e)),
             )
             .await;
             match result {
@@ -414,6 +417,12 @@ pub(super) async fn silence_statement_log<C: tokio_postgres::GenericClient>(
             .map_err(db("silencing the statement log"))?;
     }
     Ok(())
+}
+
+/// Whether creating a role failed because its name is taken (SQLSTATE 42710).
+fn name_taken(e: &ProvisionError) -> bool {
+    matches!(e, ProvisionError::Database { source, .. }
+        if source.as_db_error().is_some_and(|d| d.code().code() == "42710"))
 }
 
 /// Whether a statement failed because a role it names does not exist (SQLSTATE 42704).
