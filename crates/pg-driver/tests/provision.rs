@@ -58,6 +58,15 @@ fn q(sql: &str) -> String {
     cluster().psql(sql).unwrap()
 }
 
+/// Whether a role of that name exists.
+fn role_exists(name: &str) -> bool {
+    q(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
+    ))
+    .trim()
+        != "0"
+}
+
 fn setup_database(name: &str) {
     cluster().create_database(name).unwrap();
     cluster().psql_in(name, common::PROBE_SCHEMA_SQL).unwrap();
@@ -212,14 +221,7 @@ async fn revocation_is_complete_across_databases_and_sessions() {
     assert!(session.query_one("SELECT 1", &[]).await.is_err());
     assert!(session_b.query_one("SELECT 1", &[]).await.is_err());
     // Nothing refers to the role anywhere.
-    assert_eq!(
-        q(&format!(
-            "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
-            g.username
-        ))
-        .trim(),
-        "0"
-    );
+    assert!(!role_exists(&g.username));
     assert_eq!(q("SELECT count(*) FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid NOT IN (SELECT oid FROM pg_roles)").trim(), "0");
     for db in ["rev_a", "rev_b"] {
         let out = cluster()
@@ -714,15 +716,7 @@ async fn crash_at_every_step_then_reconcile_is_clean() {
                 "{at:?}: {report:?}"
             );
         }
-        assert_eq!(
-            q(&format!(
-                "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
-                g.username
-            ))
-            .trim(),
-            "0",
-            "{at:?}"
-        );
+        assert!(!role_exists(&g.username), "{at:?}");
         assert_eq!(
             cluster()
                 .psql_in("crash", "SELECT count(*) FROM pg_class WHERE relname = 'j'")
@@ -763,14 +757,7 @@ async fn killed_connections_mid_revocation_are_recovered() {
     // killed session's lock is released when its backend has exited, which may take a
     // moment; a reconcile meanwhile leaves the grant to a later run.)
     if p.revoke(&g.grant_id).await.is_err() {
-        let gone = || {
-            q(&format!(
-                "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
-                g.username
-            ))
-            .trim()
-                == "0"
-        };
+        let gone = || !role_exists(&g.username);
         for _ in 0..50 {
             if gone() {
                 break;
@@ -779,14 +766,7 @@ async fn killed_connections_mid_revocation_are_recovered() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(
-        q(&format!(
-            "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
-            g.username
-        ))
-        .trim(),
-        "0"
-    );
+    assert!(!role_exists(&g.username));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -985,14 +965,7 @@ async fn privileges_on_shared_objects_do_not_keep_a_role_alive() {
     q(&sql);
     let report = p.revoke(&g.grant_id).await.unwrap();
     assert!(report.role_dropped, "{report:?}");
-    assert_eq!(
-        q(&format!(
-            "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
-            g.username
-        ))
-        .trim(),
-        "0"
-    );
+    assert!(!role_exists(&g.username));
 }
 
 /// A batch of expiries: each grant gets its own outcome and every guarantee of a
@@ -1336,14 +1309,7 @@ async fn grants_and_revocations_survive_pooled_connections_that_died_idle() {
         cut.send(next).unwrap();
         let report = p.revoke(&g.grant_id).await.unwrap();
         assert!(report.role_dropped, "{report:?}");
-        assert_eq!(
-            q(&format!(
-                "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
-                g.username
-            ))
-            .trim(),
-            "0"
-        );
+        assert!(!role_exists(&g.username));
     }
     // Dead connections were really handed out and written to (not weeded out before).
     assert!(
