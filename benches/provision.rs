@@ -50,6 +50,8 @@ const LIVE_GRANTS: usize = 10_000;
 struct As {
     dsn: String,
     mode: ConnectorMode,
+    /// The server's major version.
+    major: u32,
 }
 
 /// One ledger key for every provisioner of the run (they share one instance).
@@ -307,6 +309,7 @@ fn bench_setting(
         // plain client: no login, sessions ended, memberships removed, the databases
         // that still reference the role found, what it owns here dropped, the role
         // dropped.
+        let (mode, major) = (who.mode, who.major);
         for (name, complete) in [("floor_revoke", false), ("floor_revoke_complete", true)] {
             group.bench_function(format!("{name}/{label}"), |b| {
                 b.to_async(rt).iter_custom(|iters| {
@@ -320,8 +323,21 @@ fn bench_setting(
                         let (c2, n2) = (clients.clone(), names.clone());
                         let privilege_role2 = privilege_role.clone();
                         run_jobs(iters, CONCURRENCY, move |i| {
+                            // A CREATEROLE client may drop what a role owns only as a
+                            // member of it, which pgwarden also arranges when it
+                            // creates a role (before 16 a GRANT, from 16
+                            // createrole_self_grant).
+                            let (before, after) = match (mode, major >= 16) {
+                                (ConnectorMode::Createrole, true) => {
+                                    ("SET createrole_self_grant = 'set, inherit'; ", String::new())
+                                }
+                                (ConnectorMode::Createrole, false) => {
+                                    ("", format!("; GRANT {} TO CURRENT_USER", n2[i]))
+                                }
+                                (ConnectorMode::Superuser, _) => ("", String::new()),
+                            };
                             let sql = format!(
-                                "CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}",
+                                "{before}CREATE ROLE {} LOGIN PASSWORD '{v}' VALID UNTIL '2100-01-01' IN ROLE pgwarden_managed, {privilege_role2}{after}",
                                 n2[i]
                             );
                             let client = c2[i % c2.len()].clone();
@@ -381,6 +397,7 @@ fn provision(c: &mut Criterion) {
         ConnectorMode::Superuser => As {
             dsn: cluster.dsn(),
             mode,
+            major: cluster.server_major(),
         },
         ConnectorMode::Createrole => {
             cluster
@@ -389,6 +406,7 @@ fn provision(c: &mut Criterion) {
             As {
                 dsn: cluster.conninfo("bench_cloud", "bench-cloud", "postgres"),
                 mode,
+                major: cluster.server_major(),
             }
         }
     };
