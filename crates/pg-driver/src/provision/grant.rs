@@ -224,8 +224,8 @@ impl Provisioner {
         }
     }
 
-    /// [`Self::create_ephemeral`] on `conn`; sets `lost` when the connection was found
-    /// dead before anything was sent after its first round trip.
+    /// [`Self::create_ephemeral`] on `conn`; sets `lost` when its first round trip
+    /// found the connection dead (nothing was committed).
     async fn create_ephemeral_on(
         &self,
         conn: deadpool_postgres::Object,
