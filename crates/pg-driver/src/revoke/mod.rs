@@ -299,6 +299,9 @@ impl Provisioner {
             && lost(e)
         {
             tracing::debug!(error = %e, "a pooled connection was dead; revoking on a checked one");
+            // Gone first: waiting for a second connection while holding the dead one
+            // would take two of the pool's slots per revocation.
+            drop(conn);
             conn = Unsettled::new(self.admin.get().await?);
             marked = self
                 .lock_and_mark(&conn, grant_id, username, wait, expired_only, hinted)
