@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::Provisioner;
 use super::request::{Expiry, Grant, GrantRequest};
-use super::roles::{ConnectorFacts, NewLoginRole, last_row_value};
+use super::roles::{ConnectorFacts, NewLoginRole, returned_oid, returning_oid_sql};
 use super::session::explain_settings_error;
 use super::steps::Step;
 use crate::error::{InvalidRequest, ProvisionError, db, transient};
@@ -18,7 +18,7 @@ use crate::lock::Lock;
 use crate::pool::{Unsettled, connection_lost};
 use crate::retry::with_retry;
 use crate::scram::random_string;
-use crate::sql::{literal, silence_log_sql};
+use crate::sql::silence_log_sql;
 use futures_util::join;
 
 impl Provisioner {
@@ -293,7 +293,7 @@ impl Provisioner {
             (Ok(records), Ok(messages)) => {
                 let ready = ready_in(&records, key);
                 let all_ready = entry.privilege_roles.iter().all(|n| ready.contains(n));
-                match last_row_value(&messages, 0).and_then(|v| v.parse::<u32>().ok()) {
+                match returned_oid(&messages) {
                     Some(oid) if all_ready => {
                         if explicit_id {
                             self.step(Step::GrantCommit)?;
@@ -354,11 +354,7 @@ fn create_sql(
         open.push_str("; ");
     }
     open.push_str(&Lock::Privileges.acquire_shared_sql());
-    let mut create = format!(
-        "{create}; SELECT pg_catalog.to_regrole(pg_catalog.quote_ident({u}))::pg_catalog.oid",
-        create = role.create,
-        u = literal(&role.username),
-    );
+    let mut create = returning_oid_sql(&role.create, &role.username);
     // Last: the server logs a message's text when it arrives, so the role's creation
     // (no secret in it) stays in the statement log; the verifier comes later.
     if facts.superuser {

@@ -201,24 +201,30 @@ pub(crate) async fn create_role_returning_oid<C: tokio_postgres::GenericClient>(
     name: &str,
 ) -> Result<u32, ProvisionError> {
     let messages = client
-        .simple_query(&format!(
-            "{create}; SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {}",
-            literal(name)
-        ))
+        .simple_query(&returning_oid_sql(create, name))
         .await
         .map_err(db(format!("creating role {name}")))?;
-    last_row_value(&messages, 0)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            ProvisionError::NotAuthentic(format!("role {name} was created but cannot be read back"))
-        })
+    returned_oid(&messages).ok_or_else(|| {
+        ProvisionError::NotAuthentic(format!("role {name} was created but cannot be read back"))
+    })
+}
+
+/// `create` (statements whose last creates role `name`, and that return no rows)
+/// followed by the read of the new role's oid, for one simple-protocol message.
+pub(crate) fn returning_oid_sql(create: &str, name: &str) -> String {
+    format!(
+        "{create}; SELECT pg_catalog.to_regrole(pg_catalog.quote_ident({}))::pg_catalog.oid",
+        literal(name)
+    )
+}
+
+/// The oid [`returning_oid_sql`] read (its last row).
+pub(crate) fn returned_oid(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<u32> {
+    last_row_value(messages, 0).and_then(|v| v.parse().ok())
 }
 
 /// Column `i` of the last row of a simple-protocol result.
-pub(crate) fn last_row_value(
-    messages: &[tokio_postgres::SimpleQueryMessage],
-    i: usize,
-) -> Option<&str> {
+fn last_row_value(messages: &[tokio_postgres::SimpleQueryMessage], i: usize) -> Option<&str> {
     messages.iter().rev().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(i),
         _ => None,
