@@ -1289,7 +1289,7 @@ async fn grants_and_revocations_survive_pooled_connections_that_died_idle() {
     let mut grants = Vec::new();
     for round in 1..=3u64 {
         // Every pooled connection dies unnoticed; the next grant is handed one.
-        cut.send(round).unwrap();
+        cut.send_modify(|generation| *generation += 1);
         let mut req = request("after_cut", &access);
         if round == 2 {
             req.grant_id = Some(format!("ticket-dead-{round}"));
@@ -1305,8 +1305,7 @@ async fn grants_and_revocations_survive_pooled_connections_that_died_idle() {
         grants.push(g);
     }
     for g in &grants {
-        let next = *cut.borrow() + 1;
-        cut.send(next).unwrap();
+        cut.send_modify(|generation| *generation += 1);
         let report = p.revoke(&g.grant_id).await.unwrap();
         assert!(report.role_dropped, "{report:?}");
         assert!(!role_exists(&g.username));
