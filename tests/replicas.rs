@@ -141,7 +141,8 @@ fn role_exists(name: &str) -> bool {
 fn login_roles_of(requester: &str) -> usize {
     cluster()
         .psql(&format!(
-            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_{requester}\\_%'"
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
+            pgwarden_testkit::login_roles_of(&format!("{requester}_"))
         ))
         .unwrap()
         .trim()

@@ -24,7 +24,7 @@ use pgwarden_pg_driver::tokio_postgres::{self, NoTls};
 use pgwarden_pg_driver::{
     ConnectOptions, Connector, Grant, GrantRequest, InvalidRequest, ProvisionError, Provisioner,
 };
-use pgwarden_testkit::{PgBinaries, TempCluster};
+use pgwarden_testkit::{PgBinaries, TempCluster, login_roles_of};
 use secrecy::ExposeSecret;
 
 mod common;
@@ -290,7 +290,10 @@ async fn transaction_timeout_bites_from_17_and_is_refused_before() {
         );
         // Refused before anything was made.
         assert_eq!(
-            q("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_txn\\_timeout%'"),
+            q(&format!(
+                "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
+                login_roles_of("txn_timeout")
+            )),
             "0"
         );
         return;
@@ -509,9 +512,12 @@ async fn pgaudit_log_without_pgaudit_is_refused() {
         "{text}"
     );
     assert_eq!(
-        c.psql("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_no\\_audit%'")
-            .unwrap()
-            .trim(),
+        c.psql(&format!(
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
+            login_roles_of("no_audit")
+        ))
+        .unwrap()
+        .trim(),
         "0"
     );
 }
@@ -692,9 +698,12 @@ async fn a_createrole_connector_is_told_how_to_set_pgaudit_log() {
         "{text}"
     );
     assert_eq!(
-        c.psql("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_cr\\_audit%'")
-            .unwrap()
-            .trim(),
+        c.psql(&format!(
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
+            login_roles_of("cr_audit")
+        ))
+        .unwrap()
+        .trim(),
         "0"
     );
     c.psql("GRANT SET ON PARAMETER pgaudit.log TO cloud_admin")

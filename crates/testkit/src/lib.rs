@@ -134,6 +134,7 @@ mod npm;
 pub mod openbao;
 mod pki;
 pub mod request_store_conformance;
+mod roles;
 pub mod secret_conformance;
 mod server_user;
 mod server_version;
@@ -151,6 +152,7 @@ pub use hba::HbaPolicy;
 pub use moto::Moto;
 pub use openbao::OpenBao;
 pub use pki::{IssuedCert, TestCa, TestPki};
+pub use roles::login_roles_of;
 pub use tls::{ClientCert, ClusterTls, SslSetup};
 
 /// Tells the person running the tests something, in one line on stderr. Written to the

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use pgwarden_pg_driver::ConnectOptions;
 use pgwarden_pg_driver::{Provisioner, Step, StepHook};
 
+use pgwarden_testkit::login_roles_of;
+
 use crate::{cluster, common, q_in};
 
 const APP: &str = "pgw-cancel-test";
@@ -239,7 +241,10 @@ async fn a_hundred_revocations_under_tiny_timeouts_leave_nothing_behind() {
     }
     let left = q_in(
         "postgres",
-        "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_storm%'",
+        &format!(
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
+            login_roles_of("storm")
+        ),
     );
     assert_eq!(left.trim(), "0");
     assert_clean("after revoking again").await;
