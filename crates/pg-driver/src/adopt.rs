@@ -85,7 +85,7 @@ impl Provisioner {
                         None
                     } else {
                         report.marker = true;
-                        Some(MarkerRecord::new().to_comment(key, oid))
+                        Some(MarkerRecord::new().to_comment(key, oid, MARKER_ROLE))
                     }
                 }
                 "privilege" => {

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use pgwarden_core::naming::MARKER_ROLE;
+use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE};
 use pgwarden_core::resource::AccessEntry;
 use pgwarden_core::session::SessionLimits;
 use serde::{Deserialize, Serialize};
@@ -220,40 +220,75 @@ impl PrivilegeRecord {
     }
 }
 
-/// The comment on the marker role: proof that pgwarden created it.
+/// The comment on the marker role, and on the other bookkeeping roles named after it
+/// ([`UNTAGGED_ROLE`], the names roles): proof that pgwarden created the role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MarkerRecord {
     /// Always [`LEDGER_VERSION`] when written by this version.
     pub pgwarden: u32,
     /// What the role is for, in words.
     pub marker: String,
+    /// On the marker: every login role is either named by its grant's id or a member
+    /// of [`UNTAGGED_ROLE`], so a grant id is found (or proven absent) through indexes
+    /// ([`LEDGER_ID_SQL`]). Absent (false) in records written before: `ensure_marker`
+    /// then makes every existing login role a member of [`UNTAGGED_ROLE`] first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ids_by_name: bool,
 }
 
 impl MarkerRecord {
-    /// The record pgwarden writes.
+    /// The marker's record, as written before ids were found by name (and as
+    /// adoption seals it).
     #[must_use]
     pub(crate) fn new() -> Self {
         MarkerRecord {
             pgwarden: LEDGER_VERSION,
             marker: "every login role pgwarden manages is a member of this role".into(),
+            ids_by_name: false,
         }
     }
 
-    /// The comment text, sealed for the marker role with `oid`.
+    /// The marker's record once every login role is named by its grant's id or a
+    /// member of [`UNTAGGED_ROLE`].
     #[must_use]
-    pub(crate) fn to_comment(&self, key: &LedgerKey, oid: u32) -> String {
-        seal_record(key, oid, MARKER_ROLE, &[], self)
+    pub(crate) fn ids_by_name() -> Self {
+        MarkerRecord {
+            ids_by_name: true,
+            ..Self::new()
+        }
     }
 
-    /// `COMMENT ON ROLE` on the marker: the statement that writes this record on it.
-    pub(crate) fn comment_on(&self, key: &LedgerKey, oid: u32) -> String {
-        comment_on_role(MARKER_ROLE, &self.to_comment(key, oid))
+    /// The record of another bookkeeping role, saying what it is for.
+    #[must_use]
+    pub(crate) fn bookkeeping(what: &str) -> Self {
+        MarkerRecord {
+            marker: what.to_owned(),
+            ..Self::new()
+        }
+    }
+
+    /// The comment text, sealed for the role with `oid` and `name`.
+    #[must_use]
+    pub(crate) fn to_comment(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+        seal_record(key, oid, name, &[], self)
+    }
+
+    /// `COMMENT ON ROLE` on role `name`: the statement that writes this record on it.
+    pub(crate) fn comment_on(&self, key: &LedgerKey, oid: u32, name: &str) -> String {
+        comment_on_role(name, &self.to_comment(key, oid, name))
+    }
+
+    /// The record pgwarden sealed in `comment` for the role with `oid` and `name`, if
+    /// it is one.
+    #[must_use]
+    pub(crate) fn open(key: &LedgerKey, oid: u32, name: &str, comment: &str) -> Option<Self> {
+        open_record::<MarkerRecord>(key, oid, name, comment)
     }
 
     /// Whether `comment` is the marker record pgwarden sealed for the marker with `oid`.
     #[must_use]
     pub(crate) fn authentic(key: &LedgerKey, oid: u32, comment: &str) -> bool {
-        open_record::<MarkerRecord>(key, oid, MARKER_ROLE, comment).is_some()
+        Self::open(key, oid, MARKER_ROLE, comment).is_some()
     }
 }
 
@@ -279,7 +314,7 @@ pub(crate) struct LedgerRole {
     pub can_login: bool,
     /// Its `VALID UNTIL`.
     pub valid_until: Option<OffsetDateTime>,
-    /// Roles it is a direct member of, except the marker.
+    /// Roles it is a direct member of, except the marker and [`UNTAGGED_ROLE`].
     pub member_of: Vec<String>,
     /// Whether it has superuser, createrole, createdb, replication or bypassrls —
     /// none of which pgwarden ever gives.
@@ -342,17 +377,66 @@ pub(crate) const LEDGER_ROLE_SQL: &str = ledger_sql!(lookup, "AND r.rolname = $2
 const LEDGER_ROLES_SQL: &str = ledger_sql!(lookup, "AND r.rolname = ANY($2::pg_catalog.text[])");
 /// Roles whose sealed comment (prefix `$3`) carries the lookup tag `$2` among its tags
 /// (the field after the prefix; tags are hex, and the sealed body base64, so neither
-/// holds a `:`). One pass over the shared descriptions reads only their first fields;
-/// the few roles that match are then read by oid (an array computed once, so the
-/// plan is an index scan whatever the statistics say). About 6 ms at 10,000 grants,
-/// where matching the whole comment through a join took 37 ms.
-pub(crate) const LEDGER_TAG_SQL: &str = ledger_sql!(
+/// holds a `:`). One pass over every shared description: the fallback of
+/// [`LEDGER_ID_SQL`] where a grant must be proven absent without trusting that every
+/// role was named by the rules (see [`scan_ledger_for_grant_cached`]). About 6 ms at
+/// 10,000 grants.
+const LEDGER_TAG_SQL: &str = ledger_sql!(
     lookup,
     "AND r.oid = ANY (ARRAY(
   SELECT s.objoid FROM pg_catalog.pg_shdescription s
   WHERE s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
     AND pg_catalog.starts_with(s.description, $3::pg_catalog.text)
     AND pg_catalog.strpos(pg_catalog.split_part(s.description, ':', 3), $2::pg_catalog.text) OPERATOR(pg_catalog.>) 0))"
+);
+
+/// The roles that may hold the grant whose lookup tag is `$2`, read through indexes
+/// only, whatever the number of grants:
+///
+/// - every role named `<prefix><tag>_…` (a range of the `rolname` index) for each
+///   registered username prefix: the roles named [`NAMES_ROLE_PREFIX`]`<prefix>`;
+/// - the members of [`UNTAGGED_ROLE`] (the `(roleid, member)` index) whose sealed
+///   comment (prefix `$3`) carries the tag among its tags.
+///
+/// The server keeps one plan for it (as it does for a prepared statement whose plan
+/// does not depend on its values), so the plan must stay right as the roles grow:
+///
+/// - Those two names are written into the text, not passed: the planner then knows
+///   that each reads a handful of rows, whether it plans for the values or once for
+///   all. (As parameters, its one plan looked costlier than planning each run, so the
+///   server planned every look-up anew: about 1 ms of a grant's 1.4 at 10,000 grants.)
+///   `ledger::tests` checks the names written match.
+/// - The prefixes and the untagged members are arrays computed first, and each name
+///   range is a sub-query fenced with `OFFSET 0`, run once per prefix.
+/// - It runs with `enable_seqscan` off ([`INDEX_SCANS`]), so each of those reads is
+///   an index scan whatever the statistics said when the plan was made. (A plan made
+///   while the instance had a few hundred roles read all of `pg_authid` once per
+///   look-up and filtered the names: 30 ms at 10,000 grants.)
+///
+/// Every ephemeral role is named so, and every other login role is a member of
+/// [`UNTAGGED_ROLE`] (see `ensure_marker`): a grant absent from these is absent. The
+/// roles found are a superset, confirmed on their opened records like any read.
+pub(crate) const LEDGER_ID_SQL: &str = ledger_sql!(
+    lookup,
+    "AND r.oid = ANY (ARRAY(
+  SELECT t.oid
+    FROM pg_catalog.unnest(ARRAY(
+           SELECT pg_catalog.substr(p.rolname::pg_catalog.text, 24) OPERATOR(pg_catalog.||) $2::pg_catalog.text
+             FROM pg_catalog.pg_roles p
+            WHERE p.rolname OPERATOR(pg_catalog.>=) 'pgwarden_managed_names_'::pg_catalog.name
+              AND p.rolname OPERATOR(pg_catalog.<) 'pgwarden_managed_names`'::pg_catalog.name)) AS b(base),
+         LATERAL (SELECT t.oid FROM pg_catalog.pg_roles t
+                   WHERE t.rolname OPERATOR(pg_catalog.>=) (b.base OPERATOR(pg_catalog.||) '_')::pg_catalog.name
+                     AND t.rolname OPERATOR(pg_catalog.<) (b.base OPERATOR(pg_catalog.||) '`')::pg_catalog.name
+                  OFFSET 0) t
+  UNION ALL
+  SELECT s.objoid FROM pg_catalog.pg_shdescription s
+   WHERE s.objoid OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT m.member FROM pg_catalog.pg_auth_members m
+            WHERE m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole('pgwarden_managed_untagged')::pg_catalog.oid))
+     AND s.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+     AND pg_catalog.starts_with(s.description, $3::pg_catalog.text)
+     AND pg_catalog.strpos(pg_catalog.split_part(s.description, ':', 3), $2::pg_catalog.text) OPERATOR(pg_catalog.>) 0))"
 );
 
 /// Every managed login role: members of the marker role, with their records.
@@ -398,10 +482,70 @@ pub(crate) async fn read_ledger_roles_cached<C: crate::sql::CachedQuery>(
     Ok(ledger_roles(&rows, key))
 }
 
-/// The managed roles whose record may hold `grant_id`: those whose comment carries
-/// its lookup tag. A superset: callers confirm on the opened records. Keeps looking a
-/// grant up from opening every record.
+/// The managed roles whose record may hold `grant_id`, found through indexes (see
+/// [`LEDGER_ID_SQL`]; run it between [`INDEX_SCANS`] and [`INDEX_SCANS_END`]). A
+/// superset: callers confirm on the opened records. Flat in the number of grants;
+/// proves a grant absent once the ledger is named by the rules (`ensure_marker`).
 pub(crate) async fn read_ledger_for_grant_cached<C: crate::sql::CachedQuery>(
+    client: &C,
+    key: &LedgerKey,
+    grant_id: &str,
+    scans: Seqscan,
+) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+    let tag = key.lookup_tag(grant_id);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&MARKER_ROLE, &tag, &crate::seal::SEALED_PREFIX];
+    let rows = match scans {
+        Seqscan::AlreadyOff => client.query_cached(LEDGER_ID_SQL, &params).await?,
+        Seqscan::TurnOff => query_with_index_scans(client, LEDGER_ID_SQL, &params).await?,
+    };
+    Ok(ledger_roles(&rows, key))
+}
+
+/// Whether a read that needs [`INDEX_SCANS`] must send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seqscan {
+    /// The session already has it (a grant's first round trip).
+    AlreadyOff,
+    /// Send it around the read ([`query_with_index_scans`]).
+    TurnOff,
+}
+
+/// `SET enable_seqscan = off`: sent before the reads whose one cached plan must use
+/// indexes whatever the statistics said when it was made ([`LEDGER_ID_SQL`],
+/// [`PRIVILEGE_RECORDS_SQL`]); [`INDEX_SCANS_END`] after them. A plan made while the
+/// instance had a few hundred roles and comments otherwise read every role, or every
+/// comment, on each run once there are thousands (5 to 30 ms at 10,000 grants, in a
+/// bench run right after a burst of grants, before any `ANALYZE`).
+pub(crate) const INDEX_SCANS: &str = "SET enable_seqscan = off";
+/// Undoes [`INDEX_SCANS`].
+pub(crate) const INDEX_SCANS_END: &str = "RESET enable_seqscan";
+
+/// Runs the cached statement `sql` between [`INDEX_SCANS`] and [`INDEX_SCANS_END`],
+/// in one round trip (prepared first, once per connection). In a transaction, a
+/// failed read's rollback undoes the setting too; outside one, each of the three
+/// messages is its own.
+pub(crate) async fn query_with_index_scans<C: crate::sql::CachedQuery>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    client.prepare_only(sql).await?;
+    let (off, rows, on) = futures_util::join!(
+        client.batch(INDEX_SCANS),
+        client.query_cached(sql, params),
+        client.batch(INDEX_SCANS_END)
+    );
+    let rows = rows?;
+    off.and(on)?;
+    Ok(rows)
+}
+
+/// The managed roles whose comment carries `grant_id`'s lookup tag, read from every
+/// role's comment (see [`LEDGER_TAG_SQL`]): grows with the number of grants, and
+/// trusts nothing about names, so it also finds a role made by an earlier version of
+/// pgwarden that nobody has named by the rules yet. A superset, confirmed like any read.
+pub(crate) async fn scan_ledger_for_grant_cached<C: crate::sql::CachedQuery>(
     client: &C,
     key: &LedgerKey,
     grant_id: &str,
@@ -426,7 +570,7 @@ pub(crate) async fn prepare_grant_lookup(
     client: &deadpool_postgres::ClientWrapper,
 ) -> Result<(), tokio_postgres::Error> {
     client.prepare_cached(LEDGER_ROLE_SQL).await?;
-    client.prepare_cached(LEDGER_TAG_SQL).await?;
+    client.prepare_cached(LEDGER_ID_SQL).await?;
     Ok(())
 }
 
@@ -471,9 +615,7 @@ pub(crate) async fn ready_among<C: crate::sql::CachedQuery>(
     key: &LedgerKey,
     names: &[String],
 ) -> Result<HashSet<String>, tokio_postgres::Error> {
-    let rows = client
-        .query_cached(PRIVILEGE_RECORDS_SQL, &[&names])
-        .await?;
+    let rows = query_with_index_scans(client, PRIVILEGE_RECORDS_SQL, &[&names]).await?;
     Ok(ready_in(&rows, key))
 }
 
@@ -508,6 +650,9 @@ pub(crate) fn ledger_roles(rows: &[tokio_postgres::Row], key: &LedgerKey) -> Vec
         .map(|row| {
             let (username, comment, oid): (String, Option<String>, u32) =
                 (row.get(0), row.get(1), row.get(6));
+            // Membership in the untagged role is bookkeeping, like the marker's.
+            let mut member_of: Vec<String> = row.get(4);
+            member_of.retain(|g| g != UNTAGGED_ROLE);
             LedgerRole {
                 record: comment
                     .as_deref()
@@ -517,7 +662,7 @@ pub(crate) fn ledger_roles(rows: &[tokio_postgres::Row], key: &LedgerKey) -> Vec
                 oid,
                 can_login: row.get(2),
                 valid_until: row.get(3),
-                member_of: row.get(4),
+                member_of,
                 elevated: row.get(5),
             }
         })
@@ -581,6 +726,25 @@ mod tests {
             RoleRecord::from_comment(&key, 16_384, "pgw_alice", "analysts team"),
             None
         );
+    }
+
+    #[test]
+    fn the_id_look_up_names_the_bookkeeping_roles_it_reads() {
+        use pgwarden_core::naming::NAMES_ROLE_PREFIX;
+        // The names roles' range: [prefix, prefix with its last byte moved up).
+        let mut end = NAMES_ROLE_PREFIX.to_owned();
+        let last = end.pop().unwrap();
+        end.push(char::from(u8::try_from(last).unwrap() + 1));
+        for literal in [NAMES_ROLE_PREFIX, &end, UNTAGGED_ROLE] {
+            assert!(
+                LEDGER_ID_SQL.contains(&format!("'{literal}'")),
+                "{literal} not in the look-up"
+            );
+        }
+        assert!(LEDGER_ID_SQL.contains(&format!(
+            "substr(p.rolname::pg_catalog.text, {})",
+            NAMES_ROLE_PREFIX.len() + 1
+        )));
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub(crate) trait CachedQuery {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<tokio_postgres::Row, tokio_postgres::Error>;
+
+    /// Runs `sql`, statements without parameters or rows, in one simple-protocol
+    /// message.
+    async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error>;
+
+    /// Prepares `sql` once per connection: after it, [`query_cached`](Self::query_cached)
+    /// sends its query when first polled, so it can take its place in a pipeline.
+    async fn prepare_only(&self, sql: &str) -> Result<(), tokio_postgres::Error>;
 }
 
 /// The same two methods for deadpool's client and its transaction, which have
@@ -94,6 +102,14 @@ macro_rules! cached_query {
             ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
                 let statement = self.prepare_cached(sql).await?;
                 self.query_one(&statement, params).await
+            }
+
+            async fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+                self.batch_execute(sql).await
+            }
+
+            async fn prepare_only(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+                self.prepare_cached(sql).await.map(drop)
             }
         }
     )+};

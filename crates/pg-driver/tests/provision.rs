@@ -16,7 +16,7 @@ use pgwarden_core::duration::Ttl;
 use pgwarden_core::resource::{PermissionLevel, ResourceId};
 use pgwarden_pg_driver::{ConnectOptions, Connector};
 use pgwarden_pg_driver::{Expiry, ListedState, Provisioner, ProvisionerConfig, Step};
-use pgwarden_testkit::TempCluster;
+use pgwarden_testkit::{TempCluster, login_roles_of};
 
 mod common;
 use secrecy::ExposeSecret;
@@ -418,7 +418,7 @@ async fn hostile_names_inject_nothing() {
     req.access = vec![access];
     let g = p.grant(req).await.unwrap();
     assert!(
-        g.username.starts_with("pgw_mallory_drop_role_postgres_"),
+        g.username.starts_with("pgw_") && g.username.ends_with("_mallory_drop_role_postgres"),
         "{}",
         g.username
     );
@@ -678,7 +678,11 @@ async fn crash_at_every_step_then_reconcile_is_clean() {
             "{at:?}: a half grant is listed"
         );
         assert_eq!(
-            q("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgw_ivan%'").trim(),
+            q(&format!(
+                "SELECT count(*) FROM pg_roles WHERE {}",
+                login_roles_of("ivan")
+            ))
+            .trim(),
             "0",
             "{at:?}"
         );
@@ -904,6 +908,140 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
     assert!(again.login_roles.is_empty() && !again.marker, "{again:?}");
     let r = p.revoke(&g.grant_id).await.unwrap();
     assert!(r.role_dropped, "{r:?}");
+}
+
+/// Grant ids are found through indexes: an ephemeral role is named by its id's tag,
+/// and every other login role is a member of `pgwarden_managed_untagged`. A ledger
+/// written before that rule (roles named `<prefix><requester>_<random>`, persistent
+/// roles outside the untagged role, a marker record without `ids_by_name`) is made
+/// findable at the first grant: an id granted then is returned, never granted twice.
+/// A login role an earlier version makes afterwards, findable by neither, is still
+/// revoked and extended by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
+    // A cluster of its own: the marker's record is rewritten here.
+    let c = TempCluster::start().unwrap();
+    c.create_database("lg_app").unwrap();
+    c.psql_in("lg_app", common::PROBE_SCHEMA_SQL).unwrap();
+    let info: ConnInfo = c.dsn().parse().unwrap();
+    let fresh = |mode| {
+        Provisioner::new(
+            Connector::new(&info, &ConnectOptions::default()).unwrap(),
+            config(mode),
+        )
+        .unwrap()
+    };
+    let psql = |sql: &str| c.psql(sql).unwrap().trim().to_owned();
+    let key = common::ledger_key();
+    let untagged_members = || {
+        psql(
+            "SELECT string_agg(pg_get_userbyid(member), ',' ORDER BY 1) FROM pg_auth_members
+             WHERE roleid = 'pgwarden_managed_untagged'::regrole",
+        )
+    };
+    let with_id = |id: &str, requester: &str| {
+        let mut r = request(requester, &["postgresql-schema:lg_app/s1=read-only"]);
+        r.grant_id = Some(id.into());
+        r
+    };
+    // What an earlier version wrote: `rename` moves a role to an old-style name, its
+    // record sealed again for that name, as that version sealed it.
+    let oid_and_comment = |name: &str| {
+        let row = psql(&format!(
+            "SELECT r.oid || ' ' || d.description FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid WHERE r.rolname = '{name}'"
+        ));
+        let (oid, comment) = row.split_once(' ').unwrap();
+        (oid.parse::<u32>().unwrap(), comment.to_owned())
+    };
+    let rename = |from: &str, to: &str, id: &str| {
+        let (oid, comment) = oid_and_comment(from);
+        let record = key.open(oid, from, &comment).expect("pgwarden's record");
+        let sealed = key.seal(oid, to, &[key.lookup_tag(id)], &record);
+        psql(&format!(
+            "ALTER ROLE {from} RENAME TO {to}; COMMENT ON ROLE {to} IS '{sealed}'"
+        ));
+    };
+
+    // Made by this version: named by the id's tag, or (persistent) in the untagged role.
+    let eph = fresh(UserMode::Ephemeral)
+        .grant(with_id("old-eph", "lg-old@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(
+        eph.username,
+        format!("pgw_{}_lg_old_example_com", key.lookup_tag("old-eph"))
+    );
+    let per = fresh(UserMode::Persistent)
+        .grant(with_id("old-per", "lg-per@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(untagged_members(), per.username);
+
+    // Now as an earlier version left them.
+    let legacy = "pgw_lg_old_example_com_k3x9qa";
+    rename(&eph.username, legacy, "old-eph");
+    psql(&format!(
+        "REVOKE pgwarden_managed_untagged FROM {}",
+        per.username
+    ));
+    let (marker_oid, _) = oid_and_comment("pgwarden_managed");
+    let old_marker = key.seal(
+        marker_oid,
+        "pgwarden_managed",
+        &[],
+        r#"{"pgwarden":2,"marker":"every login role pgwarden manages is a member of this role"}"#,
+    );
+    psql(&format!(
+        "COMMENT ON ROLE pgwarden_managed IS '{old_marker}'"
+    ));
+
+    // The first grant of a new process makes them findable; neither id is granted twice.
+    let again = fresh(UserMode::Ephemeral)
+        .grant(with_id("old-eph", "lg-old@example.com"))
+        .await
+        .unwrap();
+    assert!(!again.created, "granted twice: {again:?}");
+    assert_eq!(again.username, legacy);
+    assert_eq!(untagged_members(), format!("{legacy},{}", per.username));
+    let (_, marker) = oid_and_comment("pgwarden_managed");
+    assert!(
+        key.open(marker_oid, "pgwarden_managed", &marker)
+            .unwrap()
+            .contains(r#""ids_by_name":true"#),
+        "{marker}"
+    );
+    let again = fresh(UserMode::Ephemeral)
+        .grant(with_id("old-per", "lg-per@example.com"))
+        .await
+        .unwrap();
+    assert!(!again.created, "granted twice: {again:?}");
+    assert_eq!(again.username, per.username);
+
+    // An earlier version still running makes a role neither named by its id nor in the
+    // untagged role: revoking and extending by id still find it.
+    let late = fresh(UserMode::Ephemeral)
+        .grant(with_id("late", "lg-late@example.com"))
+        .await
+        .unwrap();
+    let late_legacy = "pgw_lg_late_example_com_p2m7wz";
+    rename(&late.username, late_legacy, "late");
+    let extended = fresh(UserMode::Ephemeral)
+        .extend("late", Expiry::After(Ttl::from_secs(7200).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(extended.username, late_legacy);
+    for id in ["late", "old-eph", "old-per"] {
+        let r = fresh(UserMode::Ephemeral).revoke(id).await.unwrap();
+        assert!(!r.already_revoked, "{id}: {r:?}");
+    }
+    assert_eq!(
+        psql(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('{late_legacy}', '{legacy}') OR ({})",
+            login_roles_of("lg_")
+        )),
+        "1",
+        "only the persistent role is kept"
+    );
 }
 
 /// A dependency DROP OWNED cannot remove (a tablespace the role owns) ends access all

@@ -23,8 +23,9 @@ WHERE d.datallowconn AND NOT d.datistemplate
 ORDER BY d.datname";
 
 /// The instance's roles, once for the whole instance (`pg_authid` is shared), without
-/// PostgreSQL's own `pg_*` roles, pgwarden's marker role (`$1`), its privilege roles
-/// (names starting with `$2`) and its login roles (direct members of the marker).
+/// PostgreSQL's own `pg_*` roles, pgwarden's marker role (`$1`) and the bookkeeping
+/// roles named after it (`$1_…`), its privilege roles (names starting with `$2`) and
+/// its login roles (direct members of the marker).
 ///
 /// Columns: name, login, superuser, createrole, createdb, replication, bypassrls,
 /// inherit, connection limit, valid until (RFC 3339 in UTC, or `infinity`), the roles it
@@ -58,6 +59,7 @@ LEFT JOIN pg_catalog.pg_shdescription s
       AND s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
 WHERE r.rolname !~ '^pg_'::pg_catalog.text
   AND r.rolname <> $1
+  AND NOT pg_catalog.starts_with(r.rolname, $1::pg_catalog.text OPERATOR(pg_catalog.||) '_')
   AND NOT pg_catalog.starts_with(r.rolname, $2)
   AND NOT EXISTS (SELECT
                   FROM pg_catalog.pg_auth_members m

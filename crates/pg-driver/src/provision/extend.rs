@@ -23,7 +23,7 @@ impl Provisioner {
             .transaction(&mut conn, "locking the grant id")
             .await?;
         let ledger = self
-            .ledger_for_grant(&tx, grant_id)
+            .ledger_for_grant_or_scan(&tx, grant_id)
             .await
             .map_err(db("reading the ledger"))?;
         let Some((role, _)) =

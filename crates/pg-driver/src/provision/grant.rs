@@ -11,8 +11,8 @@ use super::session::explain_settings_error;
 use super::steps::Step;
 use crate::error::{InvalidRequest, ProvisionError, db, transient};
 use crate::ledger::{
-    GrantEntry, GrantState, LEDGER_VERSION, PRIVILEGE_RECORDS_SQL, RoleMode, RoleRecord,
-    find_grant, prepare_grant_lookup, ready_among, ready_in,
+    GrantEntry, GrantState, INDEX_SCANS, INDEX_SCANS_END, LEDGER_VERSION, PRIVILEGE_RECORDS_SQL,
+    RoleMode, RoleRecord, Seqscan, find_grant, prepare_grant_lookup, ready_among, ready_in,
 };
 use crate::lock::Lock;
 use crate::pool::{Unsettled, connection_lost};
@@ -89,14 +89,9 @@ impl Provisioner {
         let facts = self.facts().await?.clone();
         self.check_session_limits(&req.session, &facts).await?;
         self.ensure_marker().await?;
-        let grant_id = req.grant_id.clone().unwrap_or_else(|| {
-            format!(
-                "g_{}",
-                random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 20)
-            )
-        });
-        let mode = req.user_mode.unwrap_or(self.config.user_mode);
         let explicit_id = req.grant_id.is_some();
+        let mut grant_id = req.grant_id.clone().unwrap_or_else(new_grant_id);
+        let mode = req.user_mode.unwrap_or(self.config.user_mode);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -122,10 +117,7 @@ impl Provisioner {
                         UserMode::Persistent => self.grant_persistent(&entry, now, &facts).await,
                     }
                 },
-                // A new ephemeral role's random name may be taken (6 random characters
-                // per requester: at 10,000 live grants of one requester, about one
-                // grant in 200,000 draws a name in use): the next attempt draws again.
-                |e| transient(e) || (mode == UserMode::Ephemeral && name_taken(e)),
+                transient,
             )
             .await;
             match result {
@@ -137,6 +129,18 @@ impl Provisioner {
                             || matches!(e, ProvisionError::PrivilegeRoleNotReady(_))) =>
                 {
                     self.forget_privilege_roles();
+                }
+                // An ephemeral role is named by its grant id's tag (64 bits): a name
+                // taken for a generated id (by a role someone else made, or an id whose
+                // tag is alike) draws a new id. For an id the caller chose, the id was
+                // just found in no grant, so the role of that name is not pgwarden's.
+                Err(e) if mode == UserMode::Ephemeral && name_taken(&e) => {
+                    if explicit_id || attempt >= 3 {
+                        return Err(ProvisionError::NotAuthentic(format!(
+                            "the login role name for grant {grant_id:?} is taken by a role that is not a grant pgwarden recorded (another tool or user made it): {e}"
+                        )));
+                    }
+                    grant_id = new_grant_id();
                 }
                 other => {
                     if let Ok(g) = &other {
@@ -167,14 +171,13 @@ impl Provisioner {
         }
     }
 
-    /// A new ephemeral login role for `entry`: a fresh name and password.
+    /// A new ephemeral login role for `entry`: named by its grant id's lookup tag
+    /// ([`ephemeral_name`]), with a fresh password.
     fn new_ephemeral_role(&self, entry: &GrantEntry, facts: &ConnectorFacts) -> NewLoginRole {
-        let max = 63 - self.config.username_prefix.len() - 7;
-        let username = format!(
-            "{}{}_{}",
-            self.config.username_prefix,
-            sanitize_requester(&entry.requester, max),
-            random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 6)
+        let username = ephemeral_name(
+            &self.config.username_prefix,
+            &self.config.ledger_key.lookup_tag(&entry.grant_id),
+            &entry.requester,
         );
         let record = RoleRecord {
             pgwarden: LEDGER_VERSION,
@@ -257,7 +260,8 @@ impl Provisioner {
             conn.batch_execute(&open),
             async {
                 if explicit_id {
-                    self.ledger_for_grant(&**conn, &entry.grant_id).await
+                    self.ledger_for_grant(&**conn, &entry.grant_id, Seqscan::AlreadyOff)
+                        .await
                 } else {
                     Ok(Vec::new())
                 }
@@ -334,9 +338,10 @@ impl Provisioner {
 
 /// The first round trip's two simple-protocol messages, around the id look-up and
 /// the privilege roles' records ([`PRIVILEGE_RECORDS_SQL`], prepared): before them,
-/// `BEGIN`, the id's `Grant` lock (with `explicit_id`) and the shared privileges lock;
-/// after them, the login role created, its oid (the last row), and the statement log
-/// silenced (superusers) for the second round trip, which carries the verifier.
+/// `BEGIN`, the id's `Grant` lock (with `explicit_id`), the shared privileges lock and
+/// [`INDEX_SCANS`] for the two reads; after them, [`INDEX_SCANS_END`], the login role
+/// created, its oid (the last row), and the statement log silenced (superusers) for
+/// the second round trip, which carries the verifier.
 fn create_sql(
     role: &NewLoginRole,
     entry: &GrantEntry,
@@ -354,7 +359,14 @@ fn create_sql(
         open.push_str("; ");
     }
     open.push_str(&Lock::Privileges.acquire_shared_sql());
-    let mut create = returning_oid_sql(&role.create, &role.username);
+    // For the id look-up and the privilege roles' records, whose plans the server
+    // keeps (see INDEX_SCANS); undone before the role is created.
+    open.push_str("; ");
+    open.push_str(INDEX_SCANS);
+    let mut create = format!(
+        "{INDEX_SCANS_END}; {}",
+        returning_oid_sql(&role.create, &role.username)
+    );
     // Last: the server logs a message's text when it arrives, so the role's creation
     // (no secret in it) stays in the statement log; the verifier comes later.
     if facts.superuser {
@@ -374,6 +386,25 @@ fn first_trip<'a>(
         *lost = connection_lost(&e);
         db(what)(e)
     }
+}
+
+/// A generated grant id: `g_` and 20 random characters (about 103 bits).
+fn new_grant_id() -> String {
+    format!(
+        "g_{}",
+        random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 20)
+    )
+}
+
+/// An ephemeral login role's name: `<prefix><tag>_<requester>`, where `tag` is its
+/// grant id's lookup tag (16 hex digits, keyed with the ledger key, so nobody without
+/// it can tell a grant's role name in advance), and the requester is sanitized to
+/// what is left of 63 bytes. The names starting `<prefix><tag>_` are one range of the
+/// `rolname` index: finding a grant by its id reads that range
+/// ([`crate::ledger::LEDGER_ID_SQL`]), never every role.
+pub(super) fn ephemeral_name(prefix: &str, tag: &str, requester: &str) -> String {
+    let max = 63 - prefix.len() - tag.len() - 1;
+    format!("{prefix}{tag}_{}", sanitize_requester(requester, max))
 }
 
 /// A requester as a role-name part: lower-case ASCII letters and digits, runs of
@@ -441,5 +472,17 @@ mod tests {
         assert_eq!(sanitize_requester("\"; DROP ROLE x; --", 40), "drop_role_x");
         assert_eq!(sanitize_requester("@@@", 40), "user");
         assert_eq!(sanitize_requester(&"a".repeat(100), 52).len(), 52);
+    }
+
+    #[test]
+    fn ephemeral_names_start_with_the_prefix_and_tag_and_fit_63_bytes() {
+        let tag = "0123456789abcdef";
+        assert_eq!(
+            ephemeral_name("pgw_", tag, "alice@example.com"),
+            "pgw_0123456789abcdef_alice_example_com"
+        );
+        let long = ephemeral_name(&"p".repeat(20), tag, &"a".repeat(100));
+        assert_eq!(long.len(), 63);
+        assert!(long.starts_with(&format!("{}{tag}_a", "p".repeat(20))));
     }
 }

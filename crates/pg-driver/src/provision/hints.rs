@@ -13,7 +13,8 @@ use std::sync::Mutex;
 
 use super::Provisioner;
 use crate::ledger::{
-    LedgerRole, find_grant, read_ledger_for_grant_cached, read_ledger_role_cached,
+    LedgerRole, Seqscan, find_grant, read_ledger_for_grant_cached, read_ledger_role_cached,
+    scan_ledger_for_grant_cached,
 };
 
 /// The most hints kept (about 100 bytes each).
@@ -77,12 +78,14 @@ impl GrantHints {
 
 impl Provisioner {
     /// The managed roles that may hold `grant_id`, with their records: the hinted role
-    /// when its record holds the grant, else every role whose comment carries the
-    /// grant's lookup tag (the scan).
+    /// when its record holds the grant, else the roles found from the id through
+    /// indexes ([`read_ledger_for_grant_cached`]). Proves the grant absent once
+    /// `ensure_marker` ran: what a grant decides on.
     pub(crate) async fn ledger_for_grant<C: crate::sql::CachedQuery>(
         &self,
         client: &C,
         grant_id: &str,
+        scans: Seqscan,
     ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
         let key = &self.config.ledger_key;
         if let Some(username) = self.hints.get(grant_id) {
@@ -95,7 +98,27 @@ impl Provisioner {
             }
             self.hints.forget(grant_id);
         }
-        read_ledger_for_grant_cached(client, key, grant_id).await
+        read_ledger_for_grant_cached(client, key, grant_id, scans).await
+    }
+
+    /// [`Self::ledger_for_grant`], and when that finds no grant, every role whose
+    /// comment carries the grant's lookup tag (the scan, which trusts nothing about
+    /// names): what revoking and extending decide on. A grant that exists is found
+    /// through indexes; only "there is no such grant" pays for the scan, so that a
+    /// login role no process of this version has made findable yet (one made by an
+    /// earlier version while this one runs) is still revoked, never reported gone.
+    pub(crate) async fn ledger_for_grant_or_scan<C: crate::sql::CachedQuery>(
+        &self,
+        client: &C,
+        grant_id: &str,
+    ) -> Result<Vec<LedgerRole>, tokio_postgres::Error> {
+        let found = self
+            .ledger_for_grant(client, grant_id, Seqscan::TurnOff)
+            .await?;
+        if find_grant(&found, grant_id).is_some() {
+            return Ok(found);
+        }
+        scan_ledger_for_grant_cached(client, &self.config.ledger_key, grant_id).await
     }
 }
 

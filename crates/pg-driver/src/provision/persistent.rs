@@ -16,7 +16,7 @@ use super::session::{explain_settings_error, reapply_sql};
 use super::steps::Step;
 use crate::error::{ProvisionError, db};
 use crate::ledger::{
-    GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant,
+    GrantEntry, GrantState, LEDGER_VERSION, RoleMode, RoleRecord, Seqscan, find_grant,
     read_ledger_role_cached,
 };
 use crate::lock::Lock;
@@ -62,7 +62,7 @@ impl Provisioner {
         .await
         .map_err(db("locking the grant id"))?;
         let ledger = self
-            .ledger_for_grant(&tx, &entry.grant_id)
+            .ledger_for_grant(&tx, &entry.grant_id, Seqscan::TurnOff)
             .await
             .map_err(db("reading the ledger"))?;
         if let Some((role, g)) = find_grant(&ledger, &entry.grant_id) {

@@ -4,7 +4,7 @@
 //! sealed record is bound to — comes back in the same round trip.
 
 use pgwarden_core::config::ConnectorMode;
-use pgwarden_core::naming::MARKER_ROLE;
+use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
@@ -31,10 +31,14 @@ pub(crate) struct ConnectorFacts {
 
 /// A role pgwarden creates.
 pub(crate) enum NewRole<'a> {
-    /// The marker role. The connector gets no membership of it (it would be listed as
-    /// a managed login role); a `CREATEROLE` connector holds ADMIN OPTION on it as its
-    /// creator.
-    Marker,
+    /// The marker role, or another bookkeeping role named after it
+    /// ([`UNTAGGED_ROLE`], a names role). The connector gets no membership of it (of
+    /// the marker, it would be listed as a managed login role); a `CREATEROLE`
+    /// connector holds ADMIN OPTION on it as its creator.
+    Bookkeeping {
+        /// Its name.
+        name: &'a str,
+    },
     /// A privilege role: `NOLOGIN INHERIT`, its privileges granted afterwards.
     Privilege {
         /// Its name.
@@ -47,7 +51,8 @@ pub(crate) enum NewRole<'a> {
         name: &'a str,
     },
     /// A login role, made without login or password (given once its oid is known),
-    /// valid until `valid_until`, a member of the marker and of `privilege_roles`.
+    /// valid until `valid_until`, a member of the marker and of `privilege_roles`, and
+    /// (`untagged`: not named by its grant's id) of [`UNTAGGED_ROLE`].
     Login {
         /// Its name.
         name: &'a str,
@@ -55,6 +60,8 @@ pub(crate) enum NewRole<'a> {
         valid_until: OffsetDateTime,
         /// The privilege roles it joins.
         privilege_roles: &'a [String],
+        /// Whether it joins [`UNTAGGED_ROLE`].
+        untagged: bool,
     },
 }
 
@@ -62,8 +69,8 @@ impl NewRole<'_> {
     /// The role's name.
     pub(crate) fn name(&self) -> &str {
         match self {
-            NewRole::Marker => MARKER_ROLE,
-            NewRole::Privilege { name }
+            NewRole::Bookkeeping { name }
+            | NewRole::Privilege { name }
             | NewRole::Holder { name }
             | NewRole::Login { name, .. } => name,
         }
@@ -157,7 +164,7 @@ impl ConnectorFacts {
     pub(crate) fn create_role(&self, role: &NewRole<'_>) -> String {
         let name = Ident(role.name());
         match role {
-            NewRole::Marker => format!("CREATE ROLE {name} NOLOGIN"),
+            NewRole::Bookkeeping { .. } => format!("CREATE ROLE {name} NOLOGIN"),
             NewRole::Holder { .. } => {
                 format!("{}CREATE ROLE {name} NOLOGIN", self.role_creation_prefix())
             }
@@ -170,9 +177,11 @@ impl ConnectorFacts {
                 name: n,
                 valid_until,
                 privilege_roles,
+                untagged,
             } => {
-                let roles =
-                    std::iter::once(MARKER_ROLE).chain(privilege_roles.iter().map(String::as_str));
+                let roles = std::iter::once(MARKER_ROLE)
+                    .chain(untagged.then_some(UNTAGGED_ROLE))
+                    .chain(privilege_roles.iter().map(String::as_str));
                 let (in_roles, join) = if self.version_num >= 160_000 {
                     (
                         String::new(),
@@ -259,6 +268,7 @@ impl NewLoginRole {
             name: &username,
             valid_until: entry.expires_at,
             privilege_roles: &entry.privilege_roles,
+            untagged: record.mode == RoleMode::Persistent,
         });
         let settings = apply_settings_sql(&username, &entry.session);
         if !settings.is_empty() {
@@ -320,7 +330,7 @@ mod tests {
             facts(170_000, false),
         ] {
             assert_eq!(
-                f.create_role(&NewRole::Marker),
+                f.create_role(&NewRole::Bookkeeping { name: MARKER_ROLE }),
                 "CREATE ROLE \"pgwarden_managed\" NOLOGIN"
             );
         }
@@ -368,6 +378,7 @@ mod tests {
             name: "u",
             valid_until: until,
             privilege_roles: &roles,
+            untagged: false,
         };
         assert_eq!(
             facts(150_000, false).create_role(&login),
@@ -380,6 +391,18 @@ mod tests {
         assert_eq!(
             facts(140_000, true).create_role(&login),
             "CREATE ROLE \"u\" NOLOGIN INHERIT VALID UNTIL '2027-01-15 08:00:00+00' IN ROLE \"pgwarden_managed\", \"pgwarden_p_1\"; GRANT \"u\" TO \"pgw\""
+        );
+        // A login role not named by its grant's id (persistent) is found through
+        // the untagged role.
+        let persistent = NewRole::Login {
+            name: "u",
+            valid_until: until,
+            privilege_roles: &roles,
+            untagged: true,
+        };
+        assert_eq!(
+            facts(160_000, false).create_role(&persistent),
+            "CREATE ROLE \"u\" NOLOGIN INHERIT VALID UNTIL '2027-01-15 08:00:00+00'; GRANT \"pgwarden_managed\", \"pgwarden_managed_untagged\", \"pgwarden_p_1\" TO \"u\" WITH INHERIT TRUE, SET FALSE"
         );
     }
 }

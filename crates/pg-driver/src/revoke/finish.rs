@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::join;
-use pgwarden_core::naming::MARKER_ROLE;
+use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE};
 use tokio_postgres::types::ToSql;
 
 use super::clean::{DEPENDENCIES_SQL, lock_timed_out};
@@ -485,7 +485,8 @@ fn revoke_memberships_sql(groups: &[String], username: &str) -> String {
         .join("; ")
 }
 
-/// Step 3: removes memberships other than the marker and `keep`.
+/// Step 3: removes memberships other than the marker, [`UNTAGGED_ROLE`] (which keeps a
+/// persistent role findable by its grants' ids) and `keep`.
 pub(crate) async fn remove_memberships(
     conn: &deadpool_postgres::ClientWrapper,
     username: &str,
@@ -504,7 +505,7 @@ pub(crate) async fn remove_memberships(
     let groups: Vec<String> = rows
         .iter()
         .map(|r| r.get::<_, String>(0))
-        .filter(|g| !keep.contains(g))
+        .filter(|g| !keep.contains(g) && g != UNTAGGED_ROLE)
         .collect();
     if !groups.is_empty() {
         let sql = revoke_memberships_sql(&groups, username);

@@ -212,7 +212,7 @@ impl Provisioner {
         }
         let mut ledger = {
             let conn = self.admin.get().await?;
-            self.ledger_for_grant(&*conn, grant_id)
+            self.ledger_for_grant_or_scan(&*conn, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?
         };
@@ -225,7 +225,7 @@ impl Provisioner {
                 .transaction(&mut conn, "waiting for a grant in flight")
                 .await?;
             ledger = self
-                .ledger_for_grant(&tx, grant_id)
+                .ledger_for_grant_or_scan(&tx, grant_id)
                 .await
                 .map_err(db("reading the ledger"))?;
             tx.commit().await.map_err(db("reading the ledger"))?;

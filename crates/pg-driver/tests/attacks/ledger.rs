@@ -8,6 +8,8 @@
 
 use secrecy::ExposeSecret;
 
+use pgwarden_testkit::login_roles_of;
+
 use crate::{cluster, common, q_in};
 
 const ATTACKER: &str = "lf_attacker";
@@ -103,7 +105,10 @@ async fn a_recreated_privilege_role_with_a_copied_record_is_never_granted_to() {
         );
         let left = q_in(
             "postgres",
-            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'pgw\\_lf\\_bob%'",
+            &format!(
+                "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
+                login_roles_of("lf_bob")
+            ),
         );
         assert_eq!(left.trim(), "0", "a refused grant left a login role");
         as_attacker("postgres", &format!("DROP ROLE {role}")).unwrap();
@@ -191,4 +196,77 @@ async fn unlisted_members_of_privilege_roles_are_removed() {
     )
     .unwrap();
     p.revoke(&alice.grant_id).await.unwrap();
+}
+
+/// The roles that let a grant id be found by name are pgwarden's too: an attacker
+/// who made one first (the names role of a username prefix not in use yet, empty or
+/// with the real one's record copied onto it) could drop it later, and hide every
+/// grant named under that prefix from its id. pgwarden refuses to use one it did not
+/// seal, and grants nothing until it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_names_role_made_by_someone_else_is_never_used() {
+    let db = "lf_names";
+    setup(db);
+    let access = format!("postgresql-schema:{db}/s1=read-only");
+    // The real names role of the default prefix exists once pgwarden granted.
+    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
+    let g = p
+        .grant(common::request("lf-carol@example.com", &[&access]))
+        .await
+        .unwrap();
+    p.revoke(&g.grant_id).await.unwrap();
+    let real = comment_of("pgwarden_managed_names_pgw_").expect("the names role is sealed");
+
+    let info: pgwarden_core::conninfo::ConnInfo = cluster().dsn().parse().unwrap();
+    let squatted = || {
+        let mut config = common::provisioner_config(
+            "ledger",
+            pgwarden_core::config::UserMode::Ephemeral,
+            pgwarden_core::config::ConnectorMode::Superuser,
+        );
+        config.username_prefix = "sq_".into();
+        pgwarden_pg_driver::Provisioner::new(
+            pgwarden_pg_driver::Connector::new(
+                &info,
+                &pgwarden_pg_driver::ConnectOptions::default(),
+            )
+            .unwrap(),
+            config,
+        )
+        .unwrap()
+    };
+    as_attacker("postgres", "CREATE ROLE pgwarden_managed_names_sq_ NOLOGIN").unwrap();
+    for comment in [None, Some(real)] {
+        if let Some(c) = &comment {
+            as_attacker(
+                "postgres",
+                &format!("COMMENT ON ROLE pgwarden_managed_names_sq_ IS '{c}'"),
+            )
+            .unwrap();
+        }
+        let e = squatted()
+            .grant(common::request("lf-dave@example.com", &[&access]))
+            .await
+            .expect_err("a grant used a names role pgwarden did not make");
+        assert!(
+            matches!(e, pgwarden_pg_driver::ProvisionError::NotAuthentic(_))
+                && e.to_string().contains("pgwarden_managed_names_sq_"),
+            "{e}"
+        );
+        let left = q_in(
+            "postgres",
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname LIKE 'sq\\_%'",
+        );
+        assert_eq!(left.trim(), "0", "a refused grant left a login role");
+    }
+    // Gone: pgwarden makes its own, and grants under the prefix.
+    as_attacker("postgres", "DROP ROLE pgwarden_managed_names_sq_").unwrap();
+    let p = squatted();
+    let g = p
+        .grant(common::request("lf-dave@example.com", &[&access]))
+        .await
+        .unwrap();
+    assert!(g.username.starts_with("sq_"), "{}", g.username);
+    assert!(comment_of("pgwarden_managed_names_sq_").is_some());
+    p.revoke(&g.grant_id).await.unwrap();
 }

@@ -283,14 +283,18 @@ async fn planted_operators_never_run_for_a_createrole_connector() {
     let _serial = serial().lock().await;
     setup();
     let c = trapped_cluster();
-    // The marker may have been made by the superuser tests' connector (same ledger
-    // key): on 16+ a CREATEROLE connector needs ADMIN OPTION on it.
+    // The marker and the untagged role may have been made by the superuser tests'
+    // connector (same ledger key): on 16+ a CREATEROLE connector needs ADMIN OPTION
+    // on them.
     q_in(
         "postgres",
         "GRANT pg_signal_backend TO sp_manager;
          DO $$ BEGIN
            IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgwarden_managed') THEN
              GRANT pgwarden_managed TO sp_manager WITH ADMIN OPTION;
+           END IF;
+           IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgwarden_managed_untagged') THEN
+             GRANT pgwarden_managed_untagged TO sp_manager WITH ADMIN OPTION;
            END IF;
          END $$;",
     );
