@@ -939,10 +939,11 @@ async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
              WHERE roleid = 'pgwarden_managed_untagged'::regrole",
         )
     };
-    let with_id = |id: &str, requester: &str| {
+    // A grant with id `id` by a new process (no hints).
+    let grant = async |mode, id: &str, requester: &str| {
         let mut r = request(requester, &["postgresql-schema:lg_app/s1=read-only"]);
         r.grant_id = Some(id.into());
-        r
+        fresh(mode).grant(r).await.unwrap()
     };
     // What an earlier version wrote: `rename` moves a role to an old-style name, its
     // record sealed again for that name, as that version sealed it.
@@ -963,18 +964,12 @@ async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
     };
 
     // Made by this version: named by the id's tag, or (persistent) in the untagged role.
-    let eph = fresh(UserMode::Ephemeral)
-        .grant(with_id("old-eph", "lg-old@example.com"))
-        .await
-        .unwrap();
+    let eph = grant(UserMode::Ephemeral, "old-eph", "lg-old@example.com").await;
     assert_eq!(
         eph.username,
         format!("pgw_{}_lg_old_example_com", key.lookup_tag("old-eph"))
     );
-    let per = fresh(UserMode::Persistent)
-        .grant(with_id("old-per", "lg-per@example.com"))
-        .await
-        .unwrap();
+    let per = grant(UserMode::Persistent, "old-per", "lg-per@example.com").await;
     assert_eq!(untagged_members(), per.username);
 
     // Now as an earlier version left them.
@@ -996,10 +991,7 @@ async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
     ));
 
     // The first grant of a new process makes them findable; neither id is granted twice.
-    let again = fresh(UserMode::Ephemeral)
-        .grant(with_id("old-eph", "lg-old@example.com"))
-        .await
-        .unwrap();
+    let again = grant(UserMode::Ephemeral, "old-eph", "lg-old@example.com").await;
     assert!(!again.created, "granted twice: {again:?}");
     assert_eq!(again.username, legacy);
     assert_eq!(untagged_members(), format!("{legacy},{}", per.username));
@@ -1010,19 +1002,13 @@ async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
             .contains(r#""ids_by_name":true"#),
         "{marker}"
     );
-    let again = fresh(UserMode::Ephemeral)
-        .grant(with_id("old-per", "lg-per@example.com"))
-        .await
-        .unwrap();
+    let again = grant(UserMode::Ephemeral, "old-per", "lg-per@example.com").await;
     assert!(!again.created, "granted twice: {again:?}");
     assert_eq!(again.username, per.username);
 
     // An earlier version still running makes a role neither named by its id nor in the
     // untagged role: revoking and extending by id still find it.
-    let late = fresh(UserMode::Ephemeral)
-        .grant(with_id("late", "lg-late@example.com"))
-        .await
-        .unwrap();
+    let late = grant(UserMode::Ephemeral, "late", "lg-late@example.com").await;
     let late_legacy = "pgw_lg_late_example_com_p2m7wz";
     rename(&late.username, late_legacy, "late");
     let extended = fresh(UserMode::Ephemeral)
