@@ -14,8 +14,9 @@
 //! - the content (who has access to what, and why) is no longer readable by others.
 //!
 //! A comment reads `pgwarden:2:<tags>:<base64>`. The tags are short keyed hashes of
-//! the grant ids the record holds ([`LedgerKey::lookup_tag`]), so a grant is found
-//! with one `LIKE` instead of opening every record; they reveal nothing of the ids.
+//! the grant ids the record holds ([`LedgerKey::lookup_tag`]), so a grant's record is
+//! recognised without opening every record (an ephemeral role is also named by its
+//! grant's tag); they reveal nothing of the ids.
 
 use std::fmt;
 use std::fmt::Write as _;

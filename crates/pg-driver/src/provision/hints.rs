@@ -1,11 +1,12 @@
-//! Where this process last saw each grant: a hint that turns finding a grant by its id
-//! (a scan of every managed role's comment, which grows with the number of grants)
-//! into a read of one role by name (an index look-up).
+//! Finding a grant by its id: the roles that may hold it, read through indexes
+//! ([`read_ledger_for_grant_cached`]), and where this process last saw each grant: a
+//! hint that makes that a read of one role by name (a persistent role's grants are
+//! otherwise matched among all of [`pgwarden_core::naming::UNTAGGED_ROLE`]'s members).
 //!
 //! Only a hint: the role it names is read and its sealed record checked like any
 //! ledger entry, and when the record does not hold the grant (the hint is stale, or
-//! another process moved things) the scan decides. Hints are kept for grants this
-//! process made, found or listed, and dropped when it revokes them; at most
+//! another process moved things) the indexed read decides. Hints are kept for grants
+//! this process made, found or listed, and dropped when it revokes them; at most
 //! [`MAX_HINTS`], after which the oldest half is forgotten.
 
 use std::collections::{HashMap, VecDeque};
