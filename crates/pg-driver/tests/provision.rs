@@ -1005,6 +1005,12 @@ async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
     let again = grant(UserMode::Ephemeral, "old-per", "lg-per@example.com").await;
     assert!(!again.created, "granted twice: {again:?}");
     assert_eq!(again.username, per.username);
+    // The untagged role dropped, and its memberships with it: the next process makes
+    // it again, with every login role in it.
+    psql("DROP ROLE pgwarden_managed_untagged");
+    let again = grant(UserMode::Ephemeral, "old-per", "lg-per@example.com").await;
+    assert!(!again.created, "granted twice: {again:?}");
+    assert!(untagged_members().contains(&per.username));
 
     // An earlier version still running makes a role neither named by its id nor in the
     // untagged role: revoking and extending by id still find it.

@@ -95,8 +95,9 @@ impl Provisioner {
     }
 
     /// Under the exclusive privileges lock: makes what is missing, and, unless the
-    /// marker already says so, makes every login role a member of [`UNTAGGED_ROLE`]
-    /// and seals the marker's record saying ids are found by name.
+    /// marker already says so (and [`UNTAGGED_ROLE`] was not just made again), makes
+    /// every login role a member of [`UNTAGGED_ROLE`] and seals the marker's record
+    /// saying ids are found by name.
     async fn set_up_bookkeeping(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -106,6 +107,7 @@ impl Provisioner {
         let key = &self.config.ledger_key;
         let mut found = self.read_bookkeeping(&**tx, names).await?;
         let prefix = &self.config.username_prefix;
+        let mut untagged_made = false;
         for (role, what) in [
             (
                 UNTAGGED_ROLE,
@@ -120,10 +122,13 @@ impl Provisioner {
                 let record = MarkerRecord::bookkeeping(&what);
                 self.create_bookkeeping(tx, facts, role, &record).await?;
                 found.insert(role.to_owned(), Found::Authentic(record));
+                untagged_made |= role == UNTAGGED_ROLE;
             }
         }
         let marker_oid = match found.remove(MARKER_ROLE) {
-            Some(Found::Authentic(r)) if r.ids_by_name => return Ok(()),
+            // An untagged role made again (it was dropped, and its memberships with
+            // it) is filled again below.
+            Some(Found::Authentic(r)) if r.ids_by_name && !untagged_made => return Ok(()),
             // Made now: no login role is a member yet.
             Some(Found::Missing) | None => {
                 return self
@@ -132,6 +137,10 @@ impl Provisioner {
             }
             Some(Found::Authentic(_)) => marker_oid(&**tx).await?,
         };
+        if facts.createrole_mode && facts.version_num >= 160_000 {
+            // Before the GRANTs below, which need it: say what to run instead.
+            check_admin(&**tx, facts).await?;
+        }
         let rows = tx
             .query(NOT_UNTAGGED_SQL, &[&MARKER_ROLE, &UNTAGGED_ROLE])
             .await
