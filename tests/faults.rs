@@ -356,7 +356,7 @@ async fn a_server_crash_during_an_expiry_storm_loses_and_repeats_nothing() {
         let row = observer
             .query_one(
                 "SELECT pg_catalog.count(*) FILTER (WHERE NOT rolcanlogin), pg_catalog.count(*)
-                 FROM pg_catalog.pg_roles WHERE rolname ~ '^pgw_([0-9a-f]{16}_)?storm_'",
+                 FROM pg_catalog.pg_roles WHERE rolname ~ '^pgw_([0-9a-f]{16}_)?storm(_|$)'",
                 &[],
             )
             .await

@@ -142,7 +142,7 @@ fn login_roles_of(requester: &str) -> usize {
     cluster()
         .psql(&format!(
             "SELECT count(*) FROM pg_catalog.pg_roles WHERE {}",
-            pgwarden_testkit::login_roles_of(&format!("{requester}_"))
+            pgwarden_testkit::login_roles_of(&format!("{requester}(_|$)"))
         ))
         .unwrap()
         .trim()
