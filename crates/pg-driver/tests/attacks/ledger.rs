@@ -270,3 +270,57 @@ async fn a_names_role_made_by_someone_else_is_never_used() {
     assert!(comment_of("pgwarden_managed_names_sq_").is_some());
     p.revoke(&g.grant_id).await.unwrap();
 }
+
+/// A role already holding the name a grant id's login role gets (squatted by someone
+/// who learnt the ledger key, or a 64-bit tag collision): the grant is refused with an
+/// error saying so, never made under another name (where a retry with the same id
+/// would not find it) and never reported as the squatter's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_login_role_name_refuses_the_grant() {
+    let db = "lf_taken";
+    setup(db);
+    let access = format!("postgresql-schema:{db}/s1=read-only");
+    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
+    // The marker exists once pgwarden granted.
+    let first = p
+        .grant(common::request("lf-frank@example.com", &[&access]))
+        .await
+        .unwrap();
+    p.revoke(&first.grant_id).await.unwrap();
+    let tag = common::ledger_key().lookup_tag("taken-1");
+    let name = format!("pgw_{tag}_lf_erin_example_com");
+    as_attacker(
+        "postgres",
+        &format!("CREATE ROLE {name} LOGIN PASSWORD 'squat'"),
+    )
+    .unwrap();
+    // Even in the marker (a CREATEROLE role can put it there before 16): no record.
+    q_in("postgres", &format!("GRANT pgwarden_managed TO {name}"));
+    let mut req = common::request("lf-erin@example.com", &[&access]);
+    req.grant_id = Some("taken-1".into());
+    for _ in 0..2 {
+        let e = p
+            .grant(req.clone())
+            .await
+            .expect_err("granted over a squatter");
+        assert!(
+            matches!(e, pgwarden_pg_driver::ProvisionError::NotAuthentic(_))
+                && e.to_string()
+                    .contains("is taken by a role that is not a grant pgwarden recorded"),
+            "{e}"
+        );
+    }
+    assert!(
+        p.list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.grant_id != "taken-1")
+    );
+    let read = common::as_user(cluster(), &name, "squat", db, "SELECT count(*) FROM s1.t1");
+    assert!(read.is_err(), "the squatter was given access: {read:?}");
+    as_attacker("postgres", &format!("DROP ROLE {name}")).unwrap();
+    let g = p.grant(req).await.unwrap();
+    assert!(g.created && g.username == name, "{g:?}");
+    p.revoke(&g.grant_id).await.unwrap();
+}
