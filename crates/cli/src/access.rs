@@ -301,6 +301,9 @@ pub(crate) async fn reconcile(args: &TargetArgs, format: Format) -> Result<(), F
             for d in &report.drift {
                 println!("  drift: {}: {}", d.username, d.what);
             }
+            for u in &report.made_findable_by_id {
+                println!("  made findable by its grant id (made by an earlier pgwarden): {u}");
+            }
             for e in &report.errors {
                 println!("  error: {e}");
             }

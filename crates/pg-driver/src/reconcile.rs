@@ -42,6 +42,11 @@ pub struct ReconcileReport {
     pub revoked: Vec<RevocationReport>,
     /// Memberships removed from persistent roles (`role: membership`).
     pub memberships_removed: Vec<String>,
+    /// Login roles a grant id could not be found from by name (made by an earlier
+    /// version of pgwarden still running), made members of
+    /// [`pgwarden_core::naming::UNTAGGED_ROLE`] so that a grant retried with their id
+    /// finds them.
+    pub made_findable_by_id: Vec<String>,
     /// Privilege roles dropped because nobody used them.
     pub privilege_roles_dropped: Vec<String>,
     /// Privilege roles re-granted because their scope gained objects.
@@ -89,6 +94,8 @@ pub enum ReconcileFailureKind {
     DropPrivilegeRole,
     /// Removing objects owned by pgwarden's own roles.
     RemoveOwnedObjects,
+    /// Making login roles findable by their grants' ids.
+    MakeFindableById,
 }
 
 impl ReconcileFailure {
@@ -116,6 +123,7 @@ impl fmt::Display for ReconcileFailure {
             ReconcileFailureKind::RefreshPrivilegeRole => "refreshing privilege role",
             ReconcileFailureKind::DropPrivilegeRole => "dropping privilege role",
             ReconcileFailureKind::RemoveOwnedObjects => "removing objects owned by",
+            ReconcileFailureKind::MakeFindableById => "adding login roles to",
         };
         write!(f, "{what} {}", self.role)?;
         if let Some(id) = &self.grant_id {
@@ -336,6 +344,15 @@ impl Provisioner {
                     }
                 }
             }
+        }
+        match self.make_findable_by_id(&ledger).await {
+            Ok(made) => report.made_findable_by_id = made,
+            Err(e) => report.errors.push(ReconcileFailure::new(
+                pgwarden_core::naming::UNTAGGED_ROLE,
+                None,
+                ReconcileFailureKind::MakeFindableById,
+                e,
+            )),
         }
         self.remove_unlisted_members(&ledger, &mut report).await?;
         self.reconcile_privilege_roles(&mut report).await?;

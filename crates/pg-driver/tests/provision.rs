@@ -916,7 +916,7 @@ async fn an_unsealed_ledger_is_adopted_and_its_grants_revoked() {
 /// roles outside the untagged role, a marker record without `ids_by_name`) is made
 /// findable at the first grant: an id granted then is returned, never granted twice.
 /// A login role an earlier version makes afterwards, findable by neither, is still
-/// revoked and extended by its id.
+/// revoked and extended by its id, and reconcile makes it findable for grants too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
     // A cluster of its own: the marker's record is rewritten here.
@@ -1022,6 +1022,12 @@ async fn grant_ids_made_before_roles_were_named_by_them_are_still_found() {
         .await
         .unwrap();
     assert_eq!(extended.username, late_legacy);
+    // Reconcile makes it findable by name: a grant retried with its id finds it too.
+    let report = fresh(UserMode::Ephemeral).reconcile().await.unwrap();
+    assert_eq!(report.made_findable_by_id, vec![late_legacy], "{report:?}");
+    let again = grant(UserMode::Ephemeral, "late", "lg-late@example.com").await;
+    assert!(!again.created, "granted twice: {again:?}");
+    assert_eq!(again.username, late_legacy);
     for id in ["late", "old-eph", "old-per"] {
         let r = fresh(UserMode::Ephemeral).revoke(id).await.unwrap();
         assert!(!r.already_revoked, "{id}: {r:?}");

@@ -21,7 +21,7 @@ use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE, names_role};
 use super::Provisioner;
 use super::roles::{ConnectorFacts, NewRole, create_role_returning_oid};
 use crate::error::{ProvisionError, db};
-use crate::ledger::MarkerRecord;
+use crate::ledger::{LedgerRole, MarkerRecord, RoleMode};
 use crate::lock::Lock;
 
 /// The roles named in `$1` (a `name[]`): name, oid and comment.
@@ -40,6 +40,13 @@ WHERE m.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole(pg_catalog.quote_ide
                   WHERE u.member OPERATOR(pg_catalog.=) m.member
                     AND u.roleid OPERATOR(pg_catalog.=) pg_catalog.to_regrole(pg_catalog.quote_ident($2::pg_catalog.text))::pg_catalog.oid)
 ORDER BY 1";
+
+/// The registered username prefixes: what follows
+/// [`pgwarden_core::naming::NAMES_ROLE_PREFIX`] in the names roles' names.
+const PREFIXES_SQL: &str = "
+SELECT pg_catalog.substr(r.rolname::pg_catalog.text, 24) FROM pg_catalog.pg_roles r
+WHERE r.rolname OPERATOR(pg_catalog.>=) 'pgwarden_managed_names_'::pg_catalog.name
+  AND r.rolname OPERATOR(pg_catalog.<) 'pgwarden_managed_names`'::pg_catalog.name";
 
 /// What a bookkeeping role is, as found.
 enum Found {
@@ -165,6 +172,70 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Makes the login roles of `ledger` that a grant id could not be found from (not
+    /// named by their grant's id under a registered prefix, and not members of
+    /// [`UNTAGGED_ROLE`]) members of [`UNTAGGED_ROLE`], and returns their names. Such
+    /// a role was made by an earlier version of pgwarden still running beside this
+    /// one: reconcile runs this, so that a grant retried with its id finds it from
+    /// then on, not only revocations (which fall back to reading every record).
+    pub(crate) async fn make_findable_by_id(
+        &self,
+        ledger: &[LedgerRole],
+    ) -> Result<Vec<String>, ProvisionError> {
+        let key = &self.config.ledger_key;
+        let conn = self.admin.get().await?;
+        let (outside, prefixes) = {
+            let outside = conn
+                .query(NOT_UNTAGGED_SQL, &[&MARKER_ROLE, &UNTAGGED_ROLE])
+                .await
+                .map_err(db("reading the login roles outside the untagged role"))?;
+            let prefixes = conn
+                .query(PREFIXES_SQL, &[])
+                .await
+                .map_err(db("reading the registered username prefixes"))?;
+            (outside, prefixes)
+        };
+        let outside: std::collections::HashSet<String> = outside.iter().map(|r| r.get(0)).collect();
+        let prefixes: Vec<String> = prefixes.iter().map(|r| r.get(0)).collect();
+        let named_by_id = |role: &LedgerRole| {
+            role.record.as_ref().is_some_and(|r| {
+                r.mode == RoleMode::Ephemeral
+                    && r.grants.len() == 1
+                    && prefixes.iter().any(|p| {
+                        role.username
+                            .strip_prefix(p.as_str())
+                            .and_then(|rest| {
+                                rest.strip_prefix(&key.lookup_tag(&r.grants[0].grant_id))
+                            })
+                            .is_some_and(|rest| rest.starts_with('_'))
+                    })
+            })
+        };
+        let lost: Vec<String> = ledger
+            .iter()
+            .filter(|r| r.record.is_some() && outside.contains(&r.username) && !named_by_id(r))
+            .map(|r| r.username.clone())
+            .collect();
+        if lost.is_empty() {
+            return Ok(lost);
+        }
+        self.ensure_marker().await?;
+        let facts = self.facts().await?;
+        let sql = lost
+            .iter()
+            .map(|u| facts.grant_membership([UNTAGGED_ROLE], u))
+            .collect::<Vec<_>>()
+            .join("; ");
+        conn.batch_execute(&sql)
+            .await
+            .map_err(db("making login roles findable by their grants' ids"))?;
+        tracing::warn!(
+            login_roles = ?lost,
+            "login roles a grant id could not be found from (made by an earlier pgwarden still running?) made members of {UNTAGGED_ROLE}"
+        );
+        Ok(lost)
+    }
+
     /// Creates bookkeeping role `name` and seals `record` on it.
     async fn create_bookkeeping(
         &self,
@@ -261,4 +332,19 @@ fn not_authentic(role: &str) -> ProvisionError {
     ProvisionError::NotAuthentic(format!(
         "role {role} exists but carries no record sealed by pgwarden with this ledger key: another tool or user made or altered it, or another integration manages this instance with a different ledger key. pgwarden will not use it: give every integration of this instance the same ledger key, or, if no pgwarden manages this instance, drop the role (DROP ROLE {role})"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefixes_are_read_from_the_names_roles() {
+        use pgwarden_core::naming::NAMES_ROLE_PREFIX;
+        assert!(PREFIXES_SQL.contains(&format!("'{NAMES_ROLE_PREFIX}'")));
+        assert!(PREFIXES_SQL.contains(&format!(
+            "substr(r.rolname::pg_catalog.text, {})",
+            NAMES_ROLE_PREFIX.len() + 1
+        )));
+    }
 }
