@@ -198,6 +198,21 @@ async fn unlisted_members_of_privilege_roles_are_removed() {
     p.revoke(&alice.grant_id).await.unwrap();
 }
 
+/// Sets up `db` and makes one grant there and revokes it, so that pgwarden's
+/// bookkeeping roles exist (the marker, the untagged role, the names role of the
+/// default prefix): the provisioner, and the access the grant was for.
+async fn after_one_grant(db: &str) -> (pgwarden_pg_driver::Provisioner, String) {
+    setup(db);
+    let access = format!("postgresql-schema:{db}/s1=read-only");
+    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
+    let g = p
+        .grant(common::request("lf-first@example.com", &[&access]))
+        .await
+        .unwrap();
+    p.revoke(&g.grant_id).await.unwrap();
+    (p, access)
+}
+
 /// The roles that let a grant id be found by name are pgwarden's too: an attacker
 /// who made one first (the names role of a username prefix not in use yet, empty or
 /// with the real one's record copied onto it) could drop it later, and hide every
@@ -206,15 +221,7 @@ async fn unlisted_members_of_privilege_roles_are_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_names_role_made_by_someone_else_is_never_used() {
     let db = "lf_names";
-    setup(db);
-    let access = format!("postgresql-schema:{db}/s1=read-only");
-    // The real names role of the default prefix exists once pgwarden granted.
-    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
-    let g = p
-        .grant(common::request("lf-carol@example.com", &[&access]))
-        .await
-        .unwrap();
-    p.revoke(&g.grant_id).await.unwrap();
+    let (_, access) = after_one_grant(db).await;
     let real = comment_of("pgwarden_managed_names_pgw_").expect("the names role is sealed");
 
     let info: pgwarden_core::conninfo::ConnInfo = cluster().dsn().parse().unwrap();
@@ -278,15 +285,7 @@ async fn a_names_role_made_by_someone_else_is_never_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_login_role_name_refuses_the_grant() {
     let db = "lf_taken";
-    setup(db);
-    let access = format!("postgresql-schema:{db}/s1=read-only");
-    let p = crate::provisioner("ledger", &pgwarden_pg_driver::ConnectOptions::default());
-    // The marker exists once pgwarden granted.
-    let first = p
-        .grant(common::request("lf-frank@example.com", &[&access]))
-        .await
-        .unwrap();
-    p.revoke(&first.grant_id).await.unwrap();
+    let (p, access) = after_one_grant(db).await;
     let tag = common::ledger_key().lookup_tag("taken-1");
     let name = format!("pgw_{tag}_lf_erin_example_com");
     as_attacker(
