@@ -14,7 +14,6 @@
 //! grant (of this version or an earlier one) waits for.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE, names_role};
 
@@ -152,14 +151,10 @@ impl Provisioner {
             .query(NOT_UNTAGGED_SQL, &[&MARKER_ROLE, &UNTAGGED_ROLE])
             .await
             .map_err(db("reading the login roles to make findable by id"))?;
-        let mut sql = String::new();
-        for row in &rows {
-            let member: String = row.get(0);
-            let _ = write!(
-                sql,
-                "{}; ",
-                facts.grant_membership([UNTAGGED_ROLE], &member)
-            );
+        let members: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let mut sql = untagged_grants_sql(facts, &members);
+        if !sql.is_empty() {
+            sql.push_str("; ");
         }
         sql.push_str(&MarkerRecord::ids_by_name().comment_on(key, marker_oid, MARKER_ROLE));
         tx.batch_execute(&sql)
@@ -183,30 +178,30 @@ impl Provisioner {
         ledger: &[LedgerRole],
     ) -> Result<Vec<String>, ProvisionError> {
         let key = &self.config.ledger_key;
-        let conn = self.admin.get().await?;
         let (outside, prefixes) = {
-            let outside = conn
-                .query(NOT_UNTAGGED_SQL, &[&MARKER_ROLE, &UNTAGGED_ROLE])
-                .await
-                .map_err(db("reading the login roles outside the untagged role"))?;
-            let prefixes = conn
-                .query(PREFIXES_SQL, &[])
-                .await
-                .map_err(db("reading the registered username prefixes"))?;
-            (outside, prefixes)
+            let conn = self.admin.get().await?;
+            let (outside, prefixes) = futures_util::join!(
+                conn.query(NOT_UNTAGGED_SQL, &[&MARKER_ROLE, &UNTAGGED_ROLE]),
+                conn.query(PREFIXES_SQL, &[]),
+            );
+            (
+                outside.map_err(db("reading the login roles outside the untagged role"))?,
+                prefixes.map_err(db("reading the registered username prefixes"))?,
+            )
         };
         let outside: std::collections::HashSet<String> = outside.iter().map(|r| r.get(0)).collect();
         let prefixes: Vec<String> = prefixes.iter().map(|r| r.get(0)).collect();
         let named_by_id = |role: &LedgerRole| {
             role.record.as_ref().is_some_and(|r| {
+                let [grant] = r.grants.as_slice() else {
+                    return false;
+                };
+                let tag = key.lookup_tag(&grant.grant_id);
                 r.mode == RoleMode::Ephemeral
-                    && r.grants.len() == 1
                     && prefixes.iter().any(|p| {
                         role.username
                             .strip_prefix(p.as_str())
-                            .and_then(|rest| {
-                                rest.strip_prefix(&key.lookup_tag(&r.grants[0].grant_id))
-                            })
+                            .and_then(|rest| rest.strip_prefix(&tag))
                             .is_some_and(|rest| rest.starts_with('_'))
                     })
             })
@@ -219,14 +214,13 @@ impl Provisioner {
         if lost.is_empty() {
             return Ok(lost);
         }
+        // Before taking a connection again: it may need one of its own.
         self.ensure_marker().await?;
         let facts = self.facts().await?;
-        let sql = lost
-            .iter()
-            .map(|u| facts.grant_membership([UNTAGGED_ROLE], u))
-            .collect::<Vec<_>>()
-            .join("; ");
-        conn.batch_execute(&sql)
+        self.admin
+            .get()
+            .await?
+            .batch_execute(&untagged_grants_sql(facts, &lost))
             .await
             .map_err(db("making login roles findable by their grants' ids"))?;
         tracing::warn!(
@@ -287,6 +281,15 @@ impl Provisioner {
         }
         Ok(found)
     }
+}
+
+/// `GRANT` [`UNTAGGED_ROLE`] to each of `members`, as one batch (empty for none).
+fn untagged_grants_sql(facts: &ConnectorFacts, members: &[String]) -> String {
+    members
+        .iter()
+        .map(|m| facts.grant_membership([UNTAGGED_ROLE], m))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The marker's oid (it exists: read under the lock just before).
