@@ -310,6 +310,10 @@ pub(crate) struct LedgerRole {
     pub record: Option<RoleRecord>,
     /// Whether the role has a comment at all (to tell "not pgwarden's" from "forged").
     pub has_comment: bool,
+    /// The comment as read, when it holds a record: a revocation of the grant checks
+    /// under the grant's lock that it is still exactly this, instead of reading it
+    /// again (see `Seen` in the provisioner's hints).
+    pub comment: Option<String>,
     /// Whether it may log in now.
     pub can_login: bool,
     /// Its `VALID UNTIL`.
@@ -653,11 +657,13 @@ pub(crate) fn ledger_roles(rows: &[tokio_postgres::Row], key: &LedgerKey) -> Vec
             // Membership in the untagged role is bookkeeping, like the marker's.
             let mut member_of: Vec<String> = row.get(4);
             member_of.retain(|g| g != UNTAGGED_ROLE);
+            let record = comment
+                .as_deref()
+                .and_then(|c| RoleRecord::from_comment(key, oid, &username, c));
             LedgerRole {
-                record: comment
-                    .as_deref()
-                    .and_then(|c| RoleRecord::from_comment(key, oid, &username, c)),
                 has_comment: comment.is_some(),
+                comment: comment.filter(|_| record.is_some()),
+                record,
                 username,
                 oid,
                 can_login: row.get(2),

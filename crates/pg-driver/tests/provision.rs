@@ -1331,6 +1331,87 @@ async fn a_revocation_in_the_connectors_database_reports_all_it_did() {
     }
 }
 
+/// A process revokes a grant it made without reading its role first: it confirms,
+/// under the grant's lock, that the role is still as it saw it. Whatever changed since
+/// (another process extended the grant, someone added a membership, the role was made
+/// again under its name) is judged on what the role is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_changed_since_this_process_saw_it_is_judged_as_it_is_now() {
+    // Part 3 leaves a role in the marker that no reconcile may meanwhile judge.
+    let _alone = common::reconciling().lock().await;
+    setup_database("seen");
+    let granter = provisioner(UserMode::Ephemeral);
+    let other = provisioner(UserMode::Ephemeral);
+    let access = ["postgresql-schema:seen/s1=read-only"];
+
+    // 1. Found expired by this process, extended by another: not revoked for expiry.
+    let mut req = request("sam", &access);
+    req.expiry = Expiry::At(time::OffsetDateTime::now_utc() + time::Duration::seconds(1));
+    let g = granter.grant(req).await.unwrap();
+    let pw = g.password.as_ref().unwrap().expose_secret().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    other
+        .extend(&g.grant_id, Expiry::After(Ttl::from_secs(3600).unwrap()))
+        .await
+        .unwrap();
+    let e = granter.revoke_expired(&g.grant_id).await.unwrap_err();
+    assert!(
+        matches!(e, pgwarden_pg_driver::ProvisionError::NotExpired { .. }),
+        "{e}"
+    );
+    assert!(
+        as_user(&g.username, &pw, "seen", "SELECT count(*) FROM s1.t1").is_ok(),
+        "the extended grant still works"
+    );
+    granter.revoke(&g.grant_id).await.unwrap();
+    assert!(!role_exists(&g.username));
+
+    // 2. A membership added by someone else: removed, and reported.
+    cluster().psql("CREATE ROLE seen_extra NOLOGIN").unwrap();
+    let g = granter.grant(request("sam", &access)).await.unwrap();
+    cluster()
+        .psql(&format!("GRANT seen_extra TO {}", g.username))
+        .unwrap();
+    let report = granter.revoke(&g.grant_id).await.unwrap();
+    assert!(report.role_dropped, "{report:?}");
+    assert!(
+        report.memberships_removed.iter().any(|m| m == "seen_extra"),
+        "{report:?}"
+    );
+    assert_eq!(report.memberships_removed.len(), 2, "{report:?}");
+
+    // 3. The role made again under its name, in the marker, with the same memberships
+    // and the same comment: not the grant's role (its record is sealed to the oid it
+    // had), so it is left alone.
+    let g = granter.grant(request("sam", &access)).await.unwrap();
+    let (comment, groups) = (
+        q(&format!(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{}'",
+            g.username
+        )),
+        q(&format!(
+            "SELECT string_agg(quote_ident(b.rolname), ', ') FROM pg_auth_members m
+             JOIN pg_roles a ON a.oid = m.member JOIN pg_roles b ON b.oid = m.roleid
+             WHERE a.rolname = '{}'",
+            g.username
+        )),
+    );
+    cluster()
+        .psql(&format!(
+            "DROP ROLE {u}; CREATE ROLE {u} NOLOGIN IN ROLE {g}; COMMENT ON ROLE {u} IS '{c}'",
+            u = g.username,
+            g = groups.trim(),
+            c = comment.trim()
+        ))
+        .unwrap();
+    let report = granter.revoke(&g.grant_id).await.unwrap();
+    assert!(report.already_revoked && !report.role_dropped, "{report:?}");
+    assert!(role_exists(&g.username), "a role pgwarden did not make was dropped");
+    cluster()
+        .psql(&format!("DROP ROLE {}; DROP ROLE seen_extra", g.username))
+        .unwrap();
+}
+
 /// A loopback TCP proxy to the cluster that can cut every connection it carries so
 /// that the client does not notice: the server side is closed at once (its backend
 /// ends), the client side only when the client next writes — as a backend terminated

@@ -3,11 +3,12 @@
 use time::OffsetDateTime;
 
 use super::Provisioner;
+use super::hints::Seen;
 use super::request::{Expiry, ListedGrant};
 use crate::error::{ProvisionError, db};
-use crate::ledger::{GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant};
+use crate::ledger::{GrantState, LEDGER_VERSION, LedgerRole, RoleMode, RoleRecord, find_grant};
 use crate::lock::Lock;
-use crate::sql::{Ident, literal, timestamp};
+use crate::sql::{Ident, comment_on_role, literal, timestamp};
 
 impl Provisioner {
     /// Moves a grant's expiry (bounded by `max_ttl` from now).
@@ -46,16 +47,23 @@ impl Provisioner {
             .map(|g| g.expires_at)
             .max()
             .unwrap_or(expires_at);
+        let comment = record.to_comment(&self.config.ledger_key, oid, &role.username);
         let sql = format!(
             "ALTER ROLE {u} VALID UNTIL {t}; {c}",
             u = Ident(&role.username),
             t = literal(&timestamp(until)),
-            c = record.comment_on(&self.config.ledger_key, oid, &role.username)
+            c = comment_on_role(&role.username, &comment)
         );
         tx.batch_execute(&sql)
             .await
             .map_err(db("extending the grant"))?;
         tx.commit().await.map_err(db("committing the extension"))?;
+        let seen = Seen::of(&LedgerRole {
+            comment: Some(comment),
+            record: Some(record.clone()),
+            ..role.clone()
+        });
+        self.hints.remember_seen(grant_id, &role.username, seen);
         let g = record
             .grants
             .iter()

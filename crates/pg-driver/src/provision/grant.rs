@@ -5,6 +5,7 @@ use pgwarden_core::config::UserMode;
 use time::OffsetDateTime;
 
 use super::Provisioner;
+use super::hints::Seen;
 use super::request::{Expiry, Grant, GrantRequest};
 use super::roles::{ConnectorFacts, NewLoginRole, returned_oid, returning_oid_sql};
 use super::session::explain_settings_error;
@@ -305,12 +306,22 @@ impl Provisioner {
                         // COMMIT goes as a message of its own, in the same round trip:
                         // the server logs a statement's duration when its message ends,
                         // and by then a COMMIT in it would have undone the silence.
-                        let finish = role.finish(key, oid);
+                        let comment = role.comment(key, oid);
+                        let finish = role.finish(&comment);
                         let (finished, committed) =
                             join!(conn.batch_execute(&finish), conn.batch_execute("COMMIT"));
                         finished
                             .and(committed)
                             .map_err(db("creating the login role"))
+                            .map(|()| {
+                                let seen =
+                                    Seen::new(oid, comment, entry.privilege_roles.iter().cloned());
+                                self.hints.remember_seen(
+                                    &entry.grant_id,
+                                    &role.username,
+                                    Some(seen),
+                                );
+                            })
                     }
                     _ => Err(ProvisionError::PrivilegeRoleNotReady(
                         entry.privilege_roles.join(", "),

@@ -8,6 +8,10 @@
 //! another process moved things) the indexed read decides. Hints are kept for grants
 //! this process made, found or listed, and dropped when it revokes them; at most
 //! [`MAX_HINTS`], after which the oldest half is forgotten.
+//!
+//! For an ephemeral grant the hint also keeps what was [`Seen`] of its role (oid,
+//! sealed comment, memberships), so that its revocation confirms them under the
+//! grant's lock in the round trip that marks it, instead of reading them first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -18,8 +22,50 @@ use crate::ledger::{
     scan_ledger_for_grant_cached,
 };
 
-/// The most hints kept (about 100 bytes each).
+/// The most hints kept (about 100 bytes each, and about 1 KB with what was [`Seen`]).
 pub(crate) const MAX_HINTS: usize = 100_000;
+
+/// What this process last wrote or read of an ephemeral grant's login role: what its
+/// revocation checks is still there, under the grant's lock, before it marks the
+/// grant on that knowledge (one round trip instead of a read, then the mark).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// The role's oid.
+    pub(crate) oid: u32,
+    /// Its sealed comment, exactly as stored.
+    pub(crate) comment: String,
+    /// The roles it is a direct member of, except pgwarden's bookkeeping roles:
+    /// sorted by bytes, without repeats.
+    pub(crate) member_of: Vec<String>,
+}
+
+impl Seen {
+    /// What `role`, as read from the ledger, shows; `None` unless its record is an
+    /// ephemeral grant's.
+    pub(crate) fn of(role: &LedgerRole) -> Option<Seen> {
+        let record = role.record.as_ref()?;
+        if record.mode != crate::ledger::RoleMode::Ephemeral || record.grants.len() != 1 {
+            return None;
+        }
+        Some(Seen::new(
+            role.oid,
+            role.comment.clone()?,
+            role.member_of.iter().cloned(),
+        ))
+    }
+
+    /// Seen: `oid`, `comment`, and memberships `member_of` (in any order).
+    pub(crate) fn new(oid: u32, comment: String, member_of: impl Iterator<Item = String>) -> Seen {
+        let mut member_of: Vec<String> = member_of.collect();
+        member_of.sort_unstable();
+        member_of.dedup();
+        Seen {
+            oid,
+            comment,
+            member_of,
+        }
+    }
+}
 
 /// Grant id → login role, most recent last.
 #[derive(Debug, Default)]
@@ -29,8 +75,15 @@ pub(crate) struct GrantHints {
 
 #[derive(Debug, Default)]
 struct Hints {
-    by_grant: HashMap<String, String>,
+    by_grant: HashMap<String, Hint>,
     order: VecDeque<String>,
+}
+
+/// Where a grant was last seen.
+#[derive(Debug)]
+struct Hint {
+    username: String,
+    seen: Option<Seen>,
 }
 
 impl GrantHints {
@@ -40,13 +93,25 @@ impl GrantHints {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Grant `grant_id` is on role `username`.
+    /// Grant `grant_id` is on role `username` (what was seen of that role is kept).
     pub(crate) fn remember(&self, grant_id: &str, username: &str) {
+        let seen = self
+            .lock()
+            .by_grant
+            .get(grant_id)
+            .filter(|h| h.username == username)
+            .and_then(|h| h.seen.clone());
+        self.remember_seen(grant_id, username, seen);
+    }
+
+    /// Grant `grant_id` is on role `username`, which showed `seen`.
+    pub(crate) fn remember_seen(&self, grant_id: &str, username: &str, seen: Option<Seen>) {
         let mut h = self.lock();
-        if h.by_grant
-            .insert(grant_id.to_owned(), username.to_owned())
-            .is_none()
-        {
+        let hint = Hint {
+            username: username.to_owned(),
+            seen,
+        };
+        if h.by_grant.insert(grant_id.to_owned(), hint).is_none() {
             h.order.push_back(grant_id.to_owned());
         }
         if h.by_grant.len() > MAX_HINTS {
@@ -73,7 +138,18 @@ impl GrantHints {
 
     /// The role grant `grant_id` was last seen on.
     pub(crate) fn get(&self, grant_id: &str) -> Option<String> {
-        self.lock().by_grant.get(grant_id).cloned()
+        self.lock()
+            .by_grant
+            .get(grant_id)
+            .map(|h| h.username.clone())
+    }
+
+    /// The role grant `grant_id` was last seen on, and what it showed then.
+    pub(crate) fn get_seen(&self, grant_id: &str) -> Option<(String, Option<Seen>)> {
+        self.lock()
+            .by_grant
+            .get(grant_id)
+            .map(|h| (h.username.clone(), h.seen.clone()))
     }
 }
 
@@ -131,8 +207,22 @@ mod tests {
     fn hints_are_bounded_and_forgotten() {
         let h = GrantHints::default();
         h.remember("g1", "u1");
-        h.remember("g1", "u2");
+        let seen = Seen::new(
+            7,
+            "c".into(),
+            ["b".to_owned(), "a".into(), "b".into()].into_iter(),
+        );
+        assert_eq!(seen.member_of, ["a", "b"]);
+        h.remember_seen("g1", "u2", Some(seen.clone()));
         assert_eq!(h.get("g1").as_deref(), Some("u2"));
+        assert_eq!(h.get_seen("g1"), Some(("u2".to_owned(), Some(seen))));
+        h.remember("g1", "u2");
+        assert!(
+            h.get_seen("g1").unwrap().1.is_some(),
+            "kept for the same role"
+        );
+        h.remember("g1", "u3");
+        assert_eq!(h.get_seen("g1"), Some(("u3".to_owned(), None)));
         h.forget("g1");
         assert_eq!(h.get("g1"), None);
         for i in 0..=MAX_HINTS {

@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 
 use super::Provisioner;
+use super::hints::Seen;
 use super::request::ListedGrant;
 use crate::error::{ProvisionError, db};
 use crate::ledger::read_ledger;
@@ -17,7 +18,8 @@ impl Provisioner {
         let now = OffsetDateTime::now_utc();
         for r in &ledger {
             for g in r.record.iter().flat_map(|rec| &rec.grants) {
-                self.hints.remember(&g.grant_id, &r.username);
+                self.hints
+                    .remember_seen(&g.grant_id, &r.username, Seen::of(r));
             }
         }
         Ok(ledger

@@ -44,6 +44,7 @@ mod session;
 mod steps;
 
 pub use config::{DEFAULT_CLEANUP_LOCK_TIMEOUT, ProvisionerConfig};
+pub(crate) use hints::Seen;
 pub use request::{Expiry, Grant, GrantRequest, ListedGrant, ListedState};
 pub(crate) use roles::{ConnectorFacts, NewRole};
 pub(crate) use session::reapply_sql;

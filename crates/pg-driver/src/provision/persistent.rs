@@ -99,7 +99,7 @@ impl Provisioner {
                 let oid = create_role_returning_oid(&*tx, &role.create, &username)
                     .await
                     .map_err(|e| explain_settings_error(e, &entry.session, facts))?;
-                tx.batch_execute(&role.finish(key, oid))
+                tx.batch_execute(&role.finish(&role.comment(key, oid)))
                     .await
                     .map_err(db("granting to the persistent role"))?;
                 Some(role.password)

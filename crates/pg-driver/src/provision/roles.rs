@@ -14,7 +14,7 @@ use crate::error::{ProvisionError, db};
 use crate::ledger::{GrantEntry, RoleMode, RoleRecord};
 use crate::scram::{ScramIterations, generate_password, verifier};
 use crate::seal::LedgerKey;
-use crate::sql::{Ident, literal, timestamp};
+use crate::sql::{Ident, comment_on_role, literal, timestamp};
 
 /// What pgwarden needs to know about the connector role and the server, read once.
 #[derive(Debug, Clone)]
@@ -286,15 +286,20 @@ impl NewLoginRole {
         }
     }
 
+    /// The role's record sealed for its `oid`: the comment [`Self::finish`] writes.
+    pub(super) fn comment(&self, key: &LedgerKey, oid: u32) -> String {
+        self.record.to_comment(key, oid, &self.username)
+    }
+
     /// `ALTER ROLE … LOGIN [CONNECTION LIMIT n] PASSWORD …; COMMENT …`: the password
-    /// and the record sealed for the role's `oid`.
-    pub(super) fn finish(&self, key: &LedgerKey, oid: u32) -> String {
+    /// and `comment` (from [`Self::comment`]).
+    pub(super) fn finish(&self, comment: &str) -> String {
         format!(
             "ALTER ROLE {u} LOGIN{l} PASSWORD {v}; {c}",
             u = Ident(&self.username),
             l = self.connection_limit,
             v = literal(&self.verifier),
-            c = self.record.comment_on(key, oid, &self.username),
+            c = comment_on_role(&self.username, comment),
         )
     }
 

@@ -1,22 +1,18 @@
-//! Steps 2–7 of an ephemeral role's revocation, once it is marked: sessions ended,
-//! memberships removed, what it owns dropped (or handed over), the role dropped and
-//! its absence verified.
+//! Steps 2–7 of an ephemeral role's revocation one at a time, where the pipeline
+//! ([`super::pipeline`]) stopped: sessions ended, memberships removed, what the role
+//! owns dropped (or handed over) in each database, the role dropped and its absence
+//! verified.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use futures_util::join;
 use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE};
-use tokio_postgres::types::ToSql;
 
-use super::clean::{DEPENDENCIES_SQL, lock_timed_out};
-use super::{DatabaseCleanup, RevocationReport};
+use super::RevocationReport;
 use crate::error::{ProvisionError, db, describe_db_error, transient};
-use crate::ledger::LedgerRole;
-use crate::lock::{Lock, first_value};
 use crate::provision::{ConnectorFacts, Provisioner, Step};
 use crate::retry::with_retry;
-use crate::sql::{CachedQuery, Ident, literal};
+use crate::sql::{CachedQuery, Ident};
 
 /// Ends a role's sessions, waiting up to 5 s for each to exit (the timeout argument
 /// exists from PostgreSQL 14; [`SESSIONS_SQL_13`] polls instead): the sessions found
@@ -36,7 +32,7 @@ WHERE usesysid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) AND pi
 /// Databases to clean: those whose objects reference the role, and — for references
 /// from shared objects (`dbid` 0: privileges on databases, tablespaces, and from 15
 /// parameters), which `DROP OWNED` in any database removes — the current one.
-const DATABASES_SQL: &str = "
+pub(super) const DATABASES_SQL: &str = "
 SELECT DISTINCT COALESCE(d.datname, pg_catalog.current_database())::pg_catalog.text
 FROM pg_catalog.pg_shdepend s
 LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
@@ -57,244 +53,16 @@ const CAN_ACT_AS_SQL: &str = "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rol
 /// the oid it had (`$2`) as well as by the name (a role made again under it).
 /// Read from `pg_stat_get_activity`, not the `pg_stat_activity` view, whose join to
 /// `pg_authid` (for `usename`) cost a millisecond at 10,000 roles.
-const VERIFY_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
+pub(super) const VERIFY_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1),
     (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_get_activity(NULL) a
      WHERE a.usesysid OPERATOR(pg_catalog.=) $2
         OR a.usesysid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1))";
 
-/// What steps 2–4 found, read in the round trip that ends sessions and removes
-/// memberships.
-struct Left {
-    /// Sessions possibly still there after the termination (see [`sessions_left`]).
-    sessions: i64,
-    /// Databases the role owns.
-    owned_databases: usize,
-    /// Databases whose objects reference the role.
-    databases: Vec<String>,
-    /// Whether the connector can act as the role (always, but in createrole mode).
-    can_act: bool,
-}
-
 impl Provisioner {
-    /// Steps 2–7 for a marked ephemeral role, on `conn`, which holds `lock` (the
-    /// grant's `Revoking` lock). The common case takes two round trips, each one
-    /// pipeline: the first ends sessions, removes the memberships read under the
-    /// grant's lock and reads what is left to clean; the second, when all of it is in
-    /// this database and no successor takes it over, drops what the role owns here and
-    /// the role in one transaction, verifies and releases the lock. Anything else, or
-    /// any failure there, goes on step by step ([`Self::clean_and_drop`]). Returns
-    /// the report and whether the lock was released.
-    pub(super) async fn finish(
-        &self,
-        conn: &deadpool_postgres::Object,
-        grant_id: &str,
-        role: &LedgerRole,
-        facts: &ConnectorFacts,
-        lock: Lock<'_>,
-    ) -> Result<(RevocationReport, bool), ProvisionError> {
-        let username = role.username.as_str();
-        let mut report = RevocationReport::for_role(grant_id, username);
-        report.login_disabled = true;
-        self.step(Step::RevokeTerminateSessions)?;
-        self.step(Step::RevokeMemberships)?;
-        let (ended, left, revoked) = self.end_sessions_and_memberships(conn, role, facts).await?;
-        report.sessions_terminated = ended;
-        match revoked {
-            Ok(()) => report.memberships_removed.clone_from(&role.member_of),
-            Err(e) => {
-                tracing::debug!(username, error = %e, "removing memberships again, one by one");
-                report.memberships_removed =
-                    remove_memberships(conn, username, &BTreeSet::new()).await?;
-            }
-        }
-        if left.sessions > 0 {
-            let again = terminate_sessions(conn, username, facts.version_num).await?;
-            // From 14 the loop ends only sessions still running; on 13 it signals again
-            // those signalled above while they exit, so they are counted once.
-            report.sessions_terminated = if facts.version_num >= 140_000 {
-                ended + again
-            } else {
-                ended.max(again)
-            };
-        }
-        let here = self.connector.database();
-        let simple = left.owned_databases == 0
-            && left.can_act
-            && left.databases.iter().all(|d| d == here)
-            && (self.config.successor.is_none() || left.databases.is_empty());
-        let dropped_here = if simple {
-            self.drop_here(conn, &mut report, role, &left, lock).await?
-        } else {
-            None
-        };
-        let released = if let Some(released) = dropped_here {
-            released
-        } else {
-            self.clean_and_drop(conn, &mut report, username, role.oid, facts)
-                .await?;
-            false
-        };
-        tracing::info!(
-            grant_id,
-            username,
-            sessions = report.sessions_terminated,
-            "revoked"
-        );
-        Ok((report, released))
-    }
-
-    /// Steps 2–4 in one pipeline: sessions ended, the memberships `role` was read with
-    /// revoked, and what is left read. Returns the sessions ended, what is left, and
-    /// the memberships' outcome (a failure there is retried one by one).
-    async fn end_sessions_and_memberships(
-        &self,
-        conn: &deadpool_postgres::Object,
-        role: &LedgerRole,
-        facts: &ConnectorFacts,
-    ) -> Result<(i64, Left, Result<(), tokio_postgres::Error>), ProvisionError> {
-        let username = role.username.as_str();
-        let prepare = |sql: &'static str| async move {
-            conn.prepare_cached(sql)
-                .await
-                .map_err(db("preparing the revocation's statements"))
-        };
-        let sessions = prepare(sessions_sql(facts.version_num)).await?;
-        let owned = prepare(OWNED_DATABASES_SQL).await?;
-        let databases = prepare(DATABASES_SQL).await?;
-        let can_act = prepare(CAN_ACT_AS_SQL).await?;
-        let revoke = revoke_memberships_sql(&role.member_of, username);
-        let by_name: [&(dyn ToSql + Sync); 1] = [&username];
-        // One round trip, sent in this order (see `mark`).
-        let (ended, revoked, owned, databases, can_act) = join!(
-            conn.query_one(&sessions, &by_name),
-            async {
-                if revoke.is_empty() {
-                    Ok(())
-                } else {
-                    conn.batch_execute(&revoke).await
-                }
-            },
-            conn.query(&owned, &by_name),
-            conn.query(&databases, &by_name),
-            async {
-                if facts.createrole_mode {
-                    conn.query_one(&can_act, &by_name)
-                        .await
-                        .map(|r| r.get::<_, bool>(0))
-                } else {
-                    Ok(true)
-                }
-            },
-        );
-        let ended = ended.map_err(db("ending sessions"))?;
-        let left = Left {
-            sessions: sessions_left(&ended, facts.version_num),
-            owned_databases: owned.map_err(db("finding databases the role owns"))?.len(),
-            databases: databases
-                .map_err(db("finding databases that reference the role"))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect(),
-            can_act: can_act.map_err(db("checking the connector's membership"))?,
-        };
-        Ok((ended.get(1), left, revoked))
-    }
-
-    /// Steps 5–7 in one pipeline, when all there is to clean is in this database:
-    /// `DROP OWNED` (when anything here references the role) and `DROP ROLE` in one
-    /// transaction under the clean-up lock timeout, the verification, the lock
-    /// released. `None` (rolled back) when the transaction failed: the caller goes on
-    /// step by step, and reports what holds it up. Else whether the lock was released.
-    async fn drop_here(
-        &self,
-        conn: &deadpool_postgres::Object,
-        report: &mut RevocationReport,
-        role: &LedgerRole,
-        left: &Left,
-        lock: Lock<'_>,
-    ) -> Result<Option<bool>, ProvisionError> {
-        let username = role.username.as_str();
-        let here = self.connector.database();
-        let referenced = !left.databases.is_empty();
-        if referenced {
-            self.step(Step::RevokeCleanDatabase(here.to_owned()))?;
-        }
-        self.step(Step::RevokeDropRole)?;
-        let dependencies = conn
-            .prepare_cached(DEPENDENCIES_SQL)
-            .await
-            .map_err(db("preparing the revocation's statements"))?;
-        let verify = conn
-            .prepare_cached(VERIFY_SQL)
-            .await
-            .map_err(db("preparing the revocation's statements"))?;
-        let u = Ident(username);
-        let open_tx = format!(
-            "BEGIN; SELECT pg_catalog.set_config('lock_timeout', {}, true)",
-            literal(&format!(
-                "{}ms",
-                self.config.cleanup_lock_timeout.as_millis().max(1)
-            ))
-        );
-        let drop = if referenced {
-            format!("DROP OWNED BY {u}; DROP ROLE IF EXISTS {u}; COMMIT")
-        } else {
-            format!("DROP ROLE IF EXISTS {u}; COMMIT")
-        };
-        let oid = Some(role.oid);
-        let by_name: [&(dyn ToSql + Sync); 1] = [&username];
-        let by_name_and_oid: [&(dyn ToSql + Sync); 2] = [&username, &oid];
-        let release = lock.release_sql();
-        // One round trip, sent in this order (see `mark`).
-        let (begun, counts, dropped, verified_row, released) = join!(
-            conn.batch_execute(&open_tx),
-            async {
-                if referenced {
-                    conn.query_one(&dependencies, &by_name).await.map(Some)
-                } else {
-                    Ok(None)
-                }
-            },
-            conn.batch_execute(&drop),
-            conn.query_one(&verify, &by_name_and_oid),
-            conn.simple_query(&release),
-        );
-        begun.map_err(db("removing what the role owns"))?;
-        if let Err(e) = dropped {
-            conn.batch_execute("ROLLBACK")
-                .await
-                .map_err(db("ending the clean-up's transaction"))?;
-            // Waiting again step by step would only double the wait: say who holds it.
-            if lock_timed_out(&e) {
-                return Err(self.cleanup_waiting(conn, here, username).await);
-            }
-            tracing::debug!(username, error = %e, "the one-transaction clean-up failed; going step by step");
-            return Ok(None);
-        }
-        report.role_dropped = true;
-        if let Some(row) = counts.map_err(db(format!("counting objects in {here}")))? {
-            let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
-            report.databases.push(DatabaseCleanup {
-                database: here.to_owned(),
-                objects_dropped: owned,
-                objects_reassigned: 0,
-                privileges_revoked: privileges,
-                public_grants_revoked: Vec::new(),
-                security_definer_functions: Vec::new(),
-            });
-        }
-        verified(
-            username,
-            &verified_row.map_err(db("verifying the revocation"))?,
-        )?;
-        // Not released (the connection broke): the caller closes it, which releases.
-        Ok(Some(released.is_ok_and(|m| first_value(&m) == Some("t"))))
-    }
-
     /// Steps 4–7 one at a time, in rounds: what the pipelined end leaves to it (other
     /// databases, owned databases, a successor, sessions that would not end, a
     /// clean-up that failed).
-    async fn clean_and_drop(
+    pub(super) async fn clean_and_drop(
         &self,
         conn: &deadpool_postgres::Object,
         report: &mut RevocationReport,
@@ -416,7 +184,7 @@ pub(crate) async fn terminate_sessions(
 }
 
 /// The statement that ends a role's sessions on this server version.
-fn sessions_sql(version_num: i32) -> &'static str {
+pub(super) fn sessions_sql(version_num: i32) -> &'static str {
     if version_num >= 140_000 {
         SESSIONS_SQL
     } else {
@@ -477,7 +245,7 @@ async fn act_as(
 }
 
 /// `REVOKE <group> FROM <username>` for each of `groups`, as one batch.
-fn revoke_memberships_sql(groups: &[String], username: &str) -> String {
+pub(super) fn revoke_memberships_sql(groups: &[String], username: &str) -> String {
     groups
         .iter()
         .map(|g| format!("REVOKE {} FROM {}", Ident(g), Ident(username)))
@@ -538,7 +306,7 @@ async fn verify_gone(
 }
 
 /// Judges a [`VERIFY_SQL`] row: an error unless the role and its sessions are gone.
-fn verified(username: &str, row: &tokio_postgres::Row) -> Result<(), ProvisionError> {
+pub(super) fn verified(username: &str, row: &tokio_postgres::Row) -> Result<(), ProvisionError> {
     let (exists, sessions): (bool, i64) = (row.get(0), row.get(1));
     if exists || sessions > 0 {
         return Err(ProvisionError::RevocationIncomplete {

@@ -15,22 +15,25 @@
 //! # Round trips
 //!
 //! The order is kept, but the steps travel together: requests sent in one pipeline
-//! run in order on the server and cost one round trip. A revocation of a grant this
-//! process knows (it made, found or listed it) takes four:
+//! run in order on the server and cost one round trip, and each step is written so
+//! that it does nothing unless the steps before it succeeded ([`pipeline`]).
 //!
-//! 1. the `Revoking` lock, `BEGIN`, the grant's `Grant` lock and the role's record
-//!    read under it ([`mark`]);
-//! 2. `NOLOGIN` and the record marked revoking, `COMMIT` (step 1);
-//! 3. sessions ended, the memberships read in 1 revoked, and what is left to clean
-//!    read: databases referencing the role, databases it owns (steps 2–4, [`finish`]);
-//! 4. when all of it is in this database and no successor takes it over: `DROP
-//!    OWNED` (only if anything here references the role) and `DROP ROLE` in one
-//!    transaction, the verification, the lock released (steps 5–7).
+//! - **A grant this process saw** (it made, extended or listed it; at most
+//!   [`crate::provision`]'s hint bound) takes **one round trip**: the `Revoking`
+//!   lock, `BEGIN`, the grant's `Grant` lock, a statement that fails unless the role
+//!   still has the oid, sealed comment and memberships seen ([`mark`]), then steps
+//!   1–7. Anything changed since, and that statement aborts the transaction: nothing
+//!   behind it runs, and the revocation goes on as below.
+//! - **Any other grant** takes **two**: the same locks and the role's record read
+//!   under them, then, decided on what was read, steps 1–7.
+//! - A grant this process has no hint for is first looked up in the ledger.
 //!
-//! Anything else (other databases, a successor, sessions that outlive the wait, a
-//! clean-up that fails or waits on a lock) goes on step by step as before, from
-//! where the pipelined steps stopped. A grant this process does not know is first
-//! looked up in the ledger.
+//! In the pipeline, the drop (steps 4–6) is one transaction that succeeds only when
+//! nothing outside this database references the role, it owns no database, no
+//! successor takes objects over and no session is left. Anything else (other
+//! databases, a successor, sessions that outlive the wait, a clean-up that fails or
+//! waits on a lock) rolls it back and goes on step by step, from where the pipeline
+//! stopped ([`finish`]).
 //!
 //! A role that step 5 cannot free (it owns a tablespace, say) is reported with what
 //! holds it; access has ended by then. With a successor, PUBLIC grants on what is
@@ -47,19 +50,23 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::error::{ProvisionError, db, lost};
-use crate::ledger::{GrantState, RoleMode, find_grant};
+use std::time::Duration;
+
+use crate::error::{ProvisionError, db, lost, transient};
+use crate::ledger::{GrantState, LedgerRole, RoleMode, RoleRecord, find_grant};
 use crate::lock::Lock;
 use crate::pool::Unsettled;
-use crate::provision::{Provisioner, Step};
+use crate::provision::{Provisioner, Seen, Step};
 
 mod clean;
 mod finish;
 mod mark;
 mod persistent;
+mod pipeline;
 
 pub(crate) use finish::{remove_memberships, terminate_sessions};
-use mark::{Mark, Wait};
+use mark::{Mark, Wait, holds_ephemeral};
+use pipeline::{Marked, Statements};
 
 /// What one database's cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -203,12 +210,22 @@ impl Provisioner {
         // reads it under the grant's lock anyway (a stale hint costs one round trip).
         // Not an ephemeral grant on that role: the look-up below reads the hinted role
         // again (a persistent grant), or forgets the hint.
-        if let Some(username) = self.hints.get(grant_id)
-            && let Some(report) = self
-                .revoke_role_once(grant_id, &username, Wait::Wait, expired_only, true)
+        if let Some((username, seen)) = self.hints.get_seen(grant_id) {
+            let known =
+                seen.and_then(|seen| self.known_role(grant_id, &username, seen))
+                    .filter(|role| {
+                        // A grant seen extended is left for the read to judge.
+                        !expired_only
+                            || role.record.as_ref().is_none_or(|r| {
+                                !not_expired(r, grant_id, OffsetDateTime::now_utc())
+                            })
+                    });
+            if let Some(report) = self
+                .revoke_role_once(grant_id, &username, Wait::Wait, expired_only, true, known)
                 .await?
-        {
-            return Ok(report);
+            {
+                return Ok(report);
+            }
         }
         let mut ledger = {
             let conn = self.admin.get().await?;
@@ -250,6 +267,25 @@ impl Provisioner {
             }
         }
     }
+    /// Role `username` as this process last saw it (`seen`), when that shows grant
+    /// `grant_id` as an ephemeral grant: what [`Self::mark_known`] confirms.
+    fn known_role(&self, grant_id: &str, username: &str, seen: Seen) -> Option<LedgerRole> {
+        let record =
+            RoleRecord::from_comment(&self.config.ledger_key, seen.oid, username, &seen.comment)?;
+        let role = LedgerRole {
+            username: username.to_owned(),
+            oid: seen.oid,
+            record: Some(record),
+            has_comment: true,
+            comment: Some(seen.comment),
+            can_login: true,
+            valid_until: None,
+            member_of: seen.member_of,
+            elevated: false,
+        };
+        holds_ephemeral(&role, grant_id).then_some(role)
+    }
+
     /// Steps 1–7 for an ephemeral role (also used to resume). One revocation of a
     /// grant runs at a time across all processes: it holds a session advisory lock
     /// for its whole length (released with the session if the process dies). With
@@ -264,7 +300,7 @@ impl Provisioner {
     ) -> Result<RevocationReport, ProvisionError> {
         let wait = if wait { Wait::Wait } else { Wait::Try };
         Ok(self
-            .revoke_role_once(grant_id, username, wait, expired_only, false)
+            .revoke_role_once(grant_id, username, wait, expired_only, false, None)
             .await?
             .unwrap_or_else(|| RevocationReport {
                 already_revoked: true,
@@ -273,7 +309,9 @@ impl Provisioner {
     }
 
     /// [`Self::revoke_role`]; with `hinted`, `None` when the role's record does not
-    /// hold the grant as an ephemeral grant (nothing was done).
+    /// hold the grant as an ephemeral grant (nothing was done). With `known` (the
+    /// role as this process last saw it), the grant is confirmed rather than read
+    /// ([`Self::mark_known`]): the whole revocation is then one round trip.
     async fn revoke_role_once(
         &self,
         grant_id: &str,
@@ -281,59 +319,93 @@ impl Provisioner {
         wait: Wait,
         expired_only: bool,
         hinted: bool,
+        known: Option<LedgerRole>,
     ) -> Result<Option<RevocationReport>, ProvisionError> {
         self.step(Step::RevokeMark)?;
         let facts = self.facts().await?.clone();
         // Unsettled from before the lock is asked for until it is released: dropped
         // anywhere in between (an error, a cancelled future), the connection closes
         // and takes the lock with it rather than returning to the pool holding it.
-        // Checked out without the pool's check query: marking is safe to run again,
+        // Checked out without the pool's check query: nothing before the mark commits,
         // so a connection found dead (a backend terminated while it sat in the pool)
         // costs a second try on a checked one instead of a round trip on every check-out.
         let mut conn = Unsettled::new(self.admin.get_unchecked().await?);
         let lock = Lock::Revoking { grant_id };
-        let mut marked = self
-            .lock_and_mark(&conn, grant_id, username, wait, expired_only, hinted)
-            .await;
-        if let Err(e) = &marked
-            && lost(e)
-        {
-            tracing::debug!(error = %e, "a pooled connection was dead; revoking on a checked one");
-            // Gone first: waiting for a second connection while holding the dead one
-            // would take two of the pool's slots per revocation.
-            drop(conn);
-            conn = Unsettled::new(self.admin.get().await?);
-            marked = self
-                .lock_and_mark(&conn, grant_id, username, wait, expired_only, hinted)
-                .await;
-        }
-        let (result, released) = match marked {
-            Err(e) => (Err(e), false),
-            Ok(Mark::InProgress) => {
-                conn.settle();
-                return Err(ProvisionError::InProgress {
-                    grant_id: grant_id.to_owned(),
-                });
-            }
-            Ok(Mark::NotHere) => (Ok(None), false),
-            Ok(Mark::Gone) => (
-                Ok(Some(RevocationReport {
-                    already_revoked: true,
-                    ..RevocationReport::for_role(grant_id, username)
-                })),
-                false,
-            ),
-            Ok(Mark::Extended) => (
-                Err(ProvisionError::NotExpired {
-                    grant_id: grant_id.to_owned(),
-                }),
-                false,
-            ),
-            Ok(Mark::Marked(role)) => {
-                match self.finish(&conn, grant_id, &role, &facts, lock).await {
-                    Ok((report, released)) => (Ok(Some(report)), released),
-                    Err(e) => (Err(e), false),
+        let mut known = known;
+        let (mut locked, mut checked, mut attempt) = (false, false, 0);
+        let (result, released) = loop {
+            attempt += 1;
+            let marked = match Statements::prepare(&conn, facts.version_num).await {
+                Err(e) => Marked::Not(e),
+                Ok(statements) => match known.take() {
+                    Some(role) => {
+                        let (held, marked) = self
+                            .mark_known(&conn, &statements, grant_id, &role, &facts, lock)
+                            .await;
+                        locked = held;
+                        marked
+                    }
+                    None => match self
+                        .lock_and_read(
+                            &conn,
+                            grant_id,
+                            username,
+                            wait,
+                            expired_only,
+                            hinted,
+                            &mut locked,
+                        )
+                        .await
+                    {
+                        Err(e) => Marked::Not(e),
+                        Ok(Mark::Found(role)) => {
+                            self.mark_found(&conn, &statements, grant_id, &role, &facts, lock)
+                                .await
+                        }
+                        Ok(Mark::InProgress) => {
+                            conn.settle();
+                            return Err(ProvisionError::InProgress {
+                                grant_id: grant_id.to_owned(),
+                            });
+                        }
+                        Ok(Mark::NotHere) => break (Ok(None), false),
+                        Ok(Mark::Gone) => {
+                            break (
+                                Ok(Some(RevocationReport {
+                                    already_revoked: true,
+                                    ..RevocationReport::for_role(grant_id, username)
+                                })),
+                                false,
+                            );
+                        }
+                        Ok(Mark::Extended) => {
+                            break (
+                                Err(ProvisionError::NotExpired {
+                                    grant_id: grant_id.to_owned(),
+                                }),
+                                false,
+                            );
+                        }
+                    },
+                },
+            };
+            match marked {
+                Marked::Done(Ok((report, released))) => break (Ok(Some(report)), released),
+                // Read it, then.
+                Marked::Stale => {}
+                Marked::Not(e) if lost(&e) && !checked => {
+                    tracing::debug!(error = %e, "a pooled connection was dead; revoking on a checked one");
+                    // Gone first: waiting for a second connection while holding the dead
+                    // one would take two of the pool's slots per revocation. Its lock
+                    // went with it.
+                    drop(conn);
+                    conn = Unsettled::new(self.admin.get().await?);
+                    (locked, checked) = (false, true);
                 }
+                Marked::Not(e) if attempt < crate::retry::MAX_ATTEMPTS && transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+                }
+                Marked::Done(Err(e)) | Marked::Not(e) => break (Err(e), false),
             }
         };
         // A pooled connection must not keep the lock: back to the pool only once it is
