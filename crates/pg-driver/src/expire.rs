@@ -69,17 +69,18 @@ pub enum BatchOutcome {
 
 /// Ends every session of the roles `$1` (oids) but ours, waiting up to 5 s for each
 /// (the timeout argument exists from PostgreSQL 14; [`END_SESSIONS_SQL_13`] signals
-/// and the caller polls): per role, the sessions found and those signalled.
+/// and the caller polls): per role, the sessions found and those signalled. From
+/// `pg_stat_get_activity`: the `pg_stat_activity` view joins all of `pg_authid`.
 const END_SESSIONS_SQL: &str = "
 SELECT usesysid, pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid, 5000))
-FROM pg_catalog.pg_stat_activity
+FROM pg_catalog.pg_stat_get_activity(NULL)
 WHERE usesysid = ANY($1::pg_catalog.oid[]) AND pid <> pg_catalog.pg_backend_pid()
 GROUP BY usesysid";
 
 /// [`END_SESSIONS_SQL`] for PostgreSQL 13.
 const END_SESSIONS_SQL_13: &str = "
 SELECT usesysid, pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))
-FROM pg_catalog.pg_stat_activity
+FROM pg_catalog.pg_stat_get_activity(NULL)
 WHERE usesysid = ANY($1::pg_catalog.oid[]) AND pid <> pg_catalog.pg_backend_pid()
 GROUP BY usesysid";
 
@@ -96,7 +97,7 @@ SELECT d.datdba FROM pg_catalog.pg_database d WHERE d.datdba = ANY($1::pg_catalo
 const STILL_THERE_SQL: &str = "
 SELECT o FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o
 WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = o)
-   OR EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = o)";
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.usesysid = o)";
 
 /// One grant of a batch, from when it is locked until its outcome.
 struct Item {

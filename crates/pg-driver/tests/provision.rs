@@ -1406,10 +1406,59 @@ async fn a_grant_changed_since_this_process_saw_it_is_judged_as_it_is_now() {
         .unwrap();
     let report = granter.revoke(&g.grant_id).await.unwrap();
     assert!(report.already_revoked && !report.role_dropped, "{report:?}");
-    assert!(role_exists(&g.username), "a role pgwarden did not make was dropped");
+    assert!(
+        role_exists(&g.username),
+        "a role pgwarden did not make was dropped"
+    );
     cluster()
         .psql(&format!("DROP ROLE {}; DROP ROLE seen_extra", g.username))
         .unwrap();
+}
+
+/// A session that outlives its termination (its backend is stopped, as one stuck
+/// in the kernel would be) keeps the role from being dropped until it is gone:
+/// dropped meanwhile, the role would leave nothing in the ledger to finish the
+/// revocation, and the session would run on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_outlives_its_termination_keeps_the_role_until_it_ends() {
+    setup_database("stuck");
+    let p = provisioner(UserMode::Ephemeral);
+    let g = p
+        .grant(request("stu", &["postgresql-schema:stuck/s1=read-only"]))
+        .await
+        .unwrap();
+    let pw = g.password.as_ref().unwrap().expose_secret().to_owned();
+    let session = common::session(cluster(), &g.username, &pw, "stuck").await;
+    let pid: i32 = session
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let signal = move |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // From 14 a termination waits 5 s for the session to exit, and gives up: resume
+    // it after that. On 13 a termination only signals, and the revocation polls for
+    // 5 s: resume it before that.
+    let version: i32 = q("SHOW server_version_num").trim().parse().unwrap();
+    let resume_after = if version >= 140_000 { 6 } else { 2 };
+    let resumer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(resume_after));
+        signal("-CONT");
+    });
+    let result = p.revoke(&g.grant_id).await;
+    resumer.join().unwrap();
+    let report = result.unwrap();
+    assert!(report.role_dropped, "{report:?}");
+    assert_eq!(report.sessions_terminated, 1, "{report:?}");
+    assert!(!role_exists(&g.username));
+    assert!(session.query_one("SELECT 1", &[]).await.is_err());
 }
 
 /// A loopback TCP proxy to the cluster that can cut every connection it carries so

@@ -9,9 +9,9 @@
 //! 3. Its memberships, as found, are revoked: its privileges end now, in their own
 //!    transaction, whatever happens to the drop.
 //! 4. –6. In one transaction under the clean-up's lock timeout: a statement that
-//!    fails while any session of the role remains; the databases that reference it
-//!    and what it owns here, for the report; `DROP OWNED` (no successor) and `DROP
-//!    ROLE`. It fails, and rolls back, whenever the role is referenced elsewhere,
+//!    fails while any session of the role remains, and otherwise counts what
+//!    references the role, for the report ([`BEFORE_DROP_SQL`]); `DROP OWNED` (no
+//!    successor) and `DROP ROLE`. It fails, and rolls back, whenever the role is referenced elsewhere,
 //!    owns a database, has objects for a successor, or the connector cannot act as
 //!    it.
 //! 7. The verification (no role, no session by name or by the oid it had), and the
@@ -29,10 +29,10 @@ use futures_util::join;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
-use super::clean::{DEPENDENCIES_SQL, lock_timed_out};
+use super::clean::lock_timed_out;
 use super::finish::{
-    DATABASES_SQL, VERIFY_SQL, remove_memberships, revoke_memberships_sql, sessions_sql,
-    terminate_sessions, verified,
+    VERIFY_SQL, remove_memberships, revoke_memberships_sql, sessions_sql, terminate_sessions,
+    verified,
 };
 use super::mark::KNOWN_SQL;
 use super::{DatabaseCleanup, RevocationReport};
@@ -42,14 +42,27 @@ use crate::lock::{Lock, first_value};
 use crate::provision::{ConnectorFacts, Provisioner, Step};
 use crate::sql::{Ident, literal};
 
-/// Fails (division by zero, SQLSTATE 22012) while a session of the role with oid `$1`
-/// remains (other than ours). Read in a transaction of its own, whose activity
-/// snapshot is taken after the sessions were ended.
-const NO_SESSIONS_SQL: &str = "
+/// The drop's first statement: fails (division by zero, SQLSTATE 22012) while a
+/// session of the role with oid `$1` remains (other than ours); otherwise what
+/// references the role: objects it owns in this database, privileges and default
+/// privileges here, and references anywhere (any database, shared objects). Run in a
+/// transaction of its own, whose activity snapshot is taken after the sessions were
+/// ended. The check is in the select list of a query that always returns one row (an
+/// aggregate's), so it is evaluated whatever the plan.
+const BEFORE_DROP_SQL: &str = "
 SELECT 1 OPERATOR(pg_catalog./) (NOT EXISTS (
-  SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a
-  WHERE a.usesysid OPERATOR(pg_catalog.=) $1::pg_catalog.oid
-    AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()))::pg_catalog.int4";
+         SELECT FROM pg_catalog.pg_stat_get_activity(NULL) a
+         WHERE a.usesysid OPERATOR(pg_catalog.=) $1::pg_catalog.oid
+           AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()))::pg_catalog.int4,
+       c.owned, c.privileges, c.anywhere
+FROM (SELECT pg_catalog.count(*) FILTER (WHERE s.dbid OPERATOR(pg_catalog.=) h.oid AND s.deptype OPERATOR(pg_catalog.=) 'o') AS owned,
+             pg_catalog.count(*) FILTER (WHERE s.dbid OPERATOR(pg_catalog.=) h.oid AND s.deptype OPERATOR(pg_catalog.<>) 'o') AS privileges,
+             pg_catalog.count(*) AS anywhere
+      FROM pg_catalog.pg_shdepend s,
+           (SELECT oid FROM pg_catalog.pg_database
+            WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) h
+      WHERE s.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
+        AND s.refobjid OPERATOR(pg_catalog.=) $1::pg_catalog.oid) c";
 
 /// The statements a revocation's pipeline runs, prepared on its connection (once per
 /// connection: the statement cache keeps them) before anything is sent.
@@ -57,9 +70,7 @@ pub(super) struct Statements {
     /// [`KNOWN_SQL`].
     pub(super) known: Statement,
     sessions: Statement,
-    no_sessions: Statement,
-    databases: Statement,
-    dependencies: Statement,
+    before_drop: Statement,
     verify: Statement,
 }
 
@@ -77,9 +88,7 @@ impl Statements {
         Ok(Statements {
             known: prepare(KNOWN_SQL).await?,
             sessions: prepare(sessions_sql(version_num)).await?,
-            no_sessions: prepare(NO_SESSIONS_SQL).await?,
-            databases: prepare(DATABASES_SQL).await?,
-            dependencies: prepare(DEPENDENCIES_SQL).await?,
+            before_drop: prepare(BEFORE_DROP_SQL).await?,
             verify: prepare(VERIFY_SQL).await?,
         })
     }
@@ -113,8 +122,7 @@ pub(super) struct Sent {
 /// Steps 4–7's answers.
 struct Dropped {
     begun: Result<(), tokio_postgres::Error>,
-    no_sessions: Result<Row, tokio_postgres::Error>,
-    databases: Result<Vec<Row>, tokio_postgres::Error>,
+    /// [`BEFORE_DROP_SQL`]'s row.
     counts: Result<Row, tokio_postgres::Error>,
     drop: Result<(), tokio_postgres::Error>,
     verified: Result<Row, tokio_postgres::Error>,
@@ -124,11 +132,7 @@ struct Dropped {
 impl Dropped {
     /// Whether the transaction that dropped the role committed.
     fn committed(&self) -> bool {
-        self.begun.is_ok()
-            && self.no_sessions.is_ok()
-            && self.databases.is_ok()
-            && self.counts.is_ok()
-            && self.drop.is_ok()
+        self.begun.is_ok() && self.counts.is_ok() && self.drop.is_ok()
     }
 }
 
@@ -205,19 +209,15 @@ impl Provisioner {
                 {
                     return None;
                 }
-                let (begun, no_sessions, databases, counts, drop, verified, released) = join!(
+                let (begun, counts, drop, verified, released) = join!(
                     conn.batch_execute(&open_tx),
-                    conn.query_one(&statements.no_sessions, &by_oid),
-                    conn.query(&statements.databases, &by_name),
-                    conn.query_one(&statements.dependencies, &by_name),
+                    conn.query_one(&statements.before_drop, &by_oid),
                     conn.batch_execute(&drop_sql),
                     conn.query_one(&statements.verify, &by_name_and_oid),
                     conn.simple_query(&release),
                 );
                 Some(Dropped {
                     begun,
-                    no_sessions,
-                    databases,
                     counts,
                     drop,
                     verified,
@@ -288,17 +288,20 @@ impl Provisioner {
                 report.role_dropped = true;
                 // Dropping the role ended every membership it had.
                 report.memberships_removed.clone_from(&role.member_of);
-                let referenced = d.databases.is_ok_and(|rows| !rows.is_empty());
-                if referenced && let Ok(row) = d.counts {
-                    let (owned, privileges): (i64, i64) = (row.get(0), row.get(1));
-                    report.databases.push(DatabaseCleanup {
-                        database: here.to_owned(),
-                        objects_dropped: owned,
-                        objects_reassigned: 0,
-                        privileges_revoked: privileges,
-                        public_grants_revoked: Vec::new(),
-                        security_definer_functions: Vec::new(),
-                    });
+                if let Ok(row) = d.counts {
+                    let (owned, privileges, anywhere): (i64, i64, i64) =
+                        (row.get(1), row.get(2), row.get(3));
+                    // Referenced only from here (else the drop failed): cleaned here.
+                    if anywhere > 0 {
+                        report.databases.push(DatabaseCleanup {
+                            database: here.to_owned(),
+                            objects_dropped: owned,
+                            objects_reassigned: 0,
+                            privileges_revoked: privileges,
+                            public_grants_revoked: Vec::new(),
+                            security_definer_functions: Vec::new(),
+                        });
+                    }
                 }
                 verified(
                     username,
