@@ -24,11 +24,11 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 
 use super::not_expired;
-use super::pipeline::{Marked, Statements};
+use super::pipeline::{Marked, Revocation};
 use crate::error::{ProvisionError, db, lost};
 use crate::ledger::{GrantState, LEDGER_ROLE_SQL, LedgerRole, RoleMode, ledger_roles};
 use crate::lock::{Lock, first_value};
-use crate::provision::{ConnectorFacts, Provisioner};
+use crate::provision::Provisioner;
 use crate::sql::{Ident, literal, timestamp};
 
 /// Fails (division by zero, SQLSTATE 22012) unless role `$3` still has oid `$4`, the
@@ -150,19 +150,11 @@ impl Provisioner {
 
     /// The revocation of a grant found by [`Self::lock_and_read`] (its transaction
     /// open): the mark, then the rest ([`Self::send_rest`]), in one round trip.
-    pub(super) async fn mark_found(
-        &self,
-        conn: &deadpool_postgres::Object,
-        statements: &Statements,
-        grant_id: &str,
-        role: &LedgerRole,
-        facts: &ConnectorFacts,
-        lock: Lock<'_>,
-    ) -> Marked {
-        let mark = mark_sql(&self.config.ledger_key, role, grant_id);
+    pub(super) async fn mark_found(&self, r: &Revocation<'_>, role: &LedgerRole) -> Marked {
+        let mark = mark_sql(&self.config.ledger_key, role, r.grant_id);
         // Boxed, as below: the pipeline's many requests make a large future.
-        let sent = Box::pin(self.send_rest(conn, statements, role, &mark, lock)).await;
-        self.judge_marked(conn, grant_id, role, sent, facts).await
+        let sent = Box::pin(self.send_rest(r, role, &mark)).await;
+        self.judge_marked(r, role, sent).await
     }
 
     /// The revocation of a grant as this process last saw its role (`role`, built
@@ -170,22 +162,15 @@ impl Provisioner {
     /// lock, [`KNOWN_SQL`], the mark and the rest, in one round trip. Also returns
     /// whether the `Revoking` lock is held. [`Marked::Stale`] (rolled back) when the
     /// role is no longer as seen.
-    pub(super) async fn mark_known(
-        &self,
-        conn: &deadpool_postgres::Object,
-        statements: &Statements,
-        grant_id: &str,
-        role: &LedgerRole,
-        facts: &ConnectorFacts,
-        lock: Lock<'_>,
-    ) -> (bool, Marked) {
+    pub(super) async fn mark_known(&self, r: &Revocation<'_>, role: &LedgerRole) -> (bool, Marked) {
         let Some(comment) = role.comment.as_deref() else {
             return (false, Marked::Stale);
         };
+        let (conn, grant_id) = (r.conn, r.grant_id);
         let mark = mark_sql(&self.config.ledger_key, role, grant_id);
         // The session lock after BEGIN: should it fail, the transaction is aborted and
         // nothing behind it runs. (A session lock outlives the transaction.)
-        let open_locked = format!("BEGIN; {}", lock.acquire_sql(false));
+        let open_locked = format!("BEGIN; {}", r.lock.acquire_sql(false));
         let grant_locked = Lock::Grant { grant_id }.acquire_sql(false);
         let params: [&(dyn ToSql + Sync); 6] = [
             &MARKER_ROLE,
@@ -199,15 +184,12 @@ impl Provisioner {
         let (taken, begun, confirmed, sent) = join!(
             conn.batch_execute(&open_locked),
             conn.batch_execute(&grant_locked),
-            conn.query_one(&statements.known, &params),
-            Box::pin(self.send_rest(conn, statements, role, &mark, lock)),
+            conn.query_one(&r.statements.known, &params),
+            Box::pin(self.send_rest(r, role, &mark)),
         );
         let locked = taken.is_ok();
         if sent.marked.is_ok() {
-            return (
-                locked,
-                self.judge_marked(conn, grant_id, role, sent, facts).await,
-            );
+            return (locked, self.judge_marked(r, role, sent).await);
         }
         let failed = [taken.err(), begun.err(), confirmed.err()]
             .into_iter()

@@ -66,7 +66,7 @@ mod pipeline;
 
 pub(crate) use finish::{remove_memberships, terminate_sessions};
 use mark::{Mark, Wait, holds_ephemeral};
-use pipeline::{Marked, Statements};
+use pipeline::{Marked, Revocation, Statements};
 
 /// What one database's cleanup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -337,57 +337,61 @@ impl Provisioner {
             attempt += 1;
             let marked = match Statements::prepare(&conn, facts.version_num).await {
                 Err(e) => Marked::Not(e),
-                Ok(statements) => match known.take() {
-                    Some(role) => {
-                        let (held, marked) = self
-                            .mark_known(&conn, &statements, grant_id, &role, &facts, lock)
-                            .await;
-                        locked = held;
-                        marked
-                    }
-                    None => match self
-                        .lock_and_read(
-                            &conn,
-                            grant_id,
-                            username,
-                            wait,
-                            expired_only,
-                            hinted,
-                            &mut locked,
-                        )
-                        .await
-                    {
-                        Err(e) => Marked::Not(e),
-                        Ok(Mark::Found(role)) => {
-                            self.mark_found(&conn, &statements, grant_id, &role, &facts, lock)
-                                .await
+                Ok(statements) => {
+                    let r = Revocation {
+                        conn: &conn,
+                        statements: &statements,
+                        grant_id,
+                        facts: &facts,
+                        lock,
+                    };
+                    match known.take() {
+                        Some(role) => {
+                            let (held, marked) = self.mark_known(&r, &role).await;
+                            locked = held;
+                            marked
                         }
-                        Ok(Mark::InProgress) => {
-                            conn.settle();
-                            return Err(ProvisionError::InProgress {
-                                grant_id: grant_id.to_owned(),
-                            });
-                        }
-                        Ok(Mark::NotHere) => break (Ok(None), false),
-                        Ok(Mark::Gone) => {
-                            break (
-                                Ok(Some(RevocationReport {
-                                    already_revoked: true,
-                                    ..RevocationReport::for_role(grant_id, username)
-                                })),
-                                false,
-                            );
-                        }
-                        Ok(Mark::Extended) => {
-                            break (
-                                Err(ProvisionError::NotExpired {
+                        None => match self
+                            .lock_and_read(
+                                &conn,
+                                grant_id,
+                                username,
+                                wait,
+                                expired_only,
+                                hinted,
+                                &mut locked,
+                            )
+                            .await
+                        {
+                            Err(e) => Marked::Not(e),
+                            Ok(Mark::Found(role)) => self.mark_found(&r, &role).await,
+                            Ok(Mark::InProgress) => {
+                                conn.settle();
+                                return Err(ProvisionError::InProgress {
                                     grant_id: grant_id.to_owned(),
-                                }),
-                                false,
-                            );
-                        }
-                    },
-                },
+                                });
+                            }
+                            Ok(Mark::NotHere) => break (Ok(None), false),
+                            Ok(Mark::Gone) => {
+                                break (
+                                    Ok(Some(RevocationReport {
+                                        already_revoked: true,
+                                        ..RevocationReport::for_role(grant_id, username)
+                                    })),
+                                    false,
+                                );
+                            }
+                            Ok(Mark::Extended) => {
+                                break (
+                                    Err(ProvisionError::NotExpired {
+                                        grant_id: grant_id.to_owned(),
+                                    }),
+                                    false,
+                                );
+                            }
+                        },
+                    }
+                }
             };
             match marked {
                 Marked::Done(Ok((report, released))) => break (Ok(Some(report)), released),

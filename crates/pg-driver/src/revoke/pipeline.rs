@@ -94,6 +94,20 @@ impl Statements {
     }
 }
 
+/// One revocation's connection, and what each of its steps needs.
+pub(super) struct Revocation<'a> {
+    /// The connection it runs on (holding, or about to hold, the `Revoking` lock).
+    pub(super) conn: &'a deadpool_postgres::Object,
+    /// Its statements, prepared on `conn`.
+    pub(super) statements: &'a Statements,
+    /// The grant revoked.
+    pub(super) grant_id: &'a str,
+    /// The connector's facts.
+    pub(super) facts: &'a ConnectorFacts,
+    /// The grant's `Revoking` lock.
+    pub(super) lock: Lock<'a>,
+}
+
 /// What a mark came to.
 pub(super) enum Marked {
     /// The mark committed: what came of the rest of the revocation (the report and
@@ -142,12 +156,11 @@ impl Provisioner {
     /// after other requests, the whole is still one round trip.
     pub(super) async fn send_rest(
         &self,
-        conn: &deadpool_postgres::Object,
-        statements: &Statements,
+        r: &Revocation<'_>,
         role: &LedgerRole,
         mark: &str,
-        lock: Lock<'_>,
     ) -> Sent {
+        let (conn, statements) = (r.conn, r.statements);
         let username = role.username.as_str();
         let u = Ident(username);
         let stopped: Mutex<Option<ProvisionError>> = Mutex::new(None);
@@ -183,7 +196,7 @@ impl Provisioner {
         let by_name: [&(dyn ToSql + Sync); 1] = [&username];
         let by_oid: [&(dyn ToSql + Sync); 1] = [&role.oid];
         let by_name_and_oid: [&(dyn ToSql + Sync); 2] = [&username, &oid];
-        let release = lock.release_sql();
+        let release = r.lock.release_sql();
         let here = self.connector.database();
         let (marked, ended, revoked, dropped) = join!(
             conn.batch_execute(mark),
@@ -241,22 +254,20 @@ impl Provisioner {
     /// pipeline stopped.
     pub(super) async fn judge_marked(
         &self,
-        conn: &deadpool_postgres::Object,
-        grant_id: &str,
+        r: &Revocation<'_>,
         role: &LedgerRole,
         sent: Sent,
-        facts: &ConnectorFacts,
     ) -> Marked {
         if let Err(e) = sent.marked {
             // Not rolled back (the connection broke): the caller closes it.
-            let _ = conn.batch_execute("ROLLBACK").await;
+            let _ = r.conn.batch_execute("ROLLBACK").await;
             return Marked::Not(db("disabling login")(e));
         }
         // Boxed: the step-by-step end makes a large future, seldom needed.
-        let result = Box::pin(self.finish_marked(conn, grant_id, role, sent, facts)).await;
+        let result = Box::pin(self.finish_marked(r, role, sent)).await;
         if let Ok((report, _)) = &result {
             tracing::info!(
-                grant_id,
+                grant_id = r.grant_id,
                 username = %role.username,
                 sessions = report.sessions_terminated,
                 "revoked"
@@ -269,15 +280,14 @@ impl Provisioner {
     /// it stopped.
     async fn finish_marked(
         &self,
-        conn: &deadpool_postgres::Object,
-        grant_id: &str,
+        r: &Revocation<'_>,
         role: &LedgerRole,
         sent: Sent,
-        facts: &ConnectorFacts,
     ) -> Result<(RevocationReport, bool), ProvisionError> {
+        let (conn, facts) = (r.conn, r.facts);
         let username = role.username.as_str();
         let here = self.connector.database();
-        let mut report = RevocationReport::for_role(grant_id, username);
+        let mut report = RevocationReport::for_role(r.grant_id, username);
         report.login_disabled = true;
         let ended = sent.ended.map(|r| r.map_err(db("ending sessions")));
         if let Some(Ok(row)) = &ended {
