@@ -524,6 +524,8 @@ pub(crate) enum Seqscan {
 pub(crate) const INDEX_SCANS: &str = "SET enable_seqscan = off";
 /// Undoes [`INDEX_SCANS`].
 pub(crate) const INDEX_SCANS_END: &str = "RESET enable_seqscan";
+/// [`INDEX_SCANS`] for the rest of the current transaction only: undone by its end.
+pub(crate) const INDEX_SCANS_IN_TRANSACTION: &str = "SET LOCAL enable_seqscan = off";
 
 /// Runs the cached statement `sql` between [`INDEX_SCANS`] and [`INDEX_SCANS_END`],
 /// in one round trip (prepared first, once per connection). In a transaction, a

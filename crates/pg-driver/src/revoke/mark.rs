@@ -26,7 +26,9 @@ use tokio_postgres::types::ToSql;
 use super::not_expired;
 use super::pipeline::{Marked, Revocation};
 use crate::error::{ProvisionError, db, lost};
-use crate::ledger::{GrantState, LEDGER_ROLE_SQL, LedgerRole, RoleMode, ledger_roles};
+use crate::ledger::{
+    GrantState, INDEX_SCANS_IN_TRANSACTION, LEDGER_ROLE_SQL, LedgerRole, RoleMode, ledger_roles,
+};
 use crate::lock::{Lock, first_value};
 use crate::provision::Provisioner;
 use crate::sql::{Ident, literal, timestamp};
@@ -104,7 +106,12 @@ impl Provisioner {
             .await
             .map_err(db("reading the ledger"))?;
         let revoking = Lock::Revoking { grant_id };
-        let open_locked = format!("BEGIN; {}", Lock::Grant { grant_id }.acquire_sql(false));
+        // The read's one cached plan uses indexes whatever the statistics said when it
+        // was made (see INDEX_SCANS); the setting ends with the transaction.
+        let open_locked = format!(
+            "BEGIN; {INDEX_SCANS_IN_TRANSACTION}; {}",
+            Lock::Grant { grant_id }.acquire_sql(false)
+        );
         let params: [&(dyn ToSql + Sync); 2] = [&MARKER_ROLE, &username];
         // One round trip: requests pipelined in this order (futures' join polls
         // its futures in order, and each is sent when first polled).
@@ -169,8 +176,12 @@ impl Provisioner {
         let (conn, grant_id) = (r.conn, r.grant_id);
         let mark = mark_sql(&self.config.ledger_key, role, grant_id);
         // The session lock after BEGIN: should it fail, the transaction is aborted and
-        // nothing behind it runs. (A session lock outlives the transaction.)
-        let open_locked = format!("BEGIN; {}", r.lock.acquire_sql(false));
+        // nothing behind it runs. (A session lock outlives the transaction.) KNOWN_SQL's
+        // cached plan uses indexes, as the read's does.
+        let open_locked = format!(
+            "BEGIN; {INDEX_SCANS_IN_TRANSACTION}; {}",
+            r.lock.acquire_sql(false)
+        );
         let grant_locked = Lock::Grant { grant_id }.acquire_sql(false);
         let params: [&(dyn ToSql + Sync); 6] = [
             &MARKER_ROLE,
