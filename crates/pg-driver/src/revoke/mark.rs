@@ -128,8 +128,14 @@ impl Provisioner {
             conn.batch_execute(&open_locked),
             conn.query(&read, &params),
         );
-        *locked = taken.map_err(db("locking the revocation"))?;
-        let outcome = match begun.map_err(db("locking the grant id")) {
+        let outcome = match taken {
+            Err(e) => Err(db("locking the revocation")(e)),
+            Ok(taken) => {
+                *locked = taken;
+                begun.map_err(db("locking the grant id"))
+            }
+        };
+        let outcome = match outcome {
             Err(e) => Err(e),
             Ok(()) => match rows {
                 Err(e) => Err(db("reading the ledger")(e)),
