@@ -173,14 +173,7 @@ pub(crate) async fn terminate_sessions(
             .query_one_cached(sessions_sql(version_num), &[&username])
             .await
             .map_err(db("ending sessions"))?;
-        // From 14 those ended have exited; on 13 a session is signalled again on each
-        // pass until it exits, so it is counted once.
-        let n = row.get::<_, i64>(1);
-        ended = if version_num >= 140_000 {
-            ended + n
-        } else {
-            ended.max(n)
-        };
+        ended = sessions_ended(version_num, ended, row.get(1));
         if sessions_left(&row, version_num) == 0 {
             return Ok(ended);
         }
@@ -190,6 +183,17 @@ pub(crate) async fn terminate_sessions(
         username: username.to_owned(),
         reason: "sessions keep running (a superuser's session cannot be ended by a non-superuser connector)".into(),
     })
+}
+
+/// Sessions ended so far, `so_far`, and `n` more reported ended by a later pass of
+/// [`sessions_sql`]: from 14 those have exited, so they add up; on 13 a session is
+/// signalled again on each pass until it exits, so it is counted once.
+pub(super) fn sessions_ended(version_num: i32, so_far: i64, n: i64) -> i64 {
+    if version_num >= 140_000 {
+        so_far + n
+    } else {
+        so_far.max(n)
+    }
 }
 
 /// The statement that ends a role's sessions on this server version.

@@ -46,11 +46,10 @@
 //! records the revocation (expiry and reconcile revoke persistent grants here too).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
-
-use std::time::Duration;
 
 use crate::error::{ProvisionError, db, lost, transient};
 use crate::ledger::{GrantState, LedgerRole, RoleMode, RoleRecord, find_grant};
@@ -267,6 +266,7 @@ impl Provisioner {
             }
         }
     }
+
     /// Role `username` as this process last saw it (`seen`), when that shows grant
     /// `grant_id` as an ephemeral grant: what [`Self::mark_known`] confirms.
     fn known_role(&self, grant_id: &str, username: &str, seen: Seen) -> Option<LedgerRole> {
@@ -278,9 +278,10 @@ impl Provisioner {
             record: Some(record),
             has_comment: true,
             comment: Some(seen.comment),
+            member_of: seen.member_of,
+            // Not seen, and not read by a revocation (KNOWN_SQL confirms what is).
             can_login: true,
             valid_until: None,
-            member_of: seen.member_of,
             elevated: false,
         };
         holds_ephemeral(&role, grant_id).then_some(role)

@@ -11,9 +11,9 @@
 //! 4. –6. In one transaction under the clean-up's lock timeout: a statement that
 //!    fails while any session of the role remains, and otherwise counts what
 //!    references the role, for the report ([`BEFORE_DROP_SQL`]); `DROP OWNED` (no
-//!    successor) and `DROP ROLE`. It fails, and rolls back, whenever the role is referenced elsewhere,
-//!    owns a database, has objects for a successor, or the connector cannot act as
-//!    it.
+//!    successor) and `DROP ROLE`. It fails, and rolls back, whenever the role is
+//!    referenced elsewhere, owns a database, has objects for a successor, or the
+//!    connector cannot act as it.
 //! 7. The verification (no role, no session by name or by the oid it had), and the
 //!    `Revoking` lock released.
 //!
@@ -31,8 +31,8 @@ use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
 use super::clean::lock_timed_out;
 use super::finish::{
-    VERIFY_SQL, remove_memberships, revoke_memberships_sql, sessions_sql, terminate_sessions,
-    verified,
+    VERIFY_SQL, remove_memberships, revoke_memberships_sql, sessions_ended, sessions_sql,
+    terminate_sessions, verified,
 };
 use super::mark::KNOWN_SQL;
 use super::{DatabaseCleanup, RevocationReport};
@@ -343,15 +343,9 @@ impl Provisioner {
                 remove_memberships(conn, username, &BTreeSet::new()).await?;
         }
         // Sessions still there (on 13, signalled sessions still exiting): until none.
-        let before = report.sessions_terminated;
         let again = terminate_sessions(conn, username, facts.version_num).await?;
-        // From 14 the loop ends only sessions still running; on 13 it signals again
-        // those signalled above while they exit, so they are counted once.
-        report.sessions_terminated = if facts.version_num >= 140_000 {
-            before + again
-        } else {
-            before.max(again)
-        };
+        report.sessions_terminated =
+            sessions_ended(facts.version_num, report.sessions_terminated, again);
         self.clean_and_drop(conn, &mut report, username, role.oid, facts)
             .await?;
         Ok((report, false))
