@@ -133,7 +133,11 @@ async fn cancelling_at_every_step_leaves_no_lock_or_transaction() {
             p.grant(common::request("cancel@example.com", &[&access])),
         )
         .await;
-        assert!(cancelled.is_none(), "the grant was not cancelled at {step}");
+        assert!(
+            cancelled.is_none(),
+            "the grant was not cancelled at {step}; it ended: {:?}",
+            cancelled.map(|r| r.map(|g| g.username))
+        );
         assert!(!armed.load(Ordering::SeqCst), "{step} was never reached");
         assert_clean(&format!("grant cancelled after {step}")).await;
         // The same provisioner (and pool) grants and revokes afterwards.
