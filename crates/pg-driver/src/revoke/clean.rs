@@ -56,7 +56,7 @@ ORDER BY 1";
 
 /// What the role owns (`o`) and otherwise references (privileges, default privileges)
 /// in the current database.
-pub(super) const DEPENDENCIES_SQL: &str = "
+const DEPENDENCIES_SQL: &str = "
 SELECT pg_catalog.count(*) FILTER (WHERE s.deptype = 'o'), pg_catalog.count(*) FILTER (WHERE s.deptype <> 'o')
 FROM pg_catalog.pg_shdepend s
 WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())

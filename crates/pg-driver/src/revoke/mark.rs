@@ -23,7 +23,7 @@ use pgwarden_core::naming::{MARKER_ROLE, UNTAGGED_ROLE};
 use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 
-use super::not_expired;
+use super::extended;
 use super::pipeline::{Marked, Revocation};
 use crate::error::{ProvisionError, db, lost};
 use crate::ledger::{
@@ -143,14 +143,7 @@ impl Provisioner {
                 Ok(rows) => Ok(match ledger_roles(&rows, key).into_iter().next() {
                     None => Mark::Gone,
                     Some(role) if hinted && !holds_ephemeral(&role, grant_id) => Mark::NotHere,
-                    Some(role)
-                        if expired_only
-                            && role.record.as_ref().is_some_and(|r| {
-                                not_expired(r, grant_id, OffsetDateTime::now_utc())
-                            }) =>
-                    {
-                        Mark::Extended
-                    }
+                    Some(role) if expired_only && extended(&role, grant_id) => Mark::Extended,
                     Some(role) => return Ok(Mark::Found(Box::new(role))),
                 }),
             },

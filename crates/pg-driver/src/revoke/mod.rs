@@ -161,6 +161,14 @@ impl RevocationReport {
             ..RevocationReport::default()
         }
     }
+
+    /// The report for a grant whose login role `username` was already gone.
+    fn already_revoked(grant_id: &str, username: &str) -> Self {
+        RevocationReport {
+            already_revoked: true,
+            ..RevocationReport::for_role(grant_id, username)
+        }
+    }
 }
 
 /// Whether `record` holds grant `grant_id` active and unexpired at `now`: an
@@ -171,6 +179,13 @@ fn not_expired(record: &crate::ledger::RoleRecord, grant_id: &str, now: OffsetDa
         .grants
         .iter()
         .any(|g| g.grant_id == grant_id && g.state == GrantState::Active && g.expires_at > now)
+}
+
+/// Whether `role`'s record holds grant `grant_id` unexpired now ([`not_expired`]).
+fn extended(role: &LedgerRole, grant_id: &str) -> bool {
+    role.record
+        .as_ref()
+        .is_some_and(|r| not_expired(r, grant_id, OffsetDateTime::now_utc()))
 }
 
 impl Provisioner {
@@ -210,15 +225,10 @@ impl Provisioner {
         // Not an ephemeral grant on that role: the look-up below reads the hinted role
         // again (a persistent grant), or forgets the hint.
         if let Some((username, seen)) = self.hints.get_seen(grant_id) {
-            let known =
-                seen.and_then(|seen| self.known_role(grant_id, &username, seen))
-                    .filter(|role| {
-                        // A grant seen extended is left for the read to judge.
-                        !expired_only
-                            || role.record.as_ref().is_none_or(|r| {
-                                !not_expired(r, grant_id, OffsetDateTime::now_utc())
-                            })
-                    });
+            // A grant seen extended is left for the read to judge.
+            let known = seen
+                .and_then(|seen| self.known_role(grant_id, &username, seen))
+                .filter(|role| !(expired_only && extended(role, grant_id)));
             if let Some(report) = self
                 .revoke_role_once(grant_id, &username, Wait::Wait, expired_only, true, known)
                 .await?
@@ -303,10 +313,7 @@ impl Provisioner {
         Ok(self
             .revoke_role_once(grant_id, username, wait, expired_only, false, None)
             .await?
-            .unwrap_or_else(|| RevocationReport {
-                already_revoked: true,
-                ..RevocationReport::for_role(grant_id, username)
-            }))
+            .unwrap_or_else(|| RevocationReport::already_revoked(grant_id, username)))
     }
 
     /// [`Self::revoke_role`]; with `hinted`, `None` when the role's record does not
@@ -374,21 +381,12 @@ impl Provisioner {
                             }
                             Ok(Mark::NotHere) => break (Ok(None), false),
                             Ok(Mark::Gone) => {
-                                break (
-                                    Ok(Some(RevocationReport {
-                                        already_revoked: true,
-                                        ..RevocationReport::for_role(grant_id, username)
-                                    })),
-                                    false,
-                                );
+                                let report = RevocationReport::already_revoked(grant_id, username);
+                                break (Ok(Some(report)), false);
                             }
                             Ok(Mark::Extended) => {
-                                break (
-                                    Err(ProvisionError::NotExpired {
-                                        grant_id: grant_id.to_owned(),
-                                    }),
-                                    false,
-                                );
+                                let grant_id = grant_id.to_owned();
+                                break (Err(ProvisionError::NotExpired { grant_id }), false);
                             }
                         },
                     }
