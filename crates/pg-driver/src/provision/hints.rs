@@ -86,6 +86,35 @@ struct Hint {
     seen: Option<Seen>,
 }
 
+impl Hints {
+    /// Grant `grant_id` is on role `username`, which showed `seen`; the oldest half
+    /// is forgotten past [`MAX_HINTS`].
+    fn insert(&mut self, grant_id: &str, username: &str, seen: Option<Seen>) {
+        let hint = Hint {
+            username: username.to_owned(),
+            seen,
+        };
+        if self.by_grant.insert(grant_id.to_owned(), hint).is_none() {
+            self.order.push_back(grant_id.to_owned());
+        }
+        if self.by_grant.len() > MAX_HINTS {
+            while self.by_grant.len() > MAX_HINTS / 2 {
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
+                self.by_grant.remove(&old);
+            }
+        }
+        // Forgetting is a map removal, not a scan of the queue, so the queue also holds
+        // ids forgotten since: it is swept of them once it is twice the bound, which
+        // keeps each call's cost constant on average.
+        if self.order.len() > 2 * MAX_HINTS {
+            let Hints { by_grant, order } = self;
+            order.retain(|g| by_grant.contains_key(g));
+        }
+    }
+}
+
 impl GrantHints {
     fn lock(&self) -> std::sync::MutexGuard<'_, Hints> {
         self.inner
@@ -95,40 +124,18 @@ impl GrantHints {
 
     /// Grant `grant_id` is on role `username` (what was seen of that role is kept).
     pub(crate) fn remember(&self, grant_id: &str, username: &str) {
-        let seen = self
-            .lock()
-            .by_grant
+        let mut h = self.lock();
+        if h.by_grant
             .get(grant_id)
-            .filter(|h| h.username == username)
-            .and_then(|h| h.seen.clone());
-        self.remember_seen(grant_id, username, seen);
+            .is_none_or(|hint| hint.username != username)
+        {
+            h.insert(grant_id, username, None);
+        }
     }
 
     /// Grant `grant_id` is on role `username`, which showed `seen`.
     pub(crate) fn remember_seen(&self, grant_id: &str, username: &str, seen: Option<Seen>) {
-        let mut h = self.lock();
-        let hint = Hint {
-            username: username.to_owned(),
-            seen,
-        };
-        if h.by_grant.insert(grant_id.to_owned(), hint).is_none() {
-            h.order.push_back(grant_id.to_owned());
-        }
-        if h.by_grant.len() > MAX_HINTS {
-            while h.by_grant.len() > MAX_HINTS / 2 {
-                let Some(old) = h.order.pop_front() else {
-                    break;
-                };
-                h.by_grant.remove(&old);
-            }
-        }
-        // Forgetting is a map removal, not a scan of the queue, so the queue also holds
-        // ids forgotten since: it is swept of them once it is twice the bound, which
-        // keeps each call's cost constant on average.
-        if h.order.len() > 2 * MAX_HINTS {
-            let Hints { by_grant, order } = &mut *h;
-            order.retain(|g| by_grant.contains_key(g));
-        }
+        self.lock().insert(grant_id, username, seen);
     }
 
     /// Grant `grant_id` is gone.
