@@ -64,39 +64,61 @@ async fn assert_clean(context: &str) {
     }
 }
 
-/// A hook that, once armed for a step, records that the step was reached.
-fn stalling_hook(
-    target: &'static str,
+/// A step at which an operation is cancelled: its hook, once armed, records that the
+/// step was reached.
+struct Stall {
+    step: &'static str,
     armed: Arc<AtomicBool>,
     reached: Arc<AtomicBool>,
-) -> StepHook {
-    Arc::new(move |step: &Step| {
-        let name = format!("{step:?}");
-        if name.starts_with(target) && armed.swap(false, Ordering::SeqCst) {
-            reached.store(true, Ordering::SeqCst);
-        }
-        Ok(())
-    })
 }
 
-/// Runs `op` and drops it at the first await after `reached` is set — what a host's
-/// timeout does when it fires there. `None` when it was dropped.
-async fn cancel_after_step<F: std::future::Future>(
-    reached: &AtomicBool,
-    op: F,
-) -> Option<F::Output> {
-    let cancel = std::future::poll_fn(|_| {
-        if reached.load(Ordering::SeqCst) {
-            std::task::Poll::Ready(())
-        } else {
-            // The operation's own wake-ups poll this again.
-            std::task::Poll::Pending
-        }
-    });
-    tokio::select! {
-        biased;
-        () = cancel => None,
-        out = op => Some(out),
+impl Stall {
+    /// A stall at the first step whose name starts with `step`, and its hook.
+    fn at(step: &'static str) -> (Stall, StepHook) {
+        let (armed, reached) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (a, r) = (armed.clone(), reached.clone());
+        let hook: StepHook = Arc::new(move |s: &Step| {
+            if format!("{s:?}").starts_with(step) && a.swap(false, Ordering::SeqCst) {
+                r.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        });
+        let stall = Stall {
+            step,
+            armed,
+            reached,
+        };
+        (stall, hook)
+    }
+
+    /// Runs `op` and drops it at its first await after the step — what a host's
+    /// timeout does when it fires there. `None` when it was dropped; the operation's
+    /// output when it ended in the poll that reached the step.
+    async fn cancel<F: std::future::Future>(&self, op: F) -> Option<F::Output> {
+        self.reached.store(false, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+        let cancel = std::future::poll_fn(|_| {
+            if self.reached.load(Ordering::SeqCst) {
+                std::task::Poll::Ready(())
+            } else {
+                // The operation's own wake-ups poll this again.
+                std::task::Poll::Pending
+            }
+        });
+        let ended = tokio::select! {
+            biased;
+            () = cancel => None,
+            out = op => Some(out),
+        };
+        assert!(
+            !self.armed.load(Ordering::SeqCst),
+            "{} was never reached",
+            self.step
+        );
+        ended
     }
 }
 
@@ -131,34 +153,22 @@ async fn cancelling_at_every_step_leaves_no_lock_or_transaction() {
         "RevokeDropRole",
     ];
     for step in grant_steps {
-        let (armed, reached) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let p = provisioner_with(stalling_hook(step, armed.clone(), reached.clone()));
-        let mut outcomes = Vec::new();
+        let (stall, hook) = Stall::at(step);
+        let p = provisioner_with(hook);
+        let mut completed = Vec::new();
         for _ in 0..ATTEMPTS {
-            reached.store(false, Ordering::SeqCst);
-            armed.store(true, Ordering::SeqCst);
-            let ended = cancel_after_step(
-                &reached,
-                p.grant(common::request("cancel@example.com", &[&access])),
-            )
-            .await;
-            assert!(!armed.load(Ordering::SeqCst), "{step} was never reached");
-            match ended {
-                None => break,
-                Some(result) => {
-                    // Ended in the poll that reached the step: undo it and try again.
-                    let g = result.unwrap_or_else(|e| panic!("the grant failed: {e}"));
-                    p.revoke(&g.grant_id).await.unwrap();
-                    outcomes.push(g.username);
-                }
-            }
+            let ended = stall
+                .cancel(p.grant(common::request("cancel@example.com", &[&access])))
+                .await;
+            let Some(result) = ended else { break };
+            // Ended in the poll that reached the step: undo it and try again.
+            let g = result.unwrap_or_else(|e| panic!("the grant failed: {e}"));
+            p.revoke(&g.grant_id).await.unwrap();
+            completed.push(g.username);
         }
         assert!(
-            outcomes.len() < ATTEMPTS,
-            "the grant was never cancelled at {step} in {ATTEMPTS} tries; it ended as {outcomes:?}"
+            completed.len() < ATTEMPTS,
+            "the grant was never cancelled at {step} in {ATTEMPTS} tries; it ended as {completed:?}"
         );
         assert_clean(&format!("grant cancelled after {step}")).await;
         // The same provisioner (and pool) grants and revokes afterwards.
@@ -173,14 +183,11 @@ async fn cancelling_at_every_step_leaves_no_lock_or_transaction() {
         assert_clean(&format!("after the grant that followed {step}")).await;
     }
     for step in revoke_steps {
-        let (armed, reached) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let p = provisioner_with(stalling_hook(step, armed.clone(), reached.clone()));
+        let (stall, hook) = Stall::at(step);
+        let p = provisioner_with(hook);
         let admin = format!("postgresql-schema:{db}/s1=admin");
-        let mut ended_reports = Vec::new();
-        let g = loop {
+        let (mut completed, mut cancelled) = (Vec::new(), None);
+        for _ in 0..ATTEMPTS {
             let g = p
                 .grant(common::request("cancel@example.com", &[&admin]))
                 .await
@@ -194,21 +201,18 @@ async fn cancelling_at_every_step_leaves_no_lock_or_transaction() {
                 "CREATE TABLE s1.mine (id int)",
             )
             .unwrap();
-            reached.store(false, Ordering::SeqCst);
-            armed.store(true, Ordering::SeqCst);
-            let ended = cancel_after_step(&reached, p.revoke(&g.grant_id)).await;
-            assert!(!armed.load(Ordering::SeqCst), "{step} was never reached");
-            match ended {
-                None => break g,
-                // Ended in the poll that reached the step: try again on a new grant.
-                Some(report) => ended_reports
-                    .push(report.unwrap_or_else(|e| panic!("the revocation failed: {e}"))),
-            }
-            assert!(
-                ended_reports.len() < ATTEMPTS,
-                "the revocation was never cancelled at {step} in {ATTEMPTS} tries: {ended_reports:?}"
-            );
-        };
+            let Some(report) = stall.cancel(p.revoke(&g.grant_id)).await else {
+                cancelled = Some(g);
+                break;
+            };
+            // Ended in the poll that reached the step: try again on a new grant.
+            completed.push(report.unwrap_or_else(|e| panic!("the revocation failed: {e}")));
+        }
+        let g = cancelled.unwrap_or_else(|| {
+            panic!(
+                "the revocation was never cancelled at {step} in {ATTEMPTS} tries: {completed:?}"
+            )
+        });
         assert_clean(&format!("revocation cancelled after {step}")).await;
         // Revoking again completes (it is not "in progress" for ever).
         let report = tokio::time::timeout(Duration::from_secs(20), p.revoke(&g.grant_id))
