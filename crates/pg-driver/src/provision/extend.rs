@@ -6,7 +6,7 @@ use super::Provisioner;
 use super::hints::Seen;
 use super::request::{Expiry, ListedGrant};
 use crate::error::{ProvisionError, db};
-use crate::ledger::{GrantState, LEDGER_VERSION, LedgerRole, RoleMode, RoleRecord, find_grant};
+use crate::ledger::{GrantState, LEDGER_VERSION, RoleMode, RoleRecord, find_grant};
 use crate::lock::Lock;
 use crate::sql::{Ident, comment_on_role, literal, timestamp};
 
@@ -58,11 +58,7 @@ impl Provisioner {
             .await
             .map_err(db("extending the grant"))?;
         tx.commit().await.map_err(db("committing the extension"))?;
-        let seen = Seen::of(&LedgerRole {
-            comment: Some(comment),
-            record: Some(record.clone()),
-            ..role.clone()
-        });
+        let seen = Seen::written(role, &record, comment);
         self.hints.remember_seen(grant_id, &role.username, seen);
         let g = record
             .grants

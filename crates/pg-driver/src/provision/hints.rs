@@ -18,8 +18,8 @@ use std::sync::Mutex;
 
 use super::Provisioner;
 use crate::ledger::{
-    LedgerRole, Seqscan, find_grant, read_ledger_for_grant_cached, read_ledger_role_cached,
-    scan_ledger_for_grant_cached,
+    LedgerRole, RoleMode, RoleRecord, Seqscan, find_grant, read_ledger_for_grant_cached,
+    read_ledger_role_cached, scan_ledger_for_grant_cached,
 };
 
 /// The most hints kept (about 100 bytes each, and about 1 KB with what was [`Seen`]).
@@ -43,15 +43,16 @@ impl Seen {
     /// What `role`, as read from the ledger, shows; `None` unless its record is an
     /// ephemeral grant's.
     pub(crate) fn of(role: &LedgerRole) -> Option<Seen> {
-        let record = role.record.as_ref()?;
-        if record.mode != crate::ledger::RoleMode::Ephemeral || record.grants.len() != 1 {
+        Seen::written(role, role.record.as_ref()?, role.comment.clone()?)
+    }
+
+    /// What `role` shows once `record`, sealed as `comment`, is written on it;
+    /// `None` unless `record` is an ephemeral grant's.
+    pub(crate) fn written(role: &LedgerRole, record: &RoleRecord, comment: String) -> Option<Seen> {
+        if record.mode != RoleMode::Ephemeral || record.grants.len() != 1 {
             return None;
         }
-        Some(Seen::new(
-            role.oid,
-            role.comment.clone()?,
-            role.member_of.iter().cloned(),
-        ))
+        Some(Seen::new(role.oid, comment, role.member_of.iter().cloned()))
     }
 
     /// Seen: `oid`, `comment`, and memberships `member_of` (in any order).
